@@ -1,0 +1,15 @@
+"""Swarm Service Discovery: a registry, catalog and change stream for GPU, storage and inference services."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["AsyncClient", "Client", "__version__"]
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # The SDK pulls in httpx; the server does not need it loaded.
+    if name in ("Client", "AsyncClient"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(name)

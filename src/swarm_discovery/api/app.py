@@ -1,0 +1,116 @@
+"""The ASGI application: routes, error translation, request metrics, and the registry's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import SwarmError
+from ..records import ErrorBody
+from ..registry import Registry
+from ..store import open_store
+from ..telemetry import LATENCY, REQUESTS
+from .reads import ResponseCache
+from .routes import openapi_document, routes
+
+log = logging.getLogger("swarm")
+_encode = msgspec.json.Encoder().encode
+
+
+class Settings(msgspec.Struct, frozen=True):
+    data_dir: str = "swarm-data"
+    store: str = "sqlite"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            data_dir=os.environ.get("SWARM_DATA_DIR", cls.data_dir),
+            store=os.environ.get("SWARM_STORE", cls.store),
+        )
+
+
+def _error(status_code: int, message: str) -> Response:
+    return Response(_encode(ErrorBody(error=message)), status_code, media_type="application/json")
+
+
+async def _swarm_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SwarmError)
+    return _error(exc.status_code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: f"no such path: {request.url.path}", 405: f"method {request.method} not allowed here"}
+    response = _error(exc.status_code, message.get(exc.status_code, str(exc.detail)))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _error(500, "internal error; see the server log")
+
+
+class RequestMetrics:
+    """Counts and times every request by method, route template and status code."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        registry = Registry(open_store(settings.store, settings.data_dir))
+        await registry.start()
+        app.state.registry = registry
+        app.state.cache = ResponseCache()
+        app.state.openapi = openapi_document(__version__)
+        log.info(
+            "swarm %s ready: %s store in %s, index %d", __version__, settings.store, settings.data_dir, registry.index
+        )
+        try:
+            yield
+        finally:
+            await registry.stop()
+
+    app = Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={SwarmError: _swarm_error, HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.add_middleware(RequestMetrics)
+    return app

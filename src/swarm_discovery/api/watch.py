@@ -1,0 +1,113 @@
+"""The change stream: Server-Sent Events for one service.
+
+A stream opens with a `snapshot` event (every matching instance), then sends `put` and `delete`
+events as they happen, each with `id:` = its change index. Reconnecting with `Last-Event-ID`
+replays what was missed from the registry's history, or sends a fresh snapshot when the history
+no longer reaches back that far. An instance that stops matching (it failed its checks, or no
+longer fits the selector) is sent as a `delete` to the streams that had it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from ..errors import BadRequest
+from ..registry import Published, Registry, service_topic
+from ..selector import Selector, compile_selector
+from ..telemetry import WATCHERS
+from .inputs import flag, name
+from .reads import json_array, registry_of
+
+KEEPALIVE_SECONDS = 15.0
+_encode = msgspec.json.Encoder().encode
+
+
+class _Gone(msgspec.Struct):
+    service: str
+    id: str
+
+
+def _frame(event: str, index: int, data: bytes) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (index, event.encode(), data)
+
+
+class _Stream:
+    def __init__(self, registry: Registry, service: str, selector: Selector | None, include_all: bool) -> None:
+        self.registry = registry
+        self.service = service
+        self.selector = selector
+        self.include_all = include_all
+        self.visible: set[str] = set()
+
+    def wanted(self, state: Published) -> bool:
+        if not self.include_all and not state.healthy:
+            return False
+        return self.selector is None or self.selector.matches(state.activation)
+
+    def snapshot(self) -> bytes:
+        found = self.registry.instances(self.service, selector=self.selector, include_all=self.include_all)
+        self.visible = {state.view.id or "" for state in found}
+        return _frame("snapshot", self.registry.index, json_array([state.json for state in found]))
+
+    def catch_up(self, cursor: int) -> tuple[list[bytes], int]:
+        """Frames for what happened after `cursor`, and the new cursor."""
+        events = self.registry.history_since(cursor)
+        if events is None:
+            return [self.snapshot()], self.registry.index
+        frames = []
+        for event in events:
+            if event.service != self.service:
+                continue
+            if event.state is not None and self.wanted(event.state):
+                self.visible.add(event.id)
+                frames.append(_frame("put", event.index, event.state.json))
+            elif event.id in self.visible:
+                self.visible.discard(event.id)
+                frames.append(_frame("delete", event.index, _encode(_Gone(self.service, event.id))))
+        return frames, events[-1].index if events else cursor
+
+    async def run(self, resume_from: int | None) -> AsyncIterator[bytes]:
+        topic = service_topic(self.service)
+        WATCHERS.inc()
+        try:
+            if resume_from is None or self.registry.history_since(resume_from) is None:
+                cursor = self.registry.index
+                yield self.snapshot()
+            else:
+                # The stream resumes: rebuild what the client holds so deletes reach it.
+                self.visible = {s.view.id or "" for s in self.registry.instances(self.service, include_all=True)}
+                cursor = resume_from
+            while True:
+                seen = self.registry.topic_index(topic)
+                frames, cursor = self.catch_up(cursor)
+                if frames:
+                    yield b"".join(frames)
+                await self.registry.wait(topic, seen, KEEPALIVE_SECONDS)
+                if self.registry.topic_index(topic) == seen:
+                    yield b": keepalive\n\n"
+        finally:
+            WATCHERS.dec()
+
+
+async def watch(request: Request) -> StreamingResponse:
+    registry = registry_of(request)
+    service = request.query_params.get("service")
+    if not service:
+        raise BadRequest("service: the service to watch is required")
+    request.path_params["service"] = service
+    name(request, "service")
+    selector_text = request.query_params.get("selector")
+    selector = compile_selector(selector_text) if selector_text else None
+    last = request.headers.get("last-event-id") or request.query_params.get("index")
+    if last is not None and not last.isdigit():
+        raise BadRequest(f"Last-Event-ID: expected a change index, got {last!r}")
+    stream = _Stream(registry, service, selector, flag(request, "all"))
+    return StreamingResponse(
+        stream.run(int(last) if last is not None else None),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Swarm-Index": str(registry.index), "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,53 @@
+"""Errors raised by the core and translated to HTTP at the API edge.
+
+SwarmError
+├── BadRequest      400: the input is wrong; the message names the field
+├── NotFound        404
+├── PayloadTooLarge 413
+├── StoreError      503: the durable store failed; nothing was acknowledged
+└── ApiError        what the SDK raises for an error answer; carries the server's status
+    └── Unreachable the server did not answer at all (connection refused, timeout)
+"""
+
+from __future__ import annotations
+
+
+class SwarmError(Exception):
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(SwarmError):
+    status_code = 400
+
+
+class NotFound(SwarmError):
+    status_code = 404
+
+
+class PayloadTooLarge(SwarmError):
+    status_code = 413
+
+
+class StoreError(SwarmError):
+    status_code = 503
+
+
+class ApiError(SwarmError):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.message}"
+
+
+class Unreachable(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+    def __str__(self) -> str:
+        return self.message

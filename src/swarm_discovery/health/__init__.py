@@ -1,0 +1,1 @@
+"""Health checking: deadlines for TTL checks now; active probes and passive checks later."""

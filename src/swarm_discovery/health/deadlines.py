@@ -1,0 +1,54 @@
+"""Deadlines for TTL checks: one heap and one task, not one sleeping task per check.
+
+Renewing pushes a new entry and leaves the old one in place; a popped entry that no longer
+matches the key's current deadline is stale and skipped (lazy deletion keeps renewals O(log n)).
+The clock is injected so tests can drive it without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+from collections.abc import Callable, Hashable
+
+
+class Deadlines:
+    def __init__(self, on_expire: Callable[[Hashable], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self._on_expire = on_expire
+        self._clock = clock
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}
+        self._seq = 0
+        self._wake = asyncio.Event()
+
+    def set(self, key: Hashable, seconds: float) -> None:
+        due = self._clock() + seconds
+        self._due[key] = due
+        self._seq += 1
+        if not self._heap or due < self._heap[0][0]:
+            self._wake.set()
+        heapq.heappush(self._heap, (due, self._seq, key))
+
+    def cancel(self, key: Hashable) -> None:
+        self._due.pop(key, None)
+
+    def expire_due(self) -> None:
+        now = self._clock()
+        while self._heap and self._heap[0][0] <= now:
+            due, _, key = heapq.heappop(self._heap)
+            if self._due.get(key) == due:
+                del self._due[key]
+                self._on_expire(key)
+
+    def next_due_in(self) -> float | None:
+        return self._heap[0][0] - self._clock() if self._heap else None
+
+    async def run(self) -> None:
+        while True:
+            self.expire_due()
+            wait = self.next_due_in()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=None if wait is None else max(wait, 0.0))

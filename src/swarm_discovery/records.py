@@ -1,0 +1,217 @@
+"""The records: what users send (specs) and what the server shows (views).
+
+Limits are part of the contract and documented in the README: every one is enforced here, at the
+edge, so that nothing past this module sees an invalid record.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .durations import parse_duration
+from .errors import BadRequest
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_TAGS = 64
+MAX_META = 64
+MAX_CHECKS = 16
+MAX_METRICS = 64
+MIN_CHECK_INTERVAL = 0.1
+
+Name = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+Short = Annotated[str, msgspec.Meta(max_length=128)]
+Text = Annotated[str, msgspec.Meta(max_length=512)]
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Duration = Annotated[str, msgspec.Meta(max_length=32)]
+Tags = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]], msgspec.Meta(max_length=MAX_TAGS)]
+Meta = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
+Labels = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
+Metrics = Annotated[dict[Short, float], msgspec.Meta(max_length=MAX_METRICS)]
+Status = Literal["passing", "warning", "critical", "maintenance"]
+CheckStatus = Literal["passing", "warning", "critical"]
+HEALTHY = frozenset({"passing", "warning"})
+
+
+class Spec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """Base of everything a user sends: unknown fields are an error, defaults are not echoed."""
+
+
+class Location(Spec, kw_only=True):
+    region: Short | None = None
+    zone: Short | None = None
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] | None = None
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] | None = None
+
+
+class CheckSpec(Spec, kw_only=True):
+    """One health check; field names follow Consul's (url, tcp, grpc, ttl)."""
+
+    type: Literal["http", "tcp", "grpc", "ttl"]
+    name: Short | None = None
+    url: Text | None = None
+    tcp: Address | None = None
+    grpc: Address | None = None
+    ttl: Duration | None = None
+    interval: Duration = "10s"
+    timeout: Duration = "2s"
+    initial_status: CheckStatus | None = None
+    deregister_critical_after: Duration | None = None
+
+
+class InstanceSpec(Spec, kw_only=True):
+    """One endpoint of a service, as registered."""
+
+    service: Name | None = None
+    id: Name | None = None
+    node: Name | None = None
+    address: Address
+    port: Port
+    protocol: Literal["http", "https", "grpc", "tcp", "udp"] = "http"
+    version: Short | None = None
+    tags: Tags = []
+    meta: Meta = {}
+    location: Location | None = None
+    capabilities: dict[Short, Any] = {}
+    capacity: Annotated[dict[Short, float], msgspec.Meta(max_length=MAX_METRICS)] = {}
+    weight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
+    checks: Annotated[list[CheckSpec], msgspec.Meta(max_length=MAX_CHECKS)] = []
+    metrics: Metrics = {}
+
+
+class Gpu(Spec, kw_only=True):
+    model: Short
+    memory_gb: Annotated[float, msgspec.Meta(ge=0)]
+    count: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    compute_capability: Short | None = None
+
+
+class Resources(Spec, kw_only=True):
+    gpus: Annotated[list[Gpu], msgspec.Meta(max_length=64)] = []
+    cpu_cores: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    memory_gb: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    storage_gb: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    storage_kind: Short | None = None
+    bandwidth_gbps: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class NodeSpec(Spec, kw_only=True):
+    """A machine: a compute, storage or network resource record."""
+
+    id: Name | None = None
+    kind: Literal["compute", "storage", "network"] = "compute"
+    address: Address | None = None
+    location: Location | None = None
+    resources: Resources = msgspec.field(default_factory=Resources)
+    labels: Labels = {}
+    version: Short | None = None
+
+
+class Heartbeat(Spec, kw_only=True):
+    """A TTL renewal carrying live metrics, and optionally a status and output for the TTL check."""
+
+    metrics: Metrics | None = None
+    status: CheckStatus | None = None
+    output: Text | None = None
+
+
+class MaintenanceRequest(Spec, kw_only=True):
+    enable: bool
+    reason: Text = ""
+
+
+# --- what the server shows -----------------------------------------------------------------
+
+
+class View(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Base of what the server returns."""
+
+
+class CheckState(View, kw_only=True):
+    name: str
+    type: str
+    status: CheckStatus
+    output: str = ""
+    last_checked: float | None = None
+
+
+class Maintenance(View, kw_only=True):
+    reason: str = ""
+    since: float
+
+
+class InstanceView(InstanceSpec, forbid_unknown_fields=False, kw_only=True):
+    status: Status
+    check_states: list[CheckState] = []
+    maintenance: Maintenance | None = None
+    index: int
+    registered_at: float
+    updated_at: float
+
+
+class NodeView(NodeSpec, forbid_unknown_fields=False, kw_only=True):
+    index: int
+    registered_at: float
+    updated_at: float
+
+
+class ServiceSummary(View, kw_only=True):
+    name: str
+    instances: int
+    healthy: int
+    tags: list[str]
+    versions: list[str]
+
+
+class ServerInfo(View, kw_only=True):
+    version: str
+    store: str
+    index: int
+    data_dir: str | None = None
+    instances: int
+    nodes: int
+    watchers: int
+
+
+class ErrorBody(View, kw_only=True):
+    error: str
+
+
+# --- stored records: what must survive a restart ---------------------------------------------
+
+
+class InstanceRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
+    spec: InstanceSpec
+    registered_at: float
+    maintenance: Maintenance | None = None
+    index: int
+
+
+class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
+    spec: NodeSpec
+    registered_at: float
+    index: int
+
+
+def validate_checks(checks: list[CheckSpec]) -> None:
+    """What msgspec cannot say in a type: the target each kind needs and sane durations."""
+    for i, check in enumerate(checks):
+        field = f"checks[{i}]"
+        target = {"http": check.url, "tcp": check.tcp, "grpc": check.grpc, "ttl": check.ttl}[check.type]
+        if target is None:
+            name = {"http": "url", "tcp": "tcp", "grpc": "grpc", "ttl": "ttl"}[check.type]
+            raise BadRequest(f"{field}.{name}: a {check.type} check needs `{name}`")
+        if check.type == "ttl" and parse_duration(check.ttl or "", f"{field}.ttl") <= 0:
+            raise BadRequest(f"{field}.ttl: must be positive")
+        if parse_duration(check.interval, f"{field}.interval") < MIN_CHECK_INTERVAL:
+            raise BadRequest(f"{field}.interval: must be at least 100ms")
+        if parse_duration(check.timeout, f"{field}.timeout") <= 0:
+            raise BadRequest(f"{field}.timeout: must be positive")
+        if check.deregister_critical_after is not None:
+            parse_duration(check.deregister_critical_after, f"{field}.deregister_critical_after")
+
+
+def check_name(check: CheckSpec, position: int) -> str:
+    return check.name or (check.type if position == 0 else f"{check.type}-{position}")

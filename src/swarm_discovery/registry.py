@@ -1,0 +1,503 @@
+"""The in-memory truth: records, health state, the change index, and the fan-out of changes.
+
+Every write goes through the registry. Durable writes (registrations, deregistrations,
+maintenance, nodes) go to the store through one group commit and are applied here only once
+committed; live state (heartbeat metrics, TTL status) changes in memory alone and starts afresh
+after a restart. Every change, durable or not, takes the next change index and wakes whoever
+waits on what it touched: blocking queries, watch streams and response caches read *topics*
+("catalog", "service/NAME", "nodes") and their indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from .durations import parse_duration
+from .errors import BadRequest, NotFound
+from .health.deadlines import Deadlines
+from .locality import Near, sort_near
+from .records import (
+    HEALTHY,
+    CheckSpec,
+    CheckState,
+    Heartbeat,
+    InstanceRecord,
+    InstanceSpec,
+    InstanceView,
+    Location,
+    Maintenance,
+    NodeRecord,
+    NodeSpec,
+    NodeView,
+    ServiceSummary,
+    check_name,
+    validate_checks,
+)
+from .selector import Selector, activation
+from .store import Change, Store
+from .store.commit import GroupCommitter
+
+HISTORY_SIZE = 50_000
+CATALOG = "catalog"
+NODES = "nodes"
+_SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
+_encode = msgspec.json.Encoder().encode
+_decode_instance = msgspec.json.Decoder(InstanceRecord).decode
+_decode_node = msgspec.json.Decoder(NodeRecord).decode
+
+
+def service_topic(service: str) -> str:
+    return f"service/{service}"
+
+
+class Published:
+    """One immutable version of an instance as readers see it; encodings are made on first use."""
+
+    __slots__ = ("_activation", "_json", "node", "view")
+
+    def __init__(self, view: InstanceView, node: dict[str, Any]) -> None:
+        self.view = view
+        self.node = node
+        self._json: bytes | None = None
+        self._activation: Any = None
+
+    @property
+    def json(self) -> bytes:
+        if self._json is None:
+            self._json = _encode(self.view)
+        return self._json
+
+    @property
+    def activation(self) -> Any:
+        if self._activation is None:
+            self._activation = activation(msgspec.to_builtins(self.view), self.node)
+        return self._activation
+
+    @property
+    def healthy(self) -> bool:
+        return self.view.status in HEALTHY
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One change to one instance; `state` is None when it left (deregistered)."""
+
+    index: int
+    service: str
+    id: str
+    state: Published | None
+
+
+class _Check:
+    __slots__ = ("last_checked", "name", "output", "spec", "status", "ttl")
+
+    def __init__(self, spec: CheckSpec, position: int) -> None:
+        self.spec = spec
+        self.name = check_name(spec, position)
+        self.status = spec.initial_status or "passing"
+        self.output = "" if spec.type == "ttl" else "not probed: this server runs ttl checks only"
+        self.last_checked: float | None = None
+        self.ttl = parse_duration(spec.ttl, "ttl") if spec.ttl else None
+
+    def state(self) -> CheckState:
+        return CheckState(
+            name=self.name, type=self.spec.type, status=self.status, output=self.output, last_checked=self.last_checked
+        )
+
+
+class _Instance:
+    __slots__ = ("checks", "metrics", "published", "record", "updated_at")
+
+    def __init__(self, record: InstanceRecord, now: float) -> None:
+        self.record = record
+        self.checks = [_Check(spec, i) for i, spec in enumerate(record.spec.checks)]
+        self.metrics = record.spec.metrics
+        self.updated_at = now
+        self.published: Published
+
+    def status(self) -> str:
+        if self.record.maintenance is not None:
+            return "maintenance"
+        worst = max((_SEVERITY[c.status] for c in self.checks), default=0)
+        return ("passing", "warning", "critical")[worst]
+
+
+class _Node:
+    __slots__ = ("data", "json", "record", "updated_at", "view")
+
+    def __init__(self, record: NodeRecord, now: float) -> None:
+        self.record = record
+        self.updated_at = now
+        spec = record.spec
+        self.view = NodeView(
+            **{f: getattr(spec, f) for f in spec.__struct_fields__},
+            index=record.index,
+            registered_at=record.registered_at,
+            updated_at=now,
+        )
+        self.data: dict[str, Any] = msgspec.to_builtins(self.view)
+        self.json = _encode(self.view)
+
+
+class Registry:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+        self._index = 0
+        self._services: dict[str, dict[str, _Instance]] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._node_services: dict[str, dict[str, int]] = {}  # node id -> service -> instance count
+        self._topics: dict[str, int] = {}
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._history: deque[Event] = deque(maxlen=HISTORY_SIZE)
+        self._history_floor = 0  # history holds every event after this index
+        self._committer = GroupCommitter(store, lambda: self._index)
+        self._deadlines = Deadlines(self._ttl_expired)
+        self._deadline_task: asyncio.Task[None] | None = None
+        self.watchers = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        snapshot = await self.store.load()
+        now = self._clock()
+        instances = []
+        for key, value in snapshot.items:
+            if key.startswith("nodes/"):
+                node = _decode_node(value)
+                self._nodes[node.spec.id or ""] = _Node(node, now)
+            else:
+                instances.append(_decode_instance(value))
+        for record in instances:
+            self._put_instance(record, now, publish_index=record.index)
+        records = [r.index for r in instances] + [n.record.index for n in self._nodes.values()]
+        self._index = max([snapshot.revision, *records])
+        self._history.clear()
+        self._history_floor = self._index
+        self._deadline_task = asyncio.get_running_loop().create_task(self._deadlines.run())
+
+    async def stop(self) -> None:
+        await self._committer.drain()
+        if self._deadline_task is not None:
+            self._deadline_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._deadline_task
+        for future in self._waiters.values():
+            future.cancel()
+        await self.store.close()
+
+    # --- the change index ----------------------------------------------------------------
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    def topic_index(self, topic: str) -> int:
+        return self._topics.get(topic, 0)
+
+    def _next(self) -> int:
+        self._index += 1
+        return self._index
+
+    def _touch(self, topics: Iterable[str], index: int) -> None:
+        for topic in topics:
+            self._topics[topic] = index
+            waiter = self._waiters.pop(topic, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, topic: str, index: int, timeout: float) -> None:
+        """Return once `topic` moves away from `index` (forwards, or back after a restart), or at timeout."""
+        if self.topic_index(topic) != index:
+            return
+        waiter = self._waiters.get(topic)
+        if waiter is None:
+            waiter = self._waiters[topic] = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+    def _record(self, event: Event) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._history_floor = self._history[0].index
+        self._history.append(event)
+
+    def history_since(self, index: int) -> list[Event] | None:
+        """Changes after `index`, oldest first; None when history no longer reaches back that far."""
+        if index < self._history_floor or index > self._index:
+            return None
+        events: list[Event] = []
+        for event in reversed(self._history):
+            if event.index <= index:
+                break
+            events.append(event)
+        events.reverse()
+        return events
+
+    # --- instances: writes -----------------------------------------------------------------
+
+    def _publish(self, entry: _Instance, index: int) -> None:
+        record, spec = entry.record, entry.record.spec
+        fields = {f: getattr(spec, f) for f in spec.__struct_fields__}
+        fields["metrics"] = entry.metrics
+        view = InstanceView(
+            **fields,
+            status=entry.status(),  # type: ignore[arg-type]
+            check_states=[c.state() for c in entry.checks],
+            maintenance=record.maintenance,
+            index=record.index,
+            registered_at=record.registered_at,
+            updated_at=entry.updated_at,
+        )
+        node = self._nodes.get(spec.node or "")
+        entry.published = Published(view, node.data if node else {})
+        service = spec.service or ""
+        self._record(Event(index, service, spec.id or "", entry.published))
+        self._touch((CATALOG, service_topic(service)), index)
+
+    def _put_instance(self, record: InstanceRecord, now: float, publish_index: int) -> _Instance:
+        spec = record.spec
+        service, iid = spec.service or "", spec.id or ""
+        old = self._services.get(service, {}).get(iid)
+        if old is not None:
+            self._unlink_node(old)
+        entry = _Instance(record, now)
+        self._services.setdefault(service, {})[iid] = entry
+        if spec.node:
+            counts = self._node_services.setdefault(spec.node, {})
+            counts[service] = counts.get(service, 0) + 1
+        for position, check in enumerate(entry.checks):
+            if check.ttl is not None:
+                self._deadlines.set((service, iid, position), check.ttl)
+        self._publish(entry, publish_index)
+        return entry
+
+    def _unlink_node(self, entry: _Instance) -> None:
+        spec = entry.record.spec
+        if not spec.node:
+            return
+        counts = self._node_services.get(spec.node, {})
+        counts[spec.service or ""] = counts.get(spec.service or "", 1) - 1
+        if counts[spec.service or ""] <= 0:
+            del counts[spec.service or ""]
+        if not counts:
+            self._node_services.pop(spec.node, None)
+
+    def _entry(self, service: str, iid: str) -> _Instance:
+        entry = self._services.get(service, {}).get(iid)
+        if entry is None:
+            raise NotFound(f"instance {iid!r} of service {service!r} is not registered")
+        return entry
+
+    async def _commit(self, key: str, value: bytes | None, apply: Callable[[], None]) -> None:
+        await self._committer.submit(Change(key, value, self._next()), apply)
+
+    async def register(self, service: str, iid: str, spec: InstanceSpec) -> InstanceView:
+        if spec.service not in (None, service):
+            raise BadRequest(f"service: body says {spec.service!r} but the path says {service!r}")
+        if spec.id not in (None, iid):
+            raise BadRequest(f"id: body says {spec.id!r} but the path says {iid!r}")
+        validate_checks(spec.checks)
+        spec = msgspec.structs.replace(spec, service=service, id=iid)
+        now = self._clock()
+        old = self._services.get(service, {}).get(iid)
+        record = InstanceRecord(
+            spec=spec,
+            registered_at=old.record.registered_at if old else now,
+            maintenance=old.record.maintenance if old else None,
+            index=self._index + 1,
+        )
+        done: list[_Instance] = []
+        await self._commit(
+            f"instances/{service}/{iid}",
+            _encode(record),
+            lambda: done.append(self._put_instance(record, self._clock(), self._next())),
+        )
+        return done[0].published.view
+
+    async def deregister(self, service: str, iid: str) -> None:
+        self._entry(service, iid)
+
+        def apply() -> None:
+            entry = self._services.get(service, {}).pop(iid, None)
+            if entry is None:
+                return
+            if not self._services[service]:
+                del self._services[service]
+            self._unlink_node(entry)
+            for position in range(len(entry.checks)):
+                self._deadlines.cancel((service, iid, position))
+            index = self._next()
+            self._record(Event(index, service, iid, None))
+            self._touch((CATALOG, service_topic(service)), index)
+
+        await self._commit(f"instances/{service}/{iid}", None, apply)
+
+    async def set_maintenance(self, service: str, iid: str, enable: bool, reason: str) -> InstanceView:
+        entry = self._entry(service, iid)
+        maintenance = Maintenance(reason=reason, since=self._clock()) if enable else None
+        record = msgspec.structs.replace(entry.record, maintenance=maintenance, index=self._index + 1)
+
+        def apply() -> None:
+            current = self._services.get(service, {}).get(iid)
+            if current is not None:
+                current.record = msgspec.structs.replace(current.record, maintenance=maintenance, index=record.index)
+                current.updated_at = self._clock()
+                self._publish(current, self._next())
+
+        await self._commit(f"instances/{service}/{iid}", _encode(record), apply)
+        return self._entry(service, iid).published.view
+
+    def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> InstanceView:
+        """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart."""
+        entry = self._entry(service, iid)
+        now = self._clock()
+        if beat.metrics is not None:
+            entry.metrics = beat.metrics
+        for position, check in enumerate(entry.checks):
+            if check.ttl is not None:
+                check.status = beat.status or "passing"
+                check.output = beat.output or ""
+                check.last_checked = now
+                self._deadlines.set((service, iid, position), check.ttl)
+        entry.updated_at = now
+        self._publish(entry, self._next())
+        return entry.published.view
+
+    def _ttl_expired(self, key: Any) -> None:
+        service, iid, position = key
+        entry = self._services.get(service, {}).get(iid)
+        if entry is None or position >= len(entry.checks):
+            return
+        check = entry.checks[position]
+        check.status = "critical"
+        check.output = f"TTL expired: no heartbeat for {check.spec.ttl}"
+        check.last_checked = entry.updated_at = self._clock()
+        self._publish(entry, self._next())
+
+    # --- instances: reads ------------------------------------------------------------------
+
+    def instance(self, service: str, iid: str) -> Published:
+        return self._entry(service, iid).published
+
+    def instances(
+        self,
+        service: str,
+        *,
+        tags: list[str] = [],  # noqa: B006 - never mutated
+        selector: Selector | None = None,
+        include_all: bool = False,
+        near: Near | None = None,
+        limit: int | None = None,
+    ) -> list[Published]:
+        found = []
+        for entry in self._services.get(service, {}).values():
+            state = entry.published
+            if not include_all and not state.healthy:
+                continue
+            if tags and not all(tag in state.view.tags for tag in tags):
+                continue
+            if selector is not None and not selector.matches(state.activation):
+                continue
+            found.append(state)
+        if near is not None:
+            found = sort_near(found, near, self._location)
+        return found[:limit] if limit is not None else found
+
+    def _location(self, state: Published) -> Location | None:
+        if state.view.location is not None:
+            return state.view.location
+        node = self._nodes.get(state.view.node or "")
+        return node.record.spec.location if node else None
+
+    def services(self) -> list[ServiceSummary]:
+        summaries = []
+        for name in sorted(self._services):
+            entries = self._services[name].values()
+            tags: set[str] = set()
+            versions: set[str] = set()
+            healthy = 0
+            for entry in entries:
+                view = entry.published.view
+                tags.update(view.tags)
+                if view.version:
+                    versions.add(view.version)
+                healthy += entry.published.healthy
+            summaries.append(
+                ServiceSummary(
+                    name=name, instances=len(entries), healthy=healthy, tags=sorted(tags), versions=sorted(versions)
+                )
+            )
+        return summaries
+
+    def counts(self) -> dict[str, int]:
+        counts = {"passing": 0, "warning": 0, "critical": 0, "maintenance": 0}
+        for entries in self._services.values():
+            for entry in entries.values():
+                counts[entry.published.view.status] += 1
+        return counts
+
+    @property
+    def instance_count(self) -> int:
+        return sum(len(entries) for entries in self._services.values())
+
+    # --- nodes -----------------------------------------------------------------------------
+
+    async def put_node(self, nid: str, spec: NodeSpec) -> NodeView:
+        if spec.id not in (None, nid):
+            raise BadRequest(f"id: body says {spec.id!r} but the path says {nid!r}")
+        spec = msgspec.structs.replace(spec, id=nid)
+        old = self._nodes.get(nid)
+        registered_at = old.record.registered_at if old else self._clock()
+        record = NodeRecord(spec=spec, registered_at=registered_at, index=self._index + 1)
+
+        def apply() -> None:
+            index = self._next()
+            self._nodes[nid] = _Node(msgspec.structs.replace(record, index=index), self._clock())
+            self._node_changed(nid, index)
+
+        await self._commit(f"nodes/{nid}", _encode(record), apply)
+        return self._nodes[nid].view
+
+    async def delete_node(self, nid: str) -> None:
+        self.node(nid)
+
+        def apply() -> None:
+            if self._nodes.pop(nid, None) is not None:
+                self._node_changed(nid, self._next())
+
+        await self._commit(f"nodes/{nid}", None, apply)
+
+    def _node_changed(self, nid: str, index: int) -> None:
+        """Instances on the node see it in selectors: republish them so watchers and caches move."""
+        for service in list(self._node_services.get(nid, {})):
+            for entry in self._services.get(service, {}).values():
+                if entry.record.spec.node == nid:
+                    self._publish(entry, index)
+        self._touch((NODES,), index)
+
+    def node(self, nid: str) -> NodeView:
+        node = self._nodes.get(nid)
+        if node is None:
+            raise NotFound(f"node {nid!r} is not registered")
+        return node.view
+
+    def nodes(self, *, selector: Selector | None = None, kind: str | None = None) -> list[NodeView]:
+        found = []
+        for nid in sorted(self._nodes):
+            node = self._nodes[nid]
+            if kind is not None and node.record.spec.kind != kind:
+                continue
+            if selector is not None and not selector.matches(activation({}, node.data)):
+                continue
+            found.append(node.view)
+        return found
+
+    @property
+    def node_count(self) -> int:
+        return len(self._nodes)

@@ -1,0 +1,52 @@
+"""Group commit: every write submitted in one event-loop turn shares one durable commit.
+
+A write is applied in memory and acknowledged only after its commit returns, in submission order,
+so readers and watchers never see a change that a crash could take back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from ..errors import StoreError
+from ..telemetry import COMMIT_BATCH
+from . import Change, Store
+
+
+class GroupCommitter:
+    def __init__(self, store: Store, revision: Callable[[], int]) -> None:
+        self._store = store
+        self._revision = revision
+        self._pending: list[tuple[Change, Callable[[], None], asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, change: Change, apply: Callable[[], None]) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((change, apply, future))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                COMMIT_BATCH.observe(len(batch))
+                try:
+                    await self._store.commit([change for change, _, _ in batch], self._revision())
+                except Exception as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreError(f"store commit failed: {exc}"))
+                    continue
+                for _, apply, future in batch:
+                    apply()
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._task = None
+
+    async def drain(self) -> None:
+        while self._task is not None:
+            await asyncio.shield(self._task)
