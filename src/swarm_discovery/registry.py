@@ -53,6 +53,11 @@ _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
 
 
+def _plain(view: msgspec.Struct) -> dict[str, Any]:
+    """What selectors see: top-level fields with their defaults, so `instance.tags` exists when empty."""
+    return msgspec.to_builtins({f: getattr(view, f) for f in view.__struct_fields__})  # type: ignore[no-any-return]
+
+
 def service_topic(service: str) -> str:
     return f"service/{service}"
 
@@ -77,7 +82,7 @@ class Published:
     @property
     def activation(self) -> Any:
         if self._activation is None:
-            self._activation = activation(msgspec.to_builtins(self.view), self.node)
+            self._activation = activation(_plain(self.view), self.node)
         return self._activation
 
     @property
@@ -141,7 +146,7 @@ class _Node:
             registered_at=record.registered_at,
             updated_at=now,
         )
-        self.data: dict[str, Any] = msgspec.to_builtins(self.view)
+        self.data = _plain(self.view)
         self.json = _encode(self.view)
 
 
@@ -160,6 +165,7 @@ class Registry:
         self._committer = GroupCommitter(store, lambda: self._index)
         self._deadlines = Deadlines(self._ttl_expired)
         self._deadline_task: asyncio.Task[None] | None = None
+        self._expiring: set[asyncio.Future[int]] = set()
         self.watchers = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -294,8 +300,15 @@ class Registry:
             raise NotFound(f"instance {iid!r} of service {service!r} is not registered")
         return entry
 
-    async def _commit(self, key: str, value: bytes | None, apply: Callable[[], None]) -> None:
-        await self._committer.submit(Change(key, value, self._next()), apply)
+    async def _write(
+        self, apply: Callable[[int], None], key: str | None = None, value: bytes | None = None, index: int | None = None
+    ) -> int:
+        """Apply a change in index order: after its durable commit when it has a key, else after
+        the writes submitted before it. Returns the change's index."""
+        index = index or self._next()
+        change = Change(key, value, index) if key is not None else None
+        await self._committer.submit(change, lambda: apply(index))
+        return index
 
     async def register(self, service: str, iid: str, spec: InstanceSpec) -> InstanceView:
         if spec.service not in (None, service):
@@ -310,20 +323,21 @@ class Registry:
             spec=spec,
             registered_at=old.record.registered_at if old else now,
             maintenance=old.record.maintenance if old else None,
-            index=self._index + 1,
+            index=self._next(),
         )
         done: list[_Instance] = []
-        await self._commit(
+        await self._write(
+            lambda index: done.append(self._put_instance(record, self._clock(), index)),
             f"instances/{service}/{iid}",
             _encode(record),
-            lambda: done.append(self._put_instance(record, self._clock(), self._next())),
+            record.index,
         )
         return done[0].published.view
 
     async def deregister(self, service: str, iid: str) -> None:
         self._entry(service, iid)
 
-        def apply() -> None:
+        def apply(index: int) -> None:
             entry = self._services.get(service, {}).pop(iid, None)
             if entry is None:
                 return
@@ -332,42 +346,48 @@ class Registry:
             self._unlink_node(entry)
             for position in range(len(entry.checks)):
                 self._deadlines.cancel((service, iid, position))
-            index = self._next()
             self._record(Event(index, service, iid, None))
             self._touch((CATALOG, service_topic(service)), index)
 
-        await self._commit(f"instances/{service}/{iid}", None, apply)
+        await self._write(apply, f"instances/{service}/{iid}")
 
     async def set_maintenance(self, service: str, iid: str, enable: bool, reason: str) -> InstanceView:
         entry = self._entry(service, iid)
         maintenance = Maintenance(reason=reason, since=self._clock()) if enable else None
-        record = msgspec.structs.replace(entry.record, maintenance=maintenance, index=self._index + 1)
+        record = msgspec.structs.replace(entry.record, maintenance=maintenance, index=self._next())
 
-        def apply() -> None:
+        def apply(index: int) -> None:
             current = self._services.get(service, {}).get(iid)
             if current is not None:
-                current.record = msgspec.structs.replace(current.record, maintenance=maintenance, index=record.index)
+                current.record = msgspec.structs.replace(current.record, maintenance=maintenance, index=index)
                 current.updated_at = self._clock()
-                self._publish(current, self._next())
+                self._publish(current, index)
 
-        await self._commit(f"instances/{service}/{iid}", _encode(record), apply)
+        await self._write(apply, f"instances/{service}/{iid}", _encode(record), record.index)
         return self._entry(service, iid).published.view
 
-    def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> InstanceView:
+    async def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> InstanceView:
         """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart."""
-        entry = self._entry(service, iid)
-        now = self._clock()
-        if beat.metrics is not None:
-            entry.metrics = beat.metrics
-        for position, check in enumerate(entry.checks):
-            if check.ttl is not None:
-                check.status = beat.status or "passing"
-                check.output = beat.output or ""
-                check.last_checked = now
-                self._deadlines.set((service, iid, position), check.ttl)
-        entry.updated_at = now
-        self._publish(entry, self._next())
-        return entry.published.view
+        self._entry(service, iid)
+
+        def apply(index: int) -> None:
+            entry = self._services.get(service, {}).get(iid)
+            if entry is None:
+                return
+            now = self._clock()
+            if beat.metrics is not None:
+                entry.metrics = beat.metrics
+            for position, check in enumerate(entry.checks):
+                if check.ttl is not None:
+                    check.status = beat.status or "passing"
+                    check.output = beat.output or ""
+                    check.last_checked = now
+                    self._deadlines.set((service, iid, position), check.ttl)
+            entry.updated_at = now
+            self._publish(entry, index)
+
+        await self._write(apply)
+        return self._entry(service, iid).published.view
 
     def _ttl_expired(self, key: Any) -> None:
         service, iid, position = key
@@ -378,7 +398,15 @@ class Registry:
         check.status = "critical"
         check.output = f"TTL expired: no heartbeat for {check.spec.ttl}"
         check.last_checked = entry.updated_at = self._clock()
-        self._publish(entry, self._next())
+        # Expiry goes through the ordered queue too, so that indexes are applied in order.
+        task = asyncio.ensure_future(self._write(lambda index: self._republish(service, iid, index)))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    def _republish(self, service: str, iid: str, index: int) -> None:
+        entry = self._services.get(service, {}).get(iid)
+        if entry is not None:
+            self._publish(entry, index)
 
     # --- instances: reads ------------------------------------------------------------------
 
@@ -454,24 +482,23 @@ class Registry:
         spec = msgspec.structs.replace(spec, id=nid)
         old = self._nodes.get(nid)
         registered_at = old.record.registered_at if old else self._clock()
-        record = NodeRecord(spec=spec, registered_at=registered_at, index=self._index + 1)
+        record = NodeRecord(spec=spec, registered_at=registered_at, index=self._next())
 
-        def apply() -> None:
-            index = self._next()
-            self._nodes[nid] = _Node(msgspec.structs.replace(record, index=index), self._clock())
+        def apply(index: int) -> None:
+            self._nodes[nid] = _Node(record, self._clock())
             self._node_changed(nid, index)
 
-        await self._commit(f"nodes/{nid}", _encode(record), apply)
+        await self._write(apply, f"nodes/{nid}", _encode(record), record.index)
         return self._nodes[nid].view
 
     async def delete_node(self, nid: str) -> None:
         self.node(nid)
 
-        def apply() -> None:
+        def apply(index: int) -> None:
             if self._nodes.pop(nid, None) is not None:
-                self._node_changed(nid, self._next())
+                self._node_changed(nid, index)
 
-        await self._commit(f"nodes/{nid}", None, apply)
+        await self._write(apply, f"nodes/{nid}")
 
     def _node_changed(self, nid: str, index: int) -> None:
         """Instances on the node see it in selectors: republish them so watchers and caches move."""

@@ -20,6 +20,7 @@ T = TypeVar("T")
 _decoders: dict[type, msgspec.json.Decoder] = {}  # type: ignore[type-arg]
 _ID = re.compile(ID_PATTERN)
 _AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
+_FIELD = re.compile(r"^Object (contains unknown|missing required) field `(.*)`$")
 
 
 async def read_body(request: Request) -> bytes:
@@ -46,13 +47,20 @@ def decode(body: bytes, kind: type[T], *, empty: T | None = None) -> T:
     try:
         return decoder.decode(body)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _AT.match(message)
-        if match:
-            raise BadRequest(f"{match.group(2) or 'body'}: {match.group(1)}") from None
-        raise BadRequest(message) from None
+        raise BadRequest(_name_the_field(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"body: invalid JSON ({exc})") from None
+
+
+def _name_the_field(message: str) -> str:
+    """Rewrite msgspec's "Expected `int` - at `$.location.lat`" as "location.lat: Expected `int`"."""
+    match = _AT.match(message)
+    message, path = (match.group(1), match.group(2)) if match else (message, "")
+    field = _FIELD.search(message)
+    if field:
+        path = f"{path}.{field.group(2)}" if path else field.group(2)
+        message = f"{field.group(1)} field"
+    return f"{path or 'body'}: {message}"
 
 
 def name(request: Request, param: str) -> str:

@@ -65,7 +65,7 @@ async def heartbeat(request: Request) -> Response:
     registry = registry_of(request)
     service, iid = name(request, "service"), name(request, "id")
     beat = decode(await read_body(request), Heartbeat, empty=Heartbeat())
-    view = registry.heartbeat(service, iid, beat)
+    view = await registry.heartbeat(service, iid, beat)
     return json_response(_encode(view), registry.index)
 
 

@@ -74,13 +74,15 @@ class _Stream:
         topic = service_topic(self.service)
         WATCHERS.inc()
         try:
-            if resume_from is None or self.registry.history_since(resume_from) is None:
+            missed = None if resume_from is None else self.registry.history_since(resume_from)
+            if missed is None:
                 cursor = self.registry.index
                 yield self.snapshot()
             else:
-                # The stream resumes: rebuild what the client holds so deletes reach it.
-                self.visible = {s.view.id or "" for s in self.registry.instances(self.service, include_all=True)}
-                cursor = resume_from
+                # The client may hold anything that exists now or changed since: deletes must reach it.
+                everything = self.registry.instances(self.service, include_all=True)
+                self.visible = {s.view.id or "" for s in everything} | {e.id for e in missed}
+                cursor = resume_from or 0
             while True:
                 seen = self.registry.topic_index(topic)
                 frames, cursor = self.catch_up(cursor)

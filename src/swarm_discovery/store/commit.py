@@ -1,7 +1,9 @@
 """Group commit: every write submitted in one event-loop turn shares one durable commit.
 
-A write is applied in memory and acknowledged only after its commit returns, in submission order,
-so readers and watchers never see a change that a crash could take back.
+A write is applied in memory and acknowledged only after its commit returns, so readers and
+watchers never see a change that a crash could take back. Changes with nothing to store (live
+metrics, TTL status) pass through the same queue, so that every change is applied in the order
+of its index.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ class GroupCommitter:
     def __init__(self, store: Store, revision: Callable[[], int]) -> None:
         self._store = store
         self._revision = revision
-        self._pending: list[tuple[Change, Callable[[], None], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Change | None, Callable[[], None], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def submit(self, change: Change, apply: Callable[[], None]) -> asyncio.Future[None]:
+    def submit(self, change: Change | None, apply: Callable[[], None]) -> asyncio.Future[None]:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((change, apply, future))
         if self._task is None:
@@ -32,9 +34,11 @@ class GroupCommitter:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                COMMIT_BATCH.observe(len(batch))
+                changes = [change for change, _, _ in batch if change is not None]
                 try:
-                    await self._store.commit([change for change, _, _ in batch], self._revision())
+                    if changes:
+                        COMMIT_BATCH.observe(len(changes))
+                        await self._store.commit(changes, self._revision())
                 except Exception as exc:
                     for _, _, future in batch:
                         if not future.done():
