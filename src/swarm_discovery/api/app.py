@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -21,7 +22,7 @@ from ..records import ErrorBody
 from ..registry import Registry
 from ..store import open_store
 from ..telemetry import LATENCY, REQUESTS
-from .reads import ResponseCache
+from .cache import CachedReads, ResponseCache
 from .routes import openapi_document, routes
 
 log = logging.getLogger("swarm")
@@ -34,10 +35,8 @@ class Settings(msgspec.Struct, frozen=True):
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            data_dir=os.environ.get("SWARM_DATA_DIR", cls.data_dir),
-            store=os.environ.get("SWARM_STORE", cls.store),
-        )
+        given = {"data_dir": os.environ.get("SWARM_DATA_DIR"), "store": os.environ.get("SWARM_STORE")}
+        return cls(**{k: v for k, v in given.items() if v})
 
 
 def _error(status_code: int, message: str) -> Response:
@@ -67,6 +66,7 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs a lock and a hash
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,11 +85,18 @@ class RequestMetrics:
             await self.app(scope, receive, send_and_note)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+            key = (scope["method"], route, status)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    REQUESTS.labels(key[0], route, str(status)),
+                    LATENCY.labels(key[0], route),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> CachedReads:
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
@@ -97,7 +104,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         registry = Registry(open_store(settings.store, settings.data_dir))
         await registry.start()
         app.state.registry = registry
-        app.state.cache = ResponseCache()
+        app.state.cache = ResponseCache(registry)
         app.state.openapi = openapi_document(__version__)
         log.info(
             "swarm %s ready: %s store in %s, index %d", __version__, settings.store, settings.data_dir, registry.index
@@ -113,4 +120,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={SwarmError: _swarm_error, HTTPException: _http_error, Exception: _unexpected},
     )
     app.add_middleware(RequestMetrics)
-    return app
+    return CachedReads(app)

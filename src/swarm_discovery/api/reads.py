@@ -1,42 +1,22 @@
-"""Reads: blocking queries, the X-Swarm-Index header, and a cache of encoded answers.
+"""Reads: blocking queries, the X-Swarm-Index header, and the cache of encoded answers.
 
-An answer is cached under its path and query (less `index` and `wait`) together with the index of
-the topic it covers; it is served again until that topic moves. Reads never touch the store.
+Reads never touch the store. A blocking query's answer is cached under its query less `index`
+and `wait`, so that many watchers woken by one change share one encoding.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..registry import Registry
 from ..telemetry import WATCHERS
+from .cache import Answer, ResponseCache
 from .inputs import integer, wait_seconds
-
-CACHE_SIZE = 4096
-
-
-class ResponseCache:
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self._size = size
-        self._entries: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
-
-    def get(self, key: str, index: int) -> bytes | None:
-        hit = self._entries.get(key)
-        if hit is None or hit[0] != index:
-            return None
-        self._entries.move_to_end(key)
-        return hit[1]
-
-    def put(self, key: str, index: int, body: bytes) -> None:
-        self._entries[key] = (index, body)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
 
 
 async def until_disconnect(request: Request) -> None:
@@ -72,14 +52,17 @@ async def read(request: Request, topic: str, render: Callable[[], bytes]) -> Res
     index = integer(request, "index", minimum=0)
     if index is not None:
         await wait_unless_gone(request, registry.wait(topic, index, wait))
-    current = registry.topic_index(topic)
-    query = "&".join(sorted(f"{k}={v}" for k, v in request.query_params.multi_items() if k not in ("index", "wait")))
-    key = f"{request.url.path}?{query}"
-    body = cache.get(key, current)
-    if body is None:
-        body = render()
-        cache.put(key, current, body)
-    return json_response(body, current)
+    if index is None:
+        query = request.scope["query_string"]
+    else:
+        query = urlencode([kv for kv in request.query_params.multi_items() if kv[0] not in ("index", "wait")]).encode()
+    key = (request.url.path, query)
+    answer = cache.get(key)
+    if answer is None:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        answer = Answer(topic, registry.topic_index(topic), render(), route)
+        cache.put(key, answer)
+    return Response(answer.body, 200, {"X-Swarm-Index": str(answer.index)}, "application/json")
 
 
 def json_array(items: list[bytes]) -> bytes:

@@ -1,0 +1,36 @@
+# Set-up is part of every target: a fresh machine needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HTTP ?= 127.0.0.1:8500
+DATA ?= swarm-data
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || (apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV))
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/swarm serve --http $(HTTP) --data-dir $(DATA)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	bench/setup.sh
+	$(BIN)/python -m bench.reads
+	$(BIN)/python -m bench.writes
+	$(BIN)/python -m bench.watch
+	$(BIN)/python -m bench.scale
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache

@@ -1,0 +1,149 @@
+"""What every benchmark shares: a pinned server, nginx as the reference, wrk as the load, loading data.
+
+The machine has two cores: the system under test (our server, or nginx) is pinned to core 0 and
+the load generator to core 1, so both run at once without stealing from each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tests.server import Server, free_port
+
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+
+def start_server(cpus: str = SERVER_CPU) -> Server:
+    server = Server(Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "data", cpus=cpus)
+    server.start()
+    return server
+
+
+async def register_all(
+    url: str, count: int, body: Callable[[int], tuple[str, str, dict[str, Any]]], concurrency: int = 64
+) -> None:
+    """PUT `count` instances, `concurrency` at a time; `body(i)` gives (service, id, instance)."""
+    queue = iter(range(count))
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+        async def worker() -> None:
+            for i in queue:
+                service, iid, instance = body(i)
+                response = await http.put(f"/v1/services/{service}/instances/{iid}", json=instance)
+                response.raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def load(url: str, count: int, body: Callable[[int], tuple[str, str, dict[str, Any]]]) -> None:
+    asyncio.run(register_all(url, count, body))
+
+
+class Wrk:
+    """wrk pinned to the load core; returns requests/s and latency percentiles."""
+
+    def __init__(self, seconds: int = 10, connections: int = 64) -> None:
+        self.seconds = seconds
+        self.connections = connections
+
+    def run(self, url: str, script: str | None = None) -> dict[str, float]:
+        command = [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            "wrk",
+            "-t1",
+            f"-c{self.connections}",
+            f"-d{self.seconds}s",
+            "--latency",
+            url,
+        ]
+        if script is not None:
+            path = Path(tempfile.mkstemp(suffix=".lua")[1])
+            path.write_text(script)
+            command[5:5] = ["-s", str(path)]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        socket_errors = re.search(r"Socket errors: (.*)", out)
+        return {
+            "rps": rps,
+            "non2xx": float(errors.group(1)) if errors else 0.0,
+            "p50_ms": _latency(out, "50%"),
+            "p99_ms": _latency(out, "99%"),
+            "socket_errors": 1.0 if socket_errors else 0.0,
+        }
+
+
+def _latency(out: str, label: str) -> float:
+    match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+class Nginx:
+    """nginx serving one file, pinned to the server core: the reference for what serving bytes costs."""
+
+    def __init__(self, body: bytes, content_type: str = "application/json") -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="swarm-nginx-"))
+        self.dir.chmod(0o755)  # nginx's workers run as www-data
+        (self.dir / "answer.json").write_bytes(body)
+        self.port = free_port()
+        (self.dir / "nginx.conf").write_text(
+            textwrap.dedent(f"""
+            worker_processes 1;
+            daemon off;
+            pid {self.dir}/nginx.pid;
+            error_log {self.dir}/error.log;
+            events {{ worker_connections 1024; }}
+            http {{
+                access_log off;
+                default_type {content_type};
+                keepalive_requests 1000000;
+                server {{
+                    listen 127.0.0.1:{self.port};
+                    location / {{ root {self.dir}; }}
+                }}
+            }}
+        """)
+        )
+        self.process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, "nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                httpx.get(self.url, timeout=0.5).raise_for_status()
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"nginx did not start; see {self.dir}/error.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/answer.json"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")

@@ -1,0 +1,67 @@
+"""Catalog reads: a selector query on a 10,000-instance service (20 match) vs nginx serving the same bytes.
+
+python -m bench.reads [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from bench.common import Nginx, Wrk, load, start_server
+
+SELECTOR = 'instance.capabilities.gpu.memory_gb >= 80 && instance.location.region == "eu-west"'
+
+
+def instance(i: int) -> tuple[str, str, dict[str, Any]]:
+    big = i % 500 == 0  # 20 of 10,000
+    return (
+        "llm",
+        f"llm-{i}",
+        {
+            "address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+            "port": 8000,
+            "version": "1.4.2",
+            "tags": ["vllm"],
+            "location": {"region": "eu-west" if big else "us-east", "zone": "z1"},
+            "capabilities": {"gpu": {"model": "H100" if big else "A10", "memory_gb": 80 if big else 24, "count": 8}},
+            "metrics": {"queue_depth": i % 7},
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    server = start_server()
+    try:
+        print("loading 10,000 instances ...", flush=True)
+        load(server.url, 10_000, instance)
+        path = f"/v1/services/llm?selector={quote(SELECTOR)}"
+        answer = httpx.get(server.url + path).content
+        assert len(httpx.get(server.url + path).json()) == 20
+        nginx = Nginx(answer)
+        try:
+            wrk = Wrk(seconds=args.seconds)
+            ours = wrk.run(server.url + path)
+            reference = wrk.run(nginx.url)
+        finally:
+            nginx.stop()
+        print(
+            f"answer: {len(answer)} bytes, 20 instances of 10,000; wrk -t1 -c64 -d{args.seconds}s, "
+            f"server and nginx on core 0, wrk on core 1"
+        )
+        print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        for label, r in (("swarm", ours), ("nginx", reference)):
+            print(f"{label:8} {r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non2xx']:>8.0f}")
+        print(f"ratio swarm/nginx: {ours['rps'] / reference['rps']:.2f} (target >= 0.5)")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
