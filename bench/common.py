@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from tests.server import Server, free_port
 
 SERVER_CPU = "0"
@@ -30,23 +31,36 @@ def start_server(cpus: str = SERVER_CPU) -> Server:
 
 
 async def register_all(
-    url: str, count: int, body: Callable[[int], tuple[str, str, dict[str, Any]]], concurrency: int = 64
+    port: int, count: int, body: Callable[[int], tuple[str, str, dict[str, Any]]], concurrency: int = 64
 ) -> None:
-    """PUT `count` instances, `concurrency` at a time; `body(i)` gives (service, id, instance)."""
+    """PUT `count` instances over `concurrency` keep-alive connections; `body(i)` gives (service, id, instance).
+
+    Plain asyncio streams rather than an HTTP client library: the loader must outrun the server.
+    """
     queue = iter(range(count))
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
 
-        async def worker() -> None:
-            for i in queue:
-                service, iid, instance = body(i)
-                response = await http.put(f"/v1/services/{service}/instances/{iid}", json=instance)
-                response.raise_for_status()
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in queue:
+            service, iid, instance = body(i)
+            payload = msgspec.json.encode(instance)
+            writer.write(
+                f"PUT /v1/services/{service}/instances/{iid} HTTP/1.1\r\nHost: bench\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"registration {iid} failed: {head!r}")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+        writer.close()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
 
 
-def load(url: str, count: int, body: Callable[[int], tuple[str, str, dict[str, Any]]]) -> None:
-    asyncio.run(register_all(url, count, body))
+def load(server: Server, count: int, body: Callable[[int], tuple[str, str, dict[str, Any]]]) -> None:
+    asyncio.run(register_all(server.port, count, body))
 
 
 class Wrk:

@@ -40,7 +40,7 @@ def main() -> None:
     server = start_server()
     try:
         print("loading 10,000 instances ...", flush=True)
-        load(server.url, 10_000, instance)
+        load(server, 10_000, instance)
         path = f"/v1/services/llm?selector={quote(SELECTOR)}"
         answer = httpx.get(server.url + path).content
         assert len(httpx.get(server.url + path).json()) == 20
