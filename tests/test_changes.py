@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+
 from tests.conftest import Server
 from tests.helpers import ids, put, unique
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+
 from tests.conftest import Server
 from tests.helpers import ids, instance
 

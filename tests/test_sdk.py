@@ -6,11 +6,11 @@ import asyncio
 import threading
 
 import pytest
-from tests.conftest import Server
-from tests.helpers import unique
 
 from swarm_discovery import AsyncClient, Client
 from swarm_discovery.errors import ApiError, Unreachable
+from tests.conftest import Server
+from tests.helpers import unique
 
 
 def test_sync_client_round_trip(shared_server: Server) -> None:

@@ -55,7 +55,7 @@ _decode_node = msgspec.json.Decoder(NodeRecord).decode
 
 def _plain(view: msgspec.Struct) -> dict[str, Any]:
     """What selectors see: top-level fields with their defaults, so `instance.tags` exists when empty."""
-    return msgspec.to_builtins({f: getattr(view, f) for f in view.__struct_fields__})  # type: ignore[no-any-return]
+    return msgspec.to_builtins(msgspec.structs.asdict(view))  # type: ignore[no-any-return]
 
 
 def service_topic(service: str) -> str:
@@ -141,7 +141,7 @@ class _Node:
         self.updated_at = now
         spec = record.spec
         self.view = NodeView(
-            **{f: getattr(spec, f) for f in spec.__struct_fields__},
+            **msgspec.structs.asdict(spec),
             index=record.index,
             registered_at=record.registered_at,
             updated_at=now,
@@ -249,7 +249,7 @@ class Registry:
 
     def _publish(self, entry: _Instance, index: int) -> None:
         record, spec = entry.record, entry.record.spec
-        fields = {f: getattr(spec, f) for f in spec.__struct_fields__}
+        fields = msgspec.structs.asdict(spec)
         fields["metrics"] = entry.metrics
         view = InstanceView(
             **fields,

@@ -12,12 +12,12 @@ from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
 
 from .api.app import Settings, create_app
-from .api.cache import CachedReads
+from .api.front import Front
 
 _PR_SET_PDEATHSIG = 1
 
 
-def worker_app() -> CachedReads:
+def worker_app() -> Front:
     """The app as granian's worker process builds it.
 
     The worker dies with the granian main process, so that `kill -9` of the server takes the

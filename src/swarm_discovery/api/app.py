@@ -1,28 +1,25 @@
-"""The ASGI application: routes, error translation, request metrics, and the registry's lifetime."""
+"""The ASGI application: routes, error translation, and the registry's lifetime."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import SwarmError
 from ..records import ErrorBody
 from ..registry import Registry
 from ..store import open_store
-from ..telemetry import LATENCY, REQUESTS
-from .cache import CachedReads, ResponseCache
+from .cache import ResponseCache
+from .front import Front
 from .routes import openapi_document, routes
 
 log = logging.getLogger("swarm")
@@ -61,42 +58,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(500, "internal error; see the server log")
 
 
-class RequestMetrics:
-    """Counts and times every request by method, route template and status code."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs a lock and a hash
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            key = (scope["method"], route, status)
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = (
-                    REQUESTS.labels(key[0], route, str(status)),
-                    LATENCY.labels(key[0], route),
-                )
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
-
-
-def create_app(settings: Settings | None = None) -> CachedReads:
+def create_app(settings: Settings | None = None) -> Front:
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
@@ -119,5 +81,4 @@ def create_app(settings: Settings | None = None) -> CachedReads:
         lifespan=lifespan,
         exception_handlers={SwarmError: _swarm_error, HTTPException: _http_error, Exception: _unexpected},
     )
-    app.add_middleware(RequestMetrics)
-    return CachedReads(app)
+    return Front(app)

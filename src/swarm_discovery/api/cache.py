@@ -1,18 +1,12 @@
 """Encoded answers, cached until the change index of what they cover moves.
 
 A read stores its encoded answer under its path and query together with its topic and the
-topic's index. `CachedReads` sits in front of the whole application and answers a GET whose
-exact path and query have a current answer straight from memory, before any routing or parsing:
-that is what makes a repeated catalog read cost about as much as serving a static file.
+topic's index; `api.front.Front` serves a current one before any routing or parsing.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
-from typing import Any
-
-from starlette.types import Receive, Scope, Send
 
 from ..registry import Registry
 from ..telemetry import LATENCY, REQUESTS
@@ -54,23 +48,3 @@ class ResponseCache:
         self._answers.move_to_end(key)
         if len(self._answers) > self._size:
             self._answers.popitem(last=False)
-
-
-class CachedReads:
-    """ASGI middleware: current cached answers go out without touching the application."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            cache: ResponseCache | None = getattr(self.app.state, "cache", None)
-            answer = cache.get((scope["path"], scope["query_string"])) if cache is not None else None
-            if answer is not None:
-                started = time.perf_counter()
-                await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
-                await send({"type": "http.response.body", "body": answer.body})
-                answer.count.inc()
-                answer.latency.observe(time.perf_counter() - started)
-                return
-        await self.app(scope, receive, send)

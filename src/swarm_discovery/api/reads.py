@@ -40,8 +40,24 @@ def registry_of(request: Request) -> Registry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-def json_response(body: bytes, index: int, status_code: int = 200) -> Response:
-    return Response(body, status_code, {"X-Swarm-Index": str(index)}, "application/json")
+class IndexedJSON(Response):
+    """JSON bytes already encoded, with X-Swarm-Index; headers built directly (Response's own
+    header handling was a tenth of a registration's cost)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, index: int, status_code: int = 200) -> None:
+        self.body = body
+        self.status_code = status_code
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-swarm-index", str(index).encode()),
+        ]
+
+
+json_response = IndexedJSON
 
 
 async def read(request: Request, topic: str, render: Callable[[], bytes]) -> Response:
@@ -62,7 +78,7 @@ async def read(request: Request, topic: str, render: Callable[[], bytes]) -> Res
         route = getattr(request.scope.get("route"), "path", "unmatched")
         answer = Answer(topic, registry.topic_index(topic), render(), route)
         cache.put(key, answer)
-    return Response(answer.body, 200, {"X-Swarm-Index": str(answer.index)}, "application/json")
+    return IndexedJSON(answer.body, answer.index)
 
 
 def json_array(items: list[bytes]) -> bytes:

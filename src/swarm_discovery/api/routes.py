@@ -38,22 +38,7 @@ class Endpoint(msgspec.Struct, frozen=True):
 
 
 ENDPOINTS = [
-    Endpoint(
-        "GET",
-        "/v1/services",
-        services.catalog,
-        "The catalog: every service with counts, tags and versions",
-        response=list[ServiceSummary],
-        query=BLOCKING,
-    ),
-    Endpoint(
-        "GET",
-        "/v1/services/{service}",
-        services.list_instances,
-        "Instances of a service",
-        response=list[InstanceView],
-        query=("tag", "selector", "all", "near", "limit", *BLOCKING),
-    ),
+    # Writes come first: Starlette tries routes in order, and they are the busiest.
     Endpoint(
         "GET",
         "/v1/services/{service}/instances/{id}",
@@ -86,6 +71,22 @@ ENDPOINTS = [
         "Enter or leave maintenance mode",
         body=MaintenanceRequest,
         response=InstanceView,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/services",
+        services.catalog,
+        "The catalog: every service with counts, tags and versions",
+        response=list[ServiceSummary],
+        query=BLOCKING,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/services/{service}",
+        services.list_instances,
+        "Instances of a service",
+        response=list[InstanceView],
+        query=("tag", "selector", "all", "near", "limit", *BLOCKING),
     ),
     Endpoint(
         "GET",
