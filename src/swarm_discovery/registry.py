@@ -62,16 +62,25 @@ def service_topic(service: str) -> str:
     return f"service/{service}"
 
 
-class Published:
-    """One immutable version of an instance as readers see it; encodings are made on first use."""
+MEMO_SELECTORS = 8
 
-    __slots__ = ("_activation", "_json", "node", "view")
+
+class Published:
+    """One immutable version of an instance as readers see it.
+
+    Its encodings and selector results are made on first use and kept: the next version is a new
+    object, so nothing here goes stale, and a query repeated after an unrelated change evaluates
+    its selector only on the instances that changed.
+    """
+
+    __slots__ = ("_activation", "_json", "_matches", "node", "view")
 
     def __init__(self, view: InstanceView, node: dict[str, Any]) -> None:
         self.view = view
         self.node = node
         self._json: bytes | None = None
         self._activation: Any = None
+        self._matches: dict[str, bool] = {}
 
     @property
     def json(self) -> bytes:
@@ -88,6 +97,14 @@ class Published:
     @property
     def healthy(self) -> bool:
         return self.view.status in HEALTHY
+
+    def matches(self, selector: Selector) -> bool:
+        found = self._matches.get(selector.source)
+        if found is None:
+            found = selector.matches(self.activation)
+            if len(self._matches) < MEMO_SELECTORS:
+                self._matches[selector.source] = found
+        return found
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -430,7 +447,7 @@ class Registry:
                 continue
             if tags and not all(tag in state.view.tags for tag in tags):
                 continue
-            if selector is not None and not selector.matches(state.activation):
+            if selector is not None and not state.matches(selector):
                 continue
             found.append(state)
         if near is not None:

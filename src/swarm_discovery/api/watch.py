@@ -46,7 +46,7 @@ class _Stream:
     def wanted(self, state: Published) -> bool:
         if not self.include_all and not state.healthy:
             return False
-        return self.selector is None or self.selector.matches(state.activation)
+        return self.selector is None or state.matches(self.selector)
 
     def snapshot(self) -> bytes:
         found = self.registry.instances(self.service, selector=self.selector, include_all=self.include_all)
