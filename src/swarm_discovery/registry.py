@@ -102,8 +102,9 @@ class Published:
         found = self._matches.get(selector.source)
         if found is None:
             found = selector.matches(self.activation)
-            if len(self._matches) < MEMO_SELECTORS:
-                self._matches[selector.source] = found
+            if len(self._matches) >= MEMO_SELECTORS:  # forget the oldest selector
+                del self._matches[next(iter(self._matches))]
+            self._matches[selector.source] = found
         return found
 
 
