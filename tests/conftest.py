@@ -10,11 +10,14 @@ import pytest
 
 from tests.server import Server
 
+# A lapsed TTL waits this long before it expires (mass-expiry protection); tests keep it short.
+FAST_EXPIRY = ("--expiry-window", "50ms")
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """A fresh server with an empty store, for tests that need one to themselves."""
-    s = Server(tmp_path / "data")
+    s = Server(tmp_path / "data", args=FAST_EXPIRY)
     s.start()
     yield s
     s.stop()
@@ -23,7 +26,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server per test module; tests use their own service names so they do not interfere."""
-    s = Server(tmp_path_factory.mktemp("shared") / "data")
+    s = Server(tmp_path_factory.mktemp("shared") / "data", args=FAST_EXPIRY)
     s.start()
     yield s
     s.stop()

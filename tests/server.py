@@ -21,9 +21,10 @@ def free_port() -> int:
 class Server:
     """One `swarm serve` process; restartable on the same port and data directory."""
 
-    def __init__(self, data_dir: Path, cpus: str | None = None) -> None:
+    def __init__(self, data_dir: Path, cpus: str | None = None, args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.cpus = cpus
+        self.args = args
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.addr}"
@@ -44,6 +45,7 @@ class Server:
                 str(self.data_dir),
                 "--log-level",
                 "warning",
+                *self.args,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -15,15 +15,16 @@ from swarm_discovery.selector import activation, compile_selector
 from tests.fakes import FakeClock
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("10s", 10), ("2m", 120), ("1m30s", 90),
-                                                ("1.5h", 5400), ("250us", 0.00025)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("10s", 10), ("2m", 120), ("1m30s", 90), ("1.5h", 5400), ("250us", 0.00025)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text, "interval") == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "10", "s", "10 s", "-1s", "1d", "5s3"])
 def test_bad_durations_name_the_field(text: str) -> None:
-    with pytest.raises(BadRequest, match="^interval: "):
+    with pytest.raises(BadRequest, match=r"^interval: "):
         parse_duration(text, "interval")
 
 
@@ -32,7 +33,7 @@ def test_deadlines_fire_in_order_and_renewal_postpones() -> None:
     fired: list[str] = []
 
     async def scenario() -> None:
-        deadlines = Deadlines(fired.append, clock)
+        deadlines = Deadlines(lambda key, due: fired.append(key), clock)
         deadlines.set("a", 10)
         deadlines.set("b", 5)
         deadlines.set("c", 7)
@@ -56,7 +57,7 @@ def test_near_parsing() -> None:
     assert parse_near("eu-west") == Near(name="eu-west")
     assert parse_near("52.37,4.9") == Near(lat=52.37, lon=4.9)
     for bad in ("1,2,3", "91,0", "a,b", ""):
-        with pytest.raises(BadRequest, match="^near: "):
+        with pytest.raises(BadRequest, match=r"^near: "):
             parse_near(bad)
 
 
@@ -84,7 +85,7 @@ def test_selector_is_compiled_once_and_errors_do_not_match() -> None:
     assert selector.matches(activation({"capabilities": {"gpu": {"memory_gb": 80}}}, {}))
     assert not selector.matches(activation({"capabilities": {}}, {}))
     assert not compile_selector('instance.port > "x"').matches(activation({"port": 1}, {}))
-    with pytest.raises(BadRequest, match="selector: .*undeclared reference"):
+    with pytest.raises(BadRequest, match=r"selector: .*undeclared reference"):
         compile_selector("pod.x == 1")
     with pytest.raises(BadRequest, match="longer than"):
         compile_selector("true && " * 300 + "true")

@@ -6,6 +6,7 @@ edge, so that nothing past this module sees an invalid record.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -19,6 +20,7 @@ MAX_META = 64
 MAX_CHECKS = 16
 MAX_METRICS = 64
 MIN_CHECK_INTERVAL = 0.1
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^:/\s]+):\d{1,5}$")
 
 Name = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 Short = Annotated[str, msgspec.Meta(max_length=128)]
@@ -46,8 +48,14 @@ class Location(Spec, kw_only=True):
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] | None = None
 
 
+Count = Annotated[int, msgspec.Meta(ge=0, le=100)]
+
+
 class CheckSpec(Spec, kw_only=True):
-    """One health check; field names follow Consul's (url, tcp, grpc, ttl)."""
+    """One health check; field names follow Consul's (url, tcp, grpc, ttl).
+
+    Thresholds count consecutive probe results; 0 and 1 both mean "at once".
+    """
 
     type: Literal["http", "tcp", "grpc", "ttl"]
     name: Short | None = None
@@ -55,8 +63,16 @@ class CheckSpec(Spec, kw_only=True):
     tcp: Address | None = None
     grpc: Address | None = None
     ttl: Duration | None = None
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
+    headers: Annotated[dict[Short, Text], msgspec.Meta(max_length=32)] = {}
+    expect_status: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
+    tls_skip_verify: bool = False
+    warn_latency: Duration | None = None
     interval: Duration = "10s"
     timeout: Duration = "2s"
+    success_before_passing: Count = 0
+    failures_before_warning: Count | None = None
+    failures_before_critical: Count = 0
     initial_status: CheckStatus | None = None
     deregister_critical_after: Duration | None = None
 
@@ -98,7 +114,7 @@ class Resources(Spec, kw_only=True):
 
 
 class NodeSpec(Spec, kw_only=True):
-    """A machine: a compute, storage or network resource record."""
+    """A machine: a compute, storage or network resource record. Its checks cover every instance on it."""
 
     id: Name | None = None
     kind: Literal["compute", "storage", "network"] = "compute"
@@ -107,6 +123,7 @@ class NodeSpec(Spec, kw_only=True):
     resources: Resources = msgspec.field(default_factory=Resources)
     labels: Labels = {}
     version: Short | None = None
+    checks: Annotated[list[CheckSpec], msgspec.Meta(max_length=MAX_CHECKS)] = []
 
 
 class Heartbeat(Spec, kw_only=True):
@@ -135,6 +152,10 @@ class CheckState(View, kw_only=True):
     status: CheckStatus
     output: str = ""
     last_checked: float | None = None
+    duration_ms: float | None = None
+    successes: int = 0  # consecutive
+    failures: int = 0  # consecutive
+    critical_since: float | None = None
 
 
 class Maintenance(View, kw_only=True):
@@ -152,6 +173,8 @@ class InstanceView(InstanceSpec, forbid_unknown_fields=False, kw_only=True):
 
 
 class NodeView(NodeSpec, forbid_unknown_fields=False, kw_only=True):
+    status: CheckStatus = "passing"
+    check_states: list[CheckState] = []
     index: int
     registered_at: float
     updated_at: float
@@ -211,6 +234,14 @@ def validate_checks(checks: list[CheckSpec]) -> None:
             raise BadRequest(f"{field}.timeout: must be positive")
         if check.deregister_critical_after is not None:
             parse_duration(check.deregister_critical_after, f"{field}.deregister_critical_after")
+        if check.warn_latency is not None:
+            parse_duration(check.warn_latency, f"{field}.warn_latency")
+        if check.type == "http" and not check.url.startswith(("http://", "https://")):  # type: ignore[union-attr]
+            raise BadRequest(f"{field}.url: must start with http:// or https://")
+        if check.type == "tcp" and not _HOST_PORT.match(check.tcp or ""):
+            raise BadRequest(f"{field}.tcp: expected host:port")
+        if check.type == "grpc" and not _HOST_PORT.match((check.grpc or "").split("/", 1)[0]):
+            raise BadRequest(f"{field}.grpc: expected host:port or host:port/service")
 
 
 def check_name(check: CheckSpec, position: int) -> str:

@@ -2,10 +2,10 @@
 
 Every write goes through the registry. Durable writes (registrations, deregistrations,
 maintenance, nodes) go to the store through one group commit and are applied here only once
-committed; live state (heartbeat metrics, TTL status) changes in memory alone and starts afresh
-after a restart. Every change, durable or not, takes the next change index and wakes whoever
-waits on what it touched: blocking queries, watch streams and response caches read *topics*
-("catalog", "service/NAME", "nodes") and their indexes.
+committed; live state (heartbeat metrics, check status, kept by the `HealthMonitor`) changes in
+memory alone and starts afresh after a restart. Every change, durable or not, takes the next
+change index and wakes whoever waits on what it touched: blocking queries, watch streams and
+response caches read *topics* ("catalog", "service/NAME", "nodes") and their indexes.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 
 import msgspec
 
-from .durations import parse_duration
 from .errors import BadRequest, NotFound
-from .health.deadlines import Deadlines
+from .health.check import CheckRuntime, worst
+from .health.monitor import HealthMonitor, Owner
+from .health.protection import ExpiryGuard, ExpirySettings
 from .locality import Near, sort_near
 from .records import (
     HEALTHY,
-    CheckSpec,
     CheckState,
     Heartbeat,
     InstanceRecord,
@@ -37,7 +37,6 @@ from .records import (
     NodeSpec,
     NodeView,
     ServiceSummary,
-    check_name,
     validate_checks,
 )
 from .selector import Selector, activation
@@ -47,7 +46,6 @@ from .store.commit import GroupCommitter
 HISTORY_SIZE = 50_000
 CATALOG = "catalog"
 NODES = "nodes"
-_SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
@@ -117,59 +115,56 @@ class Event(msgspec.Struct, frozen=True):
     state: Published | None
 
 
-class _Check:
-    __slots__ = ("last_checked", "name", "output", "spec", "status", "ttl")
-
-    def __init__(self, spec: CheckSpec, position: int) -> None:
-        self.spec = spec
-        self.name = check_name(spec, position)
-        self.status = spec.initial_status or "passing"
-        self.output = "" if spec.type == "ttl" else "not probed: this server runs ttl checks only"
-        self.last_checked: float | None = None
-        self.ttl = parse_duration(spec.ttl, "ttl") if spec.ttl else None
-
-    def state(self) -> CheckState:
-        return CheckState(
-            name=self.name, type=self.spec.type, status=self.status, output=self.output, last_checked=self.last_checked
-        )
-
-
 class _Instance:
     __slots__ = ("checks", "metrics", "published", "record", "updated_at")
 
-    def __init__(self, record: InstanceRecord, now: float) -> None:
+    def __init__(self, record: InstanceRecord, checks: list[CheckRuntime], now: float) -> None:
         self.record = record
-        self.checks = [_Check(spec, i) for i, spec in enumerate(record.spec.checks)]
+        self.checks = checks
         self.metrics = record.spec.metrics
         self.updated_at = now
         self.published: Published
 
-    def status(self) -> str:
+    def status(self, node: _Node | None) -> str:
         if self.record.maintenance is not None:
             return "maintenance"
-        worst = max((_SEVERITY[c.status] for c in self.checks), default=0)
-        return ("passing", "warning", "critical")[worst]
+        return worst([c.status for c in self.checks] + ([node.status()] if node is not None else []))
 
 
 class _Node:
-    __slots__ = ("data", "json", "record", "updated_at", "view")
+    __slots__ = ("checks", "data", "json", "record", "updated_at", "view")
 
-    def __init__(self, record: NodeRecord, now: float) -> None:
+    def __init__(self, record: NodeRecord, checks: list[CheckRuntime], now: float) -> None:
         self.record = record
+        self.checks = checks
         self.updated_at = now
-        spec = record.spec
+        self.republish()
+
+    def status(self) -> str:
+        return worst([c.status for c in self.checks])
+
+    def republish(self) -> None:
+        record = self.record
         self.view = NodeView(
-            **msgspec.structs.asdict(spec),
+            **msgspec.structs.asdict(record.spec),
+            status=self.status(),  # type: ignore[arg-type]
+            check_states=[c.state() for c in self.checks],
             index=record.index,
             registered_at=record.registered_at,
-            updated_at=now,
+            updated_at=self.updated_at,
         )
         self.data = _plain(self.view)
         self.json = _encode(self.view)
 
 
+def _instance_owner(service: str, iid: str) -> Owner:
+    return ("instance", service, iid)
+
+
 class Registry:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, clock: Callable[[], float] = time.time, expiry: ExpirySettings | None = None
+    ) -> None:
         self.store = store
         self._clock = clock
         self._index = 0
@@ -181,10 +176,8 @@ class Registry:
         self._history: deque[Event] = deque(maxlen=HISTORY_SIZE)
         self._history_floor = 0  # history holds every event after this index
         self._committer = GroupCommitter(store, lambda: self._index)
-        self._deadlines = Deadlines(self._ttl_expired)
-        self._deadline_task: asyncio.Task[None] | None = None
-        self._expiring: set[asyncio.Future[int]] = set()
-        self.watchers = 0
+        self.health = HealthMonitor(self._health_changed, self._critical_too_long, guard=ExpiryGuard(expiry))
+        self._background: set[asyncio.Future[Any]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -195,7 +188,7 @@ class Registry:
         for key, value in snapshot.items:
             if key.startswith("nodes/"):
                 node = _decode_node(value)
-                self._nodes[node.spec.id or ""] = _Node(node, now)
+                self._put_node(node, now)
             else:
                 instances.append(_decode_instance(value))
         for record in instances:
@@ -204,14 +197,11 @@ class Registry:
         self._index = max([snapshot.revision, *records])
         self._history.clear()
         self._history_floor = self._index
-        self._deadline_task = asyncio.get_running_loop().create_task(self._deadlines.run())
+        self.health.start()
 
     async def stop(self) -> None:
         await self._committer.drain()
-        if self._deadline_task is not None:
-            self._deadline_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._deadline_task
+        await self.health.stop()
         for future in self._waiters.values():
             future.cancel()
         await self.store.close()
@@ -269,16 +259,16 @@ class Registry:
         record, spec = entry.record, entry.record.spec
         fields = msgspec.structs.asdict(spec)
         fields["metrics"] = entry.metrics
+        node = self._nodes.get(spec.node or "")
         view = InstanceView(
             **fields,
-            status=entry.status(),  # type: ignore[arg-type]
+            status=entry.status(node),  # type: ignore[arg-type]
             check_states=[c.state() for c in entry.checks],
             maintenance=record.maintenance,
             index=record.index,
             registered_at=record.registered_at,
             updated_at=entry.updated_at,
         )
-        node = self._nodes.get(spec.node or "")
         entry.published = Published(view, node.data if node else {})
         service = spec.service or ""
         self._record(Event(index, service, spec.id or "", entry.published))
@@ -287,17 +277,16 @@ class Registry:
     def _put_instance(self, record: InstanceRecord, now: float, publish_index: int) -> _Instance:
         spec = record.spec
         service, iid = spec.service or "", spec.id or ""
+        owner = _instance_owner(service, iid)
         old = self._services.get(service, {}).get(iid)
         if old is not None:
             self._unlink_node(old)
-        entry = _Instance(record, now)
+            self.health.untrack(owner, old.checks)
+        entry = _Instance(record, self.health.track(owner, spec.checks), now)
         self._services.setdefault(service, {})[iid] = entry
         if spec.node:
             counts = self._node_services.setdefault(spec.node, {})
             counts[service] = counts.get(service, 0) + 1
-        for position, check in enumerate(entry.checks):
-            if check.ttl is not None:
-                self._deadlines.set((service, iid, position), check.ttl)
         self._publish(entry, publish_index)
         return entry
 
@@ -362,8 +351,7 @@ class Registry:
             if not self._services[service]:
                 del self._services[service]
             self._unlink_node(entry)
-            for position in range(len(entry.checks)):
-                self._deadlines.cancel((service, iid, position))
+            self.health.untrack(_instance_owner(service, iid), entry.checks)
             self._record(Event(index, service, iid, None))
             self._touch((CATALOG, service_topic(service)), index)
 
@@ -392,38 +380,40 @@ class Registry:
             entry = self._services.get(service, {}).get(iid)
             if entry is None:
                 return
-            now = self._clock()
             if beat.metrics is not None:
                 entry.metrics = beat.metrics
-            for position, check in enumerate(entry.checks):
-                if check.ttl is not None:
-                    check.status = beat.status or "passing"
-                    check.output = beat.output or ""
-                    check.last_checked = now
-                    self._deadlines.set((service, iid, position), check.ttl)
-            entry.updated_at = now
+            owner = _instance_owner(service, iid)
+            self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "")
+            entry.updated_at = self._clock()
             self._publish(entry, index)
 
         await self._write(apply)
         return self._entry(service, iid).published.view
 
-    def _ttl_expired(self, key: Any) -> None:
-        service, iid, position = key
-        entry = self._services.get(service, {}).get(iid)
-        if entry is None or position >= len(entry.checks):
-            return
-        check = entry.checks[position]
-        check.status = "critical"
-        check.output = f"TTL expired: no heartbeat for {check.spec.ttl}"
-        check.last_checked = entry.updated_at = self._clock()
-        # Expiry goes through the ordered queue too, so that indexes are applied in order.
-        task = asyncio.ensure_future(self._write(lambda index: self._republish(service, iid, index)))
-        self._expiring.add(task)
-        task.add_done_callback(self._expiring.discard)
+    def checks(self, service: str, iid: str) -> list[CheckState]:
+        """The live state of an instance's checks, newer than any published view."""
+        return [c.state() for c in self._entry(service, iid).checks]
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _health_changed(self, owner: Owner) -> None:
+        """A check's status changed: republish its owner, in index order like every change."""
+        if owner[0] == "node":
+            self._in_background(self._write(lambda index: self._node_health_changed(owner[1], index)))
+        else:
+            self._in_background(self._write(lambda index: self._republish(owner[1], owner[2], index)))
+
+    def _critical_too_long(self, owner: Owner) -> None:
+        if owner[0] == "instance" and owner[2] in self._services.get(owner[1], {}):
+            self._in_background(self.deregister(owner[1], owner[2]))
 
     def _republish(self, service: str, iid: str, index: int) -> None:
         entry = self._services.get(service, {}).get(iid)
         if entry is not None:
+            entry.updated_at = self._clock()
             self._publish(entry, index)
 
     # --- instances: reads ------------------------------------------------------------------
@@ -494,16 +484,27 @@ class Registry:
 
     # --- nodes -----------------------------------------------------------------------------
 
+    def _put_node(self, record: NodeRecord, now: float) -> None:
+        nid = record.spec.id or ""
+        owner = ("node", nid)
+        old = self._nodes.get(nid)
+        if old is not None:
+            self.health.untrack(owner, old.checks)
+        self._nodes[nid] = _Node(record, self.health.track(owner, record.spec.checks), now)
+
     async def put_node(self, nid: str, spec: NodeSpec) -> NodeView:
         if spec.id not in (None, nid):
             raise BadRequest(f"id: body says {spec.id!r} but the path says {nid!r}")
+        validate_checks(spec.checks)
+        if any(check.type == "ttl" for check in spec.checks):
+            raise BadRequest("checks: nodes take http, tcp and grpc checks; TTL checks belong to instances")
         spec = msgspec.structs.replace(spec, id=nid)
         old = self._nodes.get(nid)
         registered_at = old.record.registered_at if old else self._clock()
         record = NodeRecord(spec=spec, registered_at=registered_at, index=self._next())
 
         def apply(index: int) -> None:
-            self._nodes[nid] = _Node(record, self._clock())
+            self._put_node(record, self._clock())
             self._node_changed(nid, index)
 
         await self._write(apply, f"nodes/{nid}", _encode(record), record.index)
@@ -513,18 +514,27 @@ class Registry:
         self.node(nid)
 
         def apply(index: int) -> None:
-            if self._nodes.pop(nid, None) is not None:
+            node = self._nodes.pop(nid, None)
+            if node is not None:
+                self.health.untrack(("node", nid), node.checks)
                 self._node_changed(nid, index)
 
         await self._write(apply, f"nodes/{nid}")
 
     def _node_changed(self, nid: str, index: int) -> None:
-        """Instances on the node see it in selectors: republish them so watchers and caches move."""
+        """Instances on the node see it in selectors and inherit its health: republish them."""
         for service in list(self._node_services.get(nid, {})):
             for entry in self._services.get(service, {}).values():
                 if entry.record.spec.node == nid:
                     self._publish(entry, index)
         self._touch((NODES,), index)
+
+    def _node_health_changed(self, nid: str, index: int) -> None:
+        node = self._nodes.get(nid)
+        if node is not None:
+            node.updated_at = self._clock()
+            node.republish()
+            self._node_changed(nid, index)
 
     def node(self, nid: str) -> NodeView:
         node = self._nodes.get(nid)

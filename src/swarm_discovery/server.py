@@ -13,6 +13,7 @@ from granian.constants import Interfaces, Loops, TaskImpl
 
 from .api.app import Settings, create_app
 from .api.front import Front
+from .health.protection import ExpirySettings
 
 _PR_SET_PDEATHSIG = 1
 
@@ -32,9 +33,20 @@ def worker_app() -> Front:
     return create_app(Settings.from_env())
 
 
-def serve(host: str, port: int, data_dir: str, store: str = "sqlite", log_level: str = "info") -> None:
+def serve(
+    host: str,
+    port: int,
+    data_dir: str,
+    store: str = "sqlite",
+    log_level: str = "info",
+    expiry: ExpirySettings | None = None,
+) -> None:
+    expiry = expiry or ExpirySettings()
     os.environ["SWARM_DATA_DIR"] = os.path.abspath(data_dir)
     os.environ["SWARM_STORE"] = store
+    os.environ["SWARM_EXPIRY_SHARE"] = str(expiry.share)
+    os.environ["SWARM_EXPIRY_MINIMUM"] = str(expiry.minimum)
+    os.environ["SWARM_EXPIRY_WINDOW"] = f"{expiry.window}s"
     Granian(
         "swarm_discovery.server:worker_app",
         factory=True,

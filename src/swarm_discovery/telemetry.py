@@ -24,3 +24,13 @@ INSTANCES = Gauge("swarm_instances", "Registered instances", ["health"], registr
 NODES = Gauge("swarm_nodes", "Registered nodes", registry=REGISTRY)
 WATCHERS = Gauge("swarm_watchers", "Open blocking queries and watch streams", registry=REGISTRY)
 INDEX = Gauge("swarm_index", "Current change index", registry=REGISTRY)
+PROBES = Counter("swarm_probes", "Active health probes run", ["type", "result"], registry=REGISTRY)
+PROBE_LAG = Histogram(
+    "swarm_probe_lag_seconds",
+    "How late a probe started after its due time",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+    registry=REGISTRY,
+)
+EXPIRY_PROTECTION = Gauge(
+    "swarm_expiry_protection", "1 while TTL expiry is suspended because too many lapsed at once", registry=REGISTRY
+)

@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import __version__
+from ..durations import parse_duration
 from ..errors import SwarmError
+from ..health.protection import ExpirySettings
 from ..records import ErrorBody
 from ..registry import Registry
 from ..store import open_store
@@ -29,11 +31,20 @@ _encode = msgspec.json.Encoder().encode
 class Settings(msgspec.Struct, frozen=True):
     data_dir: str = "swarm-data"
     store: str = "sqlite"
+    expiry: ExpirySettings = ExpirySettings()
 
     @classmethod
     def from_env(cls) -> Settings:
+        """What `swarm serve` hands its worker process: SWARM_DATA_DIR, SWARM_STORE, SWARM_EXPIRY_*."""
         given = {"data_dir": os.environ.get("SWARM_DATA_DIR"), "store": os.environ.get("SWARM_STORE")}
-        return cls(**{k: v for k, v in given.items() if v})
+        share, minimum, window = (os.environ.get(f"SWARM_EXPIRY_{k}") for k in ("SHARE", "MINIMUM", "WINDOW"))
+        default = ExpirySettings()
+        expiry = ExpirySettings(
+            share=float(share) if share else default.share,
+            minimum=int(minimum) if minimum else default.minimum,
+            window=parse_duration(window, "SWARM_EXPIRY_WINDOW") if window else default.window,
+        )
+        return cls(**{k: v for k, v in given.items() if v}, expiry=expiry)
 
 
 def _error(status_code: int, message: str) -> Response:
@@ -63,7 +74,7 @@ def create_app(settings: Settings | None = None) -> Front:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        registry = Registry(open_store(settings.store, settings.data_dir))
+        registry = Registry(open_store(settings.store, settings.data_dir), expiry=settings.expiry)
         await registry.start()
         app.state.registry = registry
         app.state.cache = ResponseCache(registry)

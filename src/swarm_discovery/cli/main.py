@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..client import Client
-from ..errors import ApiError
+from ..durations import parse_duration
+from ..errors import ApiError, BadRequest
 from ..records import InstanceView
 
 app = typer.Typer(
@@ -73,15 +74,30 @@ def serve(
     http: Annotated[str, typer.Option(help="Address to serve HTTP on, HOST:PORT.")] = "127.0.0.1:8500",
     data_dir: Annotated[Path, typer.Option(help="Where the embedded store keeps its file.")] = Path("swarm-data"),
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    expiry_share: Annotated[
+        float, typer.Option(help="Mass-expiry protection: hold TTL lapses when more than this share lapse together.")
+    ] = 0.5,
+    expiry_minimum: Annotated[
+        int, typer.Option(help="... and at least this many (a lone silent instance always expires).")
+    ] = 10,
+    expiry_window: Annotated[str, typer.Option(help="How long a lapsed TTL waits before it expires.")] = "5s",
 ) -> None:
     """Run the server on the embedded SQLite store."""
+    from ..health.protection import ExpirySettings
     from ..server import serve as run_server
 
     host, _, port = http.rpartition(":")
     if not host or not port.isdigit():
         _fail(f"--http: expected HOST:PORT, got {http!r}")
+    try:
+        window = parse_duration(expiry_window, "--expiry-window")
+    except BadRequest as exc:
+        _fail(exc.message)
+    if not 0 < expiry_share <= 1:
+        _fail("--expiry-share: must be in (0, 1]")
     errors.print(f"swarm: serving on http://{host}:{port}, data in {data_dir.resolve()}")
-    run_server(host, int(port), str(data_dir), log_level=log_level)
+    expiry = ExpirySettings(share=expiry_share, minimum=expiry_minimum, window=window)
+    run_server(host, int(port), str(data_dir), log_level=log_level, expiry=expiry)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Deadlines for TTL checks: one heap and one task, not one sleeping task per check.
+"""Deadlines (TTL lapses, probe times): one heap and one task, not one sleeping task per timer.
 
 Renewing pushes a new entry and leaves the old one in place; a popped entry that no longer
 matches the key's current deadline is stale and skipped (lazy deletion keeps renewals O(log n)).
@@ -15,7 +15,9 @@ from collections.abc import Callable, Hashable
 
 
 class Deadlines:
-    def __init__(self, on_expire: Callable[[Hashable], None], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, on_expire: Callable[[Hashable, float], None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._on_expire = on_expire
         self._clock = clock
         self._heap: list[tuple[float, int, Hashable]] = []
@@ -24,7 +26,9 @@ class Deadlines:
         self._wake = asyncio.Event()
 
     def set(self, key: Hashable, seconds: float) -> None:
-        due = self._clock() + seconds
+        self.set_at(key, self._clock() + seconds)
+
+    def set_at(self, key: Hashable, due: float) -> None:
         self._due[key] = due
         self._seq += 1
         if not self._heap or due < self._heap[0][0]:
@@ -34,13 +38,16 @@ class Deadlines:
     def cancel(self, key: Hashable) -> None:
         self._due.pop(key, None)
 
+    def now(self) -> float:
+        return self._clock()
+
     def expire_due(self) -> None:
         now = self._clock()
         while self._heap and self._heap[0][0] <= now:
             due, _, key = heapq.heappop(self._heap)
             if self._due.get(key) == due:
                 del self._due[key]
-                self._on_expire(key)
+                self._on_expire(key, due)
 
     def next_due_in(self) -> float | None:
         return self._heap[0][0] - self._clock() if self._heap else None

@@ -9,11 +9,14 @@ of its index.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from ..errors import StoreError
 from ..telemetry import COMMIT_BATCH
 from . import Change, Store
+
+log = logging.getLogger("swarm.store")
 
 
 class GroupCommitter:
@@ -45,7 +48,13 @@ class GroupCommitter:
                             future.set_exception(StoreError(f"store commit failed: {exc}"))
                     continue
                 for _, apply, future in batch:
-                    apply()
+                    try:
+                        apply()
+                    except Exception as exc:  # a bug in one apply must not strand the writes after it
+                        log.exception("applying a committed change failed")
+                        if not future.done():
+                            future.set_exception(exc)
+                        continue
                     if not future.done():
                         future.set_result(None)
         finally:

@@ -1,0 +1,116 @@
+"""One check's live state and its thresholds (hysteresis).
+
+A probe result moves the consecutive counts; the status changes only when a threshold is
+crossed: `success_before_passing` successes to pass, `failures_before_warning` failures to warn,
+`failures_before_critical` failures to go critical. A probe that passed slowly (`warn_latency`) or
+answered 429 counts as a success that reports warning.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..durations import parse_duration
+from ..records import CheckSpec, CheckState, CheckStatus, check_name
+
+MAX_OUTPUT = 512
+_SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
+WORST: tuple[CheckStatus, CheckStatus, CheckStatus] = ("passing", "warning", "critical")
+
+
+def worst(statuses: list[CheckStatus]) -> CheckStatus:
+    return WORST[max((_SEVERITY[s] for s in statuses), default=0)]
+
+
+class ProbeResult(msgspec.Struct, frozen=True):
+    status: CheckStatus  # what this one probe saw
+    output: str
+    duration: float = 0.0
+
+
+class CheckRuntime:
+    __slots__ = (
+        "critical_since",
+        "deregister_after",
+        "duration",
+        "failures",
+        "interval",
+        "last_checked",
+        "name",
+        "output",
+        "spec",
+        "status",
+        "successes",
+        "timeout",
+        "ttl",
+        "warn_latency",
+    )
+
+    def __init__(self, spec: CheckSpec, position: int, now: float) -> None:
+        self.spec = spec
+        self.name = check_name(spec, position)
+        self.interval = parse_duration(spec.interval, "interval")
+        self.timeout = parse_duration(spec.timeout, "timeout")
+        self.ttl = parse_duration(spec.ttl, "ttl") if spec.ttl else None
+        self.warn_latency = parse_duration(spec.warn_latency, "warn_latency") if spec.warn_latency else None
+        dca = spec.deregister_critical_after
+        self.deregister_after = parse_duration(dca, "deregister_critical_after") if dca else None
+        # A TTL check passes until its first TTL lapses; a probe must earn its first pass (as in Consul).
+        self.status: CheckStatus = spec.initial_status or ("passing" if spec.type == "ttl" else "critical")
+        self.output = "" if spec.type == "ttl" or spec.initial_status else "waiting for the first probe"
+        self.last_checked: float | None = None
+        self.duration: float | None = None
+        self.successes = 0
+        self.failures = 0
+        # Counted from now even after a restart: nothing is deregistered before its checks ran.
+        self.critical_since: float | None = now if self.status == "critical" else None
+
+    def observe(self, result: ProbeResult, now: float) -> bool:
+        """Apply one probe result; True when the status changed."""
+        self.output = result.output[:MAX_OUTPUT]
+        self.last_checked = now
+        self.duration = result.duration
+        spec = self.spec
+        if result.status == "critical":
+            self.failures += 1
+            self.successes = 0
+            to_critical = max(spec.failures_before_critical, 1)
+            to_warning = max(spec.failures_before_warning or to_critical, 1)
+            if self.failures >= to_critical:
+                new = "critical"
+            elif self.failures >= to_warning:
+                new = "warning"
+            else:
+                new = self.status
+        else:
+            self.successes += 1
+            self.failures = 0
+            passing_now = self.status != "critical" or self.successes >= max(spec.success_before_passing, 1)
+            new = result.status if passing_now else self.status
+        return self._become(new, now)
+
+    def _become(self, status: CheckStatus, now: float) -> bool:
+        if status == self.status:
+            return False
+        self.status = status
+        self.critical_since = now if status == "critical" else None
+        return True
+
+    def set(self, status: CheckStatus, output: str, now: float) -> bool:
+        """Set the status outright (a TTL heartbeat or its lapse); True when it changed."""
+        self.output = output[:MAX_OUTPUT]
+        self.last_checked = now
+        return self._become(status, now)
+
+    def state(self) -> CheckState:
+        return CheckState(
+            name=self.name,
+            type=self.spec.type,
+            status=self.status,
+            output=self.output,
+            last_checked=self.last_checked,
+            duration_ms=round(self.duration * 1000, 3) if self.duration is not None else None,
+            successes=self.successes,
+            failures=self.failures,
+            critical_since=self.critical_since,
+        )

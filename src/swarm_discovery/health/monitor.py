@@ -1,0 +1,125 @@
+"""Every check's live state, and the three things that change it: probes, heartbeats, lapses.
+
+The registry hands the monitor the checks of each owner (an instance or a node) and hears back,
+through two callbacks, that an owner's health changed (republish it) or that it has been critical
+for longer than `deregister_critical_after` (deregister it). Active probes come from the
+`Scheduler`; TTL lapses from a timer heap, watched by `ExpiryGuard` against mass expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Hashable
+
+from ..records import CheckSpec, CheckStatus
+from .check import CheckRuntime, ProbeResult
+from .deadlines import Deadlines
+from .protection import ExpiryGuard
+from .scheduler import Scheduler
+
+Owner = tuple[str, ...]  # ("instance", service, id) or ("node", id)
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        on_change: Callable[[Owner], None],
+        on_critical_too_long: Callable[[Owner], None],
+        scheduler: Scheduler | None = None,
+        guard: ExpiryGuard | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._on_change = on_change
+        self._on_critical_too_long = on_critical_too_long
+        self._clock = clock
+        self._checks: dict[Hashable, CheckRuntime] = {}
+        self.scheduler = scheduler or Scheduler(self.report)
+        self.guard = guard or ExpiryGuard()
+        # ("ttl", *key): a TTL lapses; ("expire", *key): a lapse has waited its window;
+        # ("deregister", *key): critical for deregister_critical_after.
+        self._timers = Deadlines(self._timer_fired)
+
+    def track(self, owner: Owner, specs: list[CheckSpec]) -> list[CheckRuntime]:
+        now = self._clock()
+        runtimes = [CheckRuntime(spec, position, now) for position, spec in enumerate(specs)]
+        for position, check in enumerate(runtimes):
+            key = (*owner, position)
+            self._checks[key] = check
+            if check.ttl is not None:
+                self._timers.set(("ttl", *key), check.ttl)
+                self.guard.expect(key)
+            else:
+                self.scheduler.add(key, check)
+            self._arm_deregistration(key, check)
+        return runtimes
+
+    def untrack(self, owner: Owner, runtimes: list[CheckRuntime]) -> None:
+        for position in range(len(runtimes)):
+            key = (*owner, position)
+            self._checks.pop(key, None)
+            self.scheduler.remove(key)
+            self.guard.forget(key)
+            for timer in ("ttl", "expire", "deregister"):
+                self._timers.cancel((timer, *key))
+
+    def heartbeat(self, owner: Owner, runtimes: list[CheckRuntime], status: CheckStatus, output: str) -> bool:
+        """Renew the owner's TTL checks; True when a status changed."""
+        changed = False
+        for position, check in enumerate(runtimes):
+            if check.ttl is None:
+                continue
+            key = (*owner, position)
+            self.guard.renewed(key)
+            self._timers.cancel(("expire", *key))
+            self._timers.set(("ttl", *key), check.ttl)
+            changed |= check.set(status, output, self._clock())
+            self._arm_deregistration(key, check)
+        return changed
+
+    def report(self, key: Hashable, result: ProbeResult) -> None:
+        """The sink for active probes."""
+        check = self._checks.get(key)
+        if check is None:
+            return
+        if check.observe(result, self._clock()):
+            self._arm_deregistration(key, check)
+            self._on_change(key[:-1])  # type: ignore[index]
+
+    def _timer_fired(self, timer: Hashable, due: float) -> None:
+        kind, *rest = timer  # type: ignore[misc]
+        key = tuple(rest)
+        check = self._checks.get(key)
+        if check is None:
+            return
+        if kind == "deregister":
+            self._on_critical_too_long(key[:-1])
+            return
+        if kind == "ttl":
+            self.guard.lapsed(key)
+            self._timers.set(("expire", *key), self.guard.settings.window)
+            return
+        if self.guard.holds():
+            # Too many lapsed together: the fault is more likely ours (a network cut) than theirs.
+            self._timers.set(timer, 1.0)
+            return
+        self.guard.expired(key)
+        if check.set("critical", f"TTL expired: no heartbeat for {check.spec.ttl}", self._clock()):
+            self._arm_deregistration(key, check)
+            self._on_change(key[:-1])
+
+    def _arm_deregistration(self, key: Hashable, check: CheckRuntime) -> None:
+        timer = ("deregister", *key)  # type: ignore[misc]
+        if check.deregister_after is None or check.critical_since is None:
+            self._timers.cancel(timer)
+        elif check.critical_since is not None:
+            elapsed = self._clock() - check.critical_since
+            self._timers.set(timer, max(check.deregister_after - elapsed, 0.0))
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self._timer_task = asyncio.get_running_loop().create_task(self._timers.run())
+
+    async def stop(self) -> None:
+        self._timer_task.cancel()
+        await self.scheduler.stop()

@@ -1,0 +1,113 @@
+"""Probers: each implements `async def probe(check) -> ProbeResult` and nothing else.
+
+Timing, thresholds and jitter belong to the scheduler. Probers share their connection pools:
+one HTTP pool (and one that skips TLS verification) and one gRPC channel per target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .check import CheckRuntime, ProbeResult
+
+_GRPC_STATUS = {health_pb2.HealthCheckResponse.SERVING: "passing"}
+
+
+class Prober(Protocol):
+    async def probe(self, check: CheckRuntime) -> ProbeResult: ...
+
+    async def close(self) -> None: ...
+
+
+def _elapsed(started: float) -> float:
+    return time.perf_counter() - started
+
+
+class HttpProber:
+    """2xx passes (warning when slower than warn_latency), 429 warns, anything else is critical."""
+
+    def __init__(self, max_connections: int = 512) -> None:
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._verified = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        self._unverified = httpx.AsyncClient(limits=limits, follow_redirects=False, verify=False)
+
+    async def probe(self, check: CheckRuntime) -> ProbeResult:
+        spec = check.spec
+        client = self._unverified if spec.tls_skip_verify else self._verified
+        started = time.perf_counter()
+        try:
+            response = await client.request(spec.method, spec.url or "", headers=spec.headers, timeout=check.timeout)
+        except httpx.TimeoutException:
+            return ProbeResult("critical", f"timed out after {spec.timeout}", _elapsed(started))
+        except httpx.HTTPError as exc:
+            return ProbeResult("critical", f"{type(exc).__name__}: {exc}", _elapsed(started))
+        took = _elapsed(started)
+        code = response.status_code
+        line = f"HTTP {spec.method} {spec.url}: {code} {response.reason_phrase} in {took * 1000:.1f} ms"
+        if spec.expect_status is not None:
+            return ProbeResult("passing" if code == spec.expect_status else "critical", line, took)
+        if 200 <= code < 300:
+            slow = check.warn_latency is not None and took > check.warn_latency
+            return ProbeResult("warning" if slow else "passing", line + (" (slow)" if slow else ""), took)
+        return ProbeResult("warning" if code == 429 else "critical", line, took)
+
+    async def close(self) -> None:
+        await self._verified.aclose()
+        await self._unverified.aclose()
+
+
+class TcpProber:
+    """Passes when a connection opens within the timeout."""
+
+    async def probe(self, check: CheckRuntime) -> ProbeResult:
+        host, _, port = (check.spec.tcp or "").rpartition(":")
+        started = time.perf_counter()
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), check.timeout)
+        except TimeoutError:
+            return ProbeResult("critical", f"TCP connect {check.spec.tcp}: timed out", _elapsed(started))
+        except OSError as exc:
+            return ProbeResult("critical", f"TCP connect {check.spec.tcp}: {exc.strerror or exc}", _elapsed(started))
+        writer.close()
+        return ProbeResult("passing", f"TCP connect {check.spec.tcp}: success", _elapsed(started))
+
+    async def close(self) -> None:
+        pass
+
+
+class GrpcProber:
+    """The standard grpc.health.v1.Health/Check, for the server or a named service."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def probe(self, check: CheckRuntime) -> ProbeResult:
+        target, _, service = (check.spec.grpc or "").partition("/")
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = self._channels[target] = grpc.aio.insecure_channel(target)
+        stub = health_pb2_grpc.HealthStub(channel)
+        started = time.perf_counter()
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=check.timeout)
+        except grpc.aio.AioRpcError as exc:
+            return ProbeResult(
+                "critical",
+                f"gRPC {check.spec.grpc}: {exc.code().name} {exc.details() or ''}".strip(),
+                _elapsed(started),
+            )
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return ProbeResult(
+            _GRPC_STATUS.get(reply.status, "critical"), f"gRPC {check.spec.grpc}: {status}", _elapsed(started)
+        )
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
