@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import Server
@@ -101,3 +102,49 @@ def test_nodes_maintenance_and_watch(server: Server, swarm_env: dict[str, str]) 
     finally:
         watcher.terminate()
         watcher.wait()
+
+
+def test_register_with_active_checks_and_list_them(server: Server, swarm_env: dict[str, str]) -> None:
+    from tests.backends import TcpBackend
+
+    backend = TcpBackend()
+    try:
+        swarm(
+            swarm_env,
+            "register",
+            "db",
+            "--id",
+            "d1",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(backend.port),
+            "--check",
+            f"tcp://{backend.target}",
+            "--check",
+            "http://127.0.0.1:1/health",
+            "--check-interval",
+            "200ms",
+            "--check-timeout",
+            "300ms",
+        )
+        registered = json.loads(swarm(swarm_env, "instances", "db", "--all", "--json").stdout)[0]
+        assert [c["type"] for c in registered["checks"]] == ["tcp", "http"]
+        assert registered["checks"][0]["interval"] == "200ms"
+        deadline = time.monotonic() + 5
+        while True:
+            checks = json.loads(swarm(swarm_env, "checks", "db", "d1", "--json").stdout)
+            if [c["status"] for c in checks] == ["passing", "critical"]:
+                break
+            assert time.monotonic() < deadline, checks
+            time.sleep(0.1)
+        table = swarm(swarm_env, "checks", "db", "d1").stdout
+        assert "tcp" in table and "ConnectError" in table
+        shown = swarm(swarm_env, "instances", "db", "--all").stdout
+        assert "critical" in shown
+        result = swarm(
+            swarm_env, "register", "db", "--id", "d2", "--address", "a", "--port", "1", "--check", "ftp://x", ok=False
+        )
+        assert "--check" in result.stderr
+    finally:
+        backend.stop()

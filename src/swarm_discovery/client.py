@@ -18,7 +18,7 @@ import httpx
 import msgspec
 
 from .errors import ApiError, Unreachable
-from .records import InstanceSpec, InstanceView, NodeSpec, NodeView, ServerInfo, ServiceSummary
+from .records import CheckState, InstanceSpec, InstanceView, NodeSpec, NodeView, ServerInfo, ServiceSummary
 
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 T = TypeVar("T")
@@ -139,6 +139,10 @@ class Operations:
     def instances(self, service: str, **query: Any) -> Operation[list[InstanceView]]:
         found, _ = yield from Operations.instances_at(self, service, **query)
         return found
+
+    def checks(self, service: str, id: str) -> Operation[list[CheckState]]:
+        response = yield self._request("GET", f"/v1/services/{service}/instances/{id}/checks")
+        return self._decode(response, list[CheckState])
 
     def services(self) -> Operation[list[ServiceSummary]]:
         response = yield self._request("GET", "/v1/services")

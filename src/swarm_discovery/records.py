@@ -173,7 +173,7 @@ class InstanceView(InstanceSpec, forbid_unknown_fields=False, kw_only=True):
 
 
 class NodeView(NodeSpec, forbid_unknown_fields=False, kw_only=True):
-    status: CheckStatus = "passing"
+    status: CheckStatus
     check_states: list[CheckState] = []
     index: int
     registered_at: float
@@ -196,6 +196,8 @@ class ServerInfo(View, kw_only=True):
     instances: int
     nodes: int
     watchers: int
+    active_checks: int
+    expiry_protection: bool  # TTL expiry held: many lapsed at once (see health/protection.py)
 
 
 class ErrorBody(View, kw_only=True):

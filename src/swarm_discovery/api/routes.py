@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..records import (
+    CheckState,
     ErrorBody,
     Heartbeat,
     InstanceSpec,
@@ -71,6 +72,13 @@ ENDPOINTS = [
         "Enter or leave maintenance mode",
         body=MaintenanceRequest,
         response=InstanceView,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/services/{service}/instances/{id}/checks",
+        services.list_checks,
+        "The live state of an instance's checks",
+        response=list[CheckState],
     ),
     Endpoint(
         "GET",

@@ -47,6 +47,13 @@ async def get_instance(request: Request) -> Response:
     return await read(request, service_topic(service), lambda: registry.instance(service, iid).json)
 
 
+async def list_checks(request: Request) -> Response:
+    """Live check state, fresher than the instance's published view (probe outputs change quietly)."""
+    registry = registry_of(request)
+    states = registry.checks(name(request, "service"), name(request, "id"))
+    return json_response(_encode(states), registry.index)
+
+
 async def register(request: Request) -> Response:
     registry = registry_of(request)
     service, iid = name(request, "service"), name(request, "id")

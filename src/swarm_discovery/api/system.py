@@ -25,6 +25,8 @@ async def server_info(request: Request) -> Response:
         instances=registry.instance_count,
         nodes=registry.node_count,
         watchers=int(WATCHERS._value.get()),
+        active_checks=len(registry.health.scheduler),
+        expiry_protection=registry.health.guard.active,
     )
     return json_response(_encode(info), registry.index)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..client import Client
@@ -36,7 +37,7 @@ def _client(addr: str | None) -> Client:
 
 
 def _fail(message: str) -> None:
-    errors.print(f"[red]error:[/red] {message}")
+    errors.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(1)
 
 
@@ -67,6 +68,16 @@ def _scalar(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _check(target: str) -> dict[str, str]:
+    scheme, sep, rest = target.partition("://")
+    if scheme in ("http", "https"):
+        return {"type": "http", "url": target}
+    if sep and scheme in ("tcp", "grpc"):
+        return {"type": scheme, scheme: rest}
+    _fail(f"--check: expected http(s)://..., tcp://host:port or grpc://host:port[/service], got {target!r}")
+    raise AssertionError  # _fail exits
 
 
 @app.command()
@@ -117,6 +128,15 @@ def register(
     zone: Annotated[str | None, typer.Option(help="Zone, e.g. eu-west-1a.")] = None,
     weight: Annotated[int | None, typer.Option(help="Relative weight for balancing (1-10000).")] = None,
     ttl: Annotated[str | None, typer.Option(help="Add a TTL check: heartbeat at least this often, e.g. 15s.")] = None,
+    check: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Add an active check: http(s)://host:port/path, tcp://host:port, grpc://host:port "
+            "or grpc://host:port/service; repeat for more."
+        ),
+    ] = None,
+    check_interval: Annotated[str | None, typer.Option(help="Interval of the --check probes (default 10s).")] = None,
+    check_timeout: Annotated[str | None, typer.Option(help="Timeout of the --check probes (default 2s).")] = None,
     file: Annotated[Path | None, typer.Option("-f", "--file", help="Instance JSON; options override it.")] = None,
     addr: AddrOption = None,
     as_json: JsonOption = False,
@@ -144,6 +164,9 @@ def register(
         body.setdefault("location", {}).update({k: v for k, v in {"region": region, "zone": zone}.items() if v})
     if ttl:
         body.setdefault("checks", []).append({"type": "ttl", "ttl": ttl})
+    timing = {k: v for k, v in {"interval": check_interval, "timeout": check_timeout}.items() if v}
+    for target in check or []:
+        body.setdefault("checks", []).append({**_check(target), **timing})
     iid = id or body.pop("id", None)
     if not iid:
         _fail("--id: an instance id is required (or an `id` in --file)")
@@ -193,7 +216,7 @@ def _instance_table(found: list[InstanceView]) -> Table:
     for i in found:
         style = _STATUS_STYLE[i.status]
         failing = next((c.output for c in i.check_states if c.status != "passing" and c.output), "")
-        status = f"[{style}]{i.status}[/{style}]" + (f"\n{failing}" if failing else "")
+        status = f"[{style}]{i.status}[/{style}]" + (f"\n{escape(failing)}" if failing else "")
         location = "/".join(p for p in (i.location.region, i.location.zone) if p) if i.location else ""
         table.add_row(
             i.id or "",
@@ -297,6 +320,30 @@ def watch(
             _fail(str(exc))
         except KeyboardInterrupt:
             pass
+
+
+@app.command()
+def checks(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    id: Annotated[str, typer.Argument(help="Instance id.")],
+    addr: AddrOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The checks of one instance: status, last output, when, how long, consecutive counts."""
+    with _client(addr) as client:
+        found = _call(client.checks, service, id)
+    if as_json:
+        _print_json(found)
+        return
+    table = Table("check", "type", "status", "output", "checked", "took", "ok/fail in a row")
+    for c in found:
+        style = _STATUS_STYLE[c.status]
+        checked = time.strftime("%H:%M:%S", time.localtime(c.last_checked)) if c.last_checked else "never"
+        took = f"{c.duration_ms:.1f} ms" if c.duration_ms is not None else ""
+        table.add_row(
+            c.name, c.type, f"[{style}]{c.status}[/{style}]", escape(c.output), checked, took, f"{c.successes}/{c.failures}"
+        )
+    console.print(table)
 
 
 @app.command()

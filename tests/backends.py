@@ -1,0 +1,106 @@
+"""Real backends on loopback that the health tests start, stop, slow down and make fail."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from tests.server import free_port
+
+
+class HttpBackend:
+    """Answers GET /health with `status` after `delay` seconds; `stop()` closes the port."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.delay = 0.0
+        self.hits = 0
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                backend.hits += 1
+                time.sleep(backend.delay)
+                body = b"ok" if backend.status < 400 else b"failing"
+                self.send_response(backend.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/health"
+        self._handler = Handler
+        self._server: ThreadingHTTPServer | None = None
+        self.start()
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class TcpBackend:
+    """Accepts connections while started."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self._sock: socket.socket | None = None
+        self.start()
+
+    def start(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self._sock = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class GrpcBackend:
+    """A gRPC server with the standard health service; `set(service, serving)` flips a status."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._server.add_insecure_port(self.target)
+        self._server.start()
+        self.set("", True)
+
+    def set(self, service: str, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self._health.set(service, status)
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)
