@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.writes
 	$(BIN)/python -m bench.watch
 	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.checks
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ the load generator to core 1, so both run at once without stealing from each oth
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import tempfile
@@ -110,7 +111,7 @@ def _latency(out: str, label: str) -> float:
 class Nginx:
     """nginx serving one file, pinned to the server core: the reference for what serving bytes costs."""
 
-    def __init__(self, body: bytes, content_type: str = "application/json") -> None:
+    def __init__(self, body: bytes, content_type: str = "application/json", cpu: str = SERVER_CPU) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="swarm-nginx-"))
         self.dir.chmod(0o755)  # nginx's workers run as www-data
         (self.dir / "answer.json").write_bytes(body)
@@ -134,7 +135,7 @@ class Nginx:
         """)
         )
         self.process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, "nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)],
+            ["taskset", "-c", cpu, "nginx", "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -154,6 +155,17 @@ class Nginx:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of every sample of `name` in a Prometheus text exposition."""
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
 def rss_mb(pid: int) -> float:

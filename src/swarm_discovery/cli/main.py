@@ -341,7 +341,13 @@ def checks(
         checked = time.strftime("%H:%M:%S", time.localtime(c.last_checked)) if c.last_checked else "never"
         took = f"{c.duration_ms:.1f} ms" if c.duration_ms is not None else ""
         table.add_row(
-            c.name, c.type, f"[{style}]{c.status}[/{style}]", escape(c.output), checked, took, f"{c.successes}/{c.failures}"
+            c.name,
+            c.type,
+            f"[{style}]{c.status}[/{style}]",
+            escape(c.output),
+            checked,
+            took,
+            f"{c.successes}/{c.failures}",
         )
     console.print(table)
 

@@ -13,6 +13,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
 from ..telemetry import PROBE_LAG, PROBES
 from .check import CheckRuntime, ProbeResult
@@ -41,6 +42,7 @@ class Scheduler:
         self._running: dict[Hashable, asyncio.Task[None]] = {}
         self._timers = Deadlines(self._due, clock)
         self._task: asyncio.Task[None] | None = None
+        self._counters: dict[tuple[str, str], Any] = {}  # labels() costs a lock and a hash per probe
 
     def add(self, key: Hashable, check: CheckRuntime) -> None:
         self._checks[key] = check
@@ -73,10 +75,16 @@ class Scheduler:
         try:
             prober = self._probers[check.spec.type]
             try:
-                result = await asyncio.wait_for(prober.probe(check), check.timeout + 1.0)
+                async with asyncio.timeout(check.timeout + 1.0):  # a backstop: probers time out themselves
+                    result = await prober.probe(check)
             except TimeoutError:
                 result = ProbeResult("critical", f"timed out after {check.spec.timeout}", check.timeout)
-            PROBES.labels(check.spec.type, result.status).inc()
+            counter = self._counters.get((check.spec.type, result.status))
+            if counter is None:
+                counter = self._counters[(check.spec.type, result.status)] = PROBES.labels(
+                    check.spec.type, result.status
+                )
+            counter.inc()
             if self._checks.get(key) is check:
                 self._report(key, result)
         finally:
