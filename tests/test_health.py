@@ -262,3 +262,27 @@ def test_checks_start_afresh_after_restart(server: Server, http_backend: HttpBac
     else:
         assert (first["status"], first["output"]) == ("critical", "waiting for the first probe")
     wait_for(lambda: status_of(server.http, "svc", "a") == "passing")
+
+
+def test_failing_probes_are_believed_even_en_masse(guarded_server: Server) -> None:
+    http = guarded_server.http
+    dead = f"http://127.0.0.1:{TcpBackend().port}/health"  # closed at once: connections are refused
+    for i in range(12):
+        put(http, "probed", f"i{i}", checks=[http_check(dead, initial_status="passing")])
+    wait_for(lambda: ids(http.get("/v1/services/probed")) == [])
+    assert http.get("/v1/server").json()["expiry_protection"] is False
+
+
+def test_no_deregistration_before_checks_ran_after_restart(server: Server) -> None:
+    http = server.http
+    dead = f"http://127.0.0.1:{TcpBackend().port}/health"
+    put(http, "svc", "a", checks=[http_check(dead, deregister_critical_after="1500ms")])
+    time.sleep(1.0)  # critical for 1 s of its 1.5 s
+    server.kill()
+    time.sleep(0.8)
+    restarted = time.monotonic()
+    server.start()
+    # The 1.5 s have passed since it went critical, but counting starts again with this process.
+    assert ids(server.http.get("/v1/services/svc", params={"all": "true"})) == ["a"]
+    wait_for(lambda: ids(server.http.get("/v1/services/svc", params={"all": "true"})) == [], timeout=5)
+    assert time.monotonic() - restarted >= 1.4

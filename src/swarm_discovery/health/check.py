@@ -78,9 +78,9 @@ class CheckRuntime:
             to_warning = max(spec.failures_before_warning or to_critical, 1)
             if self.failures >= to_critical:
                 new = "critical"
-            elif self.failures >= to_warning:
+            elif self.failures >= to_warning and self.status == "passing":
                 new = "warning"
-            else:
+            else:  # a failure never improves the status
                 new = self.status
         else:
             self.successes += 1
