@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,10 +20,11 @@ from tests.server import free_port
 class HttpBackend:
     """Answers GET /health with `status` after `delay` seconds; `stop()` closes the port."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.status = 200
         self.delay = 0.0
         self.hits = 0
+        self._tls = tls
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,7 +41,7 @@ class HttpBackend:
                 pass
 
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/health"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/health"
         self._handler = Handler
         self._server: ThreadingHTTPServer | None = None
         self.start()
@@ -45,6 +49,8 @@ class HttpBackend:
     def start(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
         self._server.daemon_threads = True
+        if self._tls is not None:
+            self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -52,6 +58,34 @@ class HttpBackend:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def self_signed(directory: Path) -> ssl.SSLContext:
+    """A TLS context with a throwaway self-signed certificate, made by openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 class TcpBackend:

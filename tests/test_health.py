@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.backends import GrpcBackend, HttpBackend, TcpBackend
+from tests.backends import GrpcBackend, HttpBackend, TcpBackend, self_signed
 from tests.conftest import Server
 from tests.helpers import ids, put, unique
 
@@ -94,6 +94,21 @@ def test_expect_status_and_headers(shared_server: Server, http_backend: HttpBack
     wait_for(lambda: status_of(http, service, "a") == "passing")
     http_backend.status = 200  # a 2xx, but not the one expected
     wait_for(lambda: status_of(http, service, "a") == "critical")
+
+
+def test_https_check_and_tls_skip_verify(shared_server: Server, tmp_path: Path) -> None:
+    http = shared_server.http
+    backend = HttpBackend(tls=self_signed(tmp_path))
+    try:
+        service = unique("tls")
+        put(http, service, "trusting", checks=[http_check(backend.url, tls_skip_verify=True)])
+        put(http, service, "verifying", checks=[http_check(backend.url, initial_status="passing")])
+        wait_for(lambda: status_of(http, service, "trusting") == "passing")
+        wait_for(lambda: status_of(http, service, "verifying") == "critical")
+        output = http.get(f"/v1/services/{service}/instances/verifying/checks").json()[0]["output"]
+        assert "certificate" in output.lower()
+    finally:
+        backend.stop()
 
 
 def test_tcp_check(shared_server: Server) -> None:
