@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from swarm_discovery.server import die_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -49,6 +51,7 @@ class Server:
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # no server outlives a test run or benchmark killed half-way
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

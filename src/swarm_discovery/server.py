@@ -18,14 +18,19 @@ from .health.protection import ExpirySettings
 _PR_SET_PDEATHSIG = 1
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def worker_app() -> Front:
     """The app as granian's worker process builds it.
 
     The worker dies with the granian main process, so that `kill -9` of the server takes the
     whole server down at once instead of leaving an orphan worker holding the port and the data.
     """
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent()
     # The registry keeps hundreds of thousands of long-lived objects; with the default thresholds
     # the collector walks all of them every few thousand allocations, which showed up as 200 ms
     # pauses under write load. Records hold no reference cycles, so collect far less often.
