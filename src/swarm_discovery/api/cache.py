@@ -15,6 +15,14 @@ CACHE_SIZE = 4096
 Key = tuple[str, bytes]  # path, query string
 
 
+def json_headers(body: bytes, index: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-swarm-index", str(index).encode()),
+    ]
+
+
 class Answer:
     __slots__ = ("body", "count", "headers", "index", "latency", "topic")
 
@@ -22,11 +30,7 @@ class Answer:
         self.topic = topic
         self.index = index
         self.body = body
-        self.headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-swarm-index", str(index).encode()),
-        ]
+        self.headers = json_headers(body, index)
         self.count = REQUESTS.labels("GET", route, "200")
         self.latency = LATENCY.labels("GET", route)
 

@@ -11,7 +11,7 @@ from ..records import NodeSpec
 from ..registry import NODES
 from ..selector import compile_selector
 from .inputs import decode, name, read_body
-from .reads import json_response, read, registry_of
+from .reads import IndexedJSON, read, registry_of
 
 _encode = msgspec.json.Encoder().encode
 KINDS = ("compute", "storage", "network")
@@ -38,10 +38,10 @@ async def put_node(request: Request) -> Response:
     nid = name(request, "id")
     spec = decode(await read_body(request), NodeSpec)
     view = await registry.put_node(nid, spec)
-    return json_response(_encode(view), registry.index)
+    return IndexedJSON(_encode(view), registry.index)
 
 
 async def delete_node(request: Request) -> Response:
     registry = registry_of(request)
     await registry.delete_node(name(request, "id"))
-    return json_response(b'{"deleted":true}', registry.index)
+    return IndexedJSON(b'{"deleted":true}', registry.index)

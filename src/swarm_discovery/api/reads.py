@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from ..registry import Registry
 from ..telemetry import WATCHERS
-from .cache import Answer, ResponseCache
+from .cache import Answer, ResponseCache, json_headers
 from .inputs import integer, wait_seconds
 
 
@@ -50,14 +50,7 @@ class IndexedJSON(Response):
         self.body = body
         self.status_code = status_code
         self.background = None
-        self.raw_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-swarm-index", str(index).encode()),
-        ]
-
-
-json_response = IndexedJSON
+        self.raw_headers = json_headers(body, index)
 
 
 async def read(request: Request, topic: str, render: Callable[[], bytes]) -> Response:

@@ -11,7 +11,7 @@ from ..records import Heartbeat, InstanceSpec, MaintenanceRequest
 from ..registry import CATALOG, service_topic
 from ..selector import compile_selector
 from .inputs import decode, flag, integer, name, read_body
-from .reads import json_array, json_response, read, registry_of
+from .reads import IndexedJSON, json_array, read, registry_of
 
 _encode = msgspec.json.Encoder().encode
 
@@ -51,7 +51,7 @@ async def list_checks(request: Request) -> Response:
     """Live check state, fresher than the instance's published view (probe outputs change quietly)."""
     registry = registry_of(request)
     states = registry.checks(name(request, "service"), name(request, "id"))
-    return json_response(_encode(states), registry.index)
+    return IndexedJSON(_encode(states), registry.index)
 
 
 async def register(request: Request) -> Response:
@@ -59,13 +59,13 @@ async def register(request: Request) -> Response:
     service, iid = name(request, "service"), name(request, "id")
     spec = decode(await read_body(request), InstanceSpec)
     view = await registry.register(service, iid, spec)
-    return json_response(_encode(view), registry.index)
+    return IndexedJSON(_encode(view), registry.index)
 
 
 async def deregister(request: Request) -> Response:
     registry = registry_of(request)
     await registry.deregister(name(request, "service"), name(request, "id"))
-    return json_response(b'{"deregistered":true}', registry.index)
+    return IndexedJSON(b'{"deregistered":true}', registry.index)
 
 
 async def heartbeat(request: Request) -> Response:
@@ -73,7 +73,7 @@ async def heartbeat(request: Request) -> Response:
     service, iid = name(request, "service"), name(request, "id")
     beat = decode(await read_body(request), Heartbeat, empty=Heartbeat())
     view = await registry.heartbeat(service, iid, beat)
-    return json_response(_encode(view), registry.index)
+    return IndexedJSON(_encode(view), registry.index)
 
 
 async def maintenance(request: Request) -> Response:
@@ -81,4 +81,4 @@ async def maintenance(request: Request) -> Response:
     service, iid = name(request, "service"), name(request, "id")
     body = decode(await read_body(request), MaintenanceRequest)
     view = await registry.set_maintenance(service, iid, body.enable, body.reason)
-    return json_response(_encode(view), registry.index)
+    return IndexedJSON(_encode(view), registry.index)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..records import ServerInfo
 from ..telemetry import INDEX, INSTANCES, NODES, REGISTRY, WATCHERS
-from .reads import json_response, registry_of
+from .reads import IndexedJSON, registry_of
 
 _encode = msgspec.json.Encoder().encode
 
@@ -28,11 +28,11 @@ async def server_info(request: Request) -> Response:
         active_checks=len(registry.health.scheduler),
         expiry_protection=registry.health.guard.active,
     )
-    return json_response(_encode(info), registry.index)
+    return IndexedJSON(_encode(info), registry.index)
 
 
 async def healthz(request: Request) -> Response:
-    return json_response(b'{"status":"ok"}', registry_of(request).index)
+    return IndexedJSON(b'{"status":"ok"}', registry_of(request).index)
 
 
 async def metrics(request: Request) -> Response:
