@@ -1,0 +1,36 @@
+"""Least loaded by the power of two choices: sample two endpoints, send to the less loaded.
+
+Load is this client's outstanding requests plus the queue depth the endpoint last reported in its
+heartbeat metrics, divided by `capacity.max_concurrency` when given. Two random choices avoid
+the herd that "always the least loaded" causes when many clients act on the same stale numbers.
+Trade-off: needs load signals; with none (all zero) it degrades to random. Fails soft: a slow
+endpoint accumulates outstanding requests and stops being chosen.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from .view import Endpoint, PickRequest, View
+
+
+class LeastLoaded:
+    def __init__(self, rand: Callable[[int], int] | None = None) -> None:
+        self._rand = rand or random.Random().randrange
+
+    @staticmethod
+    def load(view: View, endpoint: Endpoint) -> float:
+        busy = view.load.of(endpoint) + endpoint.queue_depth
+        return busy / endpoint.max_concurrency if endpoint.max_concurrency else busy
+
+    def pick(self, view: View, request: PickRequest | None = None) -> Endpoint | None:
+        endpoints = view.endpoints
+        n = len(endpoints)
+        if n <= 1:
+            return endpoints[0] if n else None
+        a = self._rand(n)
+        b = self._rand(n - 1)
+        b += b >= a  # a second, different endpoint
+        first, second = endpoints[a], endpoints[b]
+        return first if self.load(view, first) <= self.load(view, second) else second

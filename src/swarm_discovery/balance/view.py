@@ -1,0 +1,101 @@
+"""What balancers read: an immutable list of endpoints, rebuilt when membership changes, plus
+the live load that the client and the gateway keep (outstanding requests per endpoint)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from ..records import InstanceView
+
+
+class Endpoint:
+    """One instance as a balancer sees it."""
+
+    __slots__ = ("address", "id", "lat", "lon", "max_concurrency", "port", "queue_depth", "region", "weight", "zone")
+
+    def __init__(
+        self,
+        id: str,
+        address: str,
+        port: int,
+        *,
+        weight: int = 100,
+        zone: str | None = None,
+        region: str | None = None,
+        lat: float | None = None,
+        lon: float | None = None,
+        queue_depth: float = 0.0,
+        max_concurrency: float | None = None,
+    ) -> None:
+        self.id = id
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.zone = zone
+        self.region = region
+        self.lat = lat
+        self.lon = lon
+        self.queue_depth = queue_depth
+        self.max_concurrency = max_concurrency
+
+    @classmethod
+    def from_instance(cls, instance: InstanceView) -> Endpoint:
+        location = instance.location
+        return cls(
+            instance.id or "",
+            instance.address,
+            instance.port,
+            weight=instance.weight,
+            zone=location.zone if location else None,
+            region=location.region if location else None,
+            lat=location.lat if location else None,
+            lon=location.lon if location else None,
+            queue_depth=instance.metrics.get("queue_depth", 0.0),
+            max_concurrency=instance.capacity.get("max_concurrency"),
+        )
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.id!r}, {self.address}:{self.port})"
+
+
+class Load:
+    """Outstanding requests per endpoint id, kept by whoever sends the requests."""
+
+    __slots__ = ("outstanding", "total")
+
+    def __init__(self) -> None:
+        self.outstanding: dict[str, int] = {}
+        self.total = 0
+
+    def started(self, endpoint: Endpoint) -> None:
+        self.outstanding[endpoint.id] = self.outstanding.get(endpoint.id, 0) + 1
+        self.total += 1
+
+    def finished(self, endpoint: Endpoint) -> None:
+        self.outstanding[endpoint.id] = self.outstanding.get(endpoint.id, 1) - 1
+        self.total -= 1
+
+    def of(self, endpoint: Endpoint) -> int:
+        return self.outstanding.get(endpoint.id, 0)
+
+
+class View:
+    """An immutable pool of endpoints; strategies may keep per-view structures while `endpoints` is the same."""
+
+    __slots__ = ("endpoints", "ids", "load")
+
+    def __init__(self, endpoints: Sequence[Endpoint], load: Load | None = None) -> None:
+        self.endpoints = tuple(endpoints)
+        self.ids = tuple(e.id for e in self.endpoints)  # membership: what a hash ring depends on
+        self.load = load if load is not None else Load()
+
+    def __len__(self) -> int:
+        return len(self.endpoints)
+
+
+class PickRequest(msgspec.Struct, frozen=True):
+    """What a pick may depend on: a hash key (session, user, prompt prefix) for affinity."""
+
+    key: str | None = None
