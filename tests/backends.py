@@ -37,6 +37,8 @@ class HttpBackend:
                 self.end_headers()
                 self.wfile.write(body)
 
+            do_POST = do_GET
+
             def log_message(self, *args: object) -> None:
                 pass
 

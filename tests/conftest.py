@@ -11,7 +11,7 @@ import pytest
 from tests.server import Server
 
 # A lapsed TTL waits this long before it expires (mass-expiry protection); tests keep it short.
-FAST_EXPIRY = ("--expiry-window", "50ms")
+FAST_EXPIRY = ("--expiry-window", "50ms", "--ejection-base", "1s")
 
 
 @pytest.fixture

@@ -17,8 +17,19 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
+from .balancer import AsyncBalancer, Balancer
 from .errors import ApiError, Unreachable
-from .records import CheckState, InstanceSpec, InstanceView, NodeSpec, NodeView, ServerInfo, ServiceSummary
+from .records import (
+    CheckState,
+    InstanceSpec,
+    InstanceView,
+    NodeSpec,
+    NodeView,
+    Report,
+    ReportsAccepted,
+    ServerInfo,
+    ServiceSummary,
+)
 
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 T = TypeVar("T")
@@ -144,6 +155,11 @@ class Operations:
         response = yield self._request("GET", f"/v1/services/{service}/instances/{id}/checks")
         return self._decode(response, list[CheckState])
 
+    def report(self, reports: list[Report]) -> Operation[ReportsAccepted]:
+        """Passive observations (what a request to an instance saw), for the server to aggregate."""
+        response = yield self._request("POST", "/v1/reports", content=msgspec.json.encode(reports))
+        return self._decode(response, ReportsAccepted)
+
     def services(self) -> Operation[list[ServiceSummary]]:
         response = yield self._request("GET", "/v1/services")
         return self._decode(response, list[ServiceSummary])
@@ -257,6 +273,14 @@ class Client(Operations):
                     yield WatchEvent(fields.get("event", "message"), int(fields.get("id", 0)), fields["data"])
                     fields = {}
 
+    def balancer(self, service: str, **options: Any) -> Balancer:
+        """A live, balanced view of `service`: `balancer.request("GET", "/path")`.
+
+        Options: strategy (round_robin, weighted, least_loaded, consistent_hash), selector, tags,
+        zone, region, near=(lat, lon), attempts, per_try_timeout, retry_budget, panic_threshold.
+        """
+        return Balancer(self, service, **options)
+
     def close(self) -> None:
         self._http.close()
 
@@ -283,6 +307,10 @@ class AsyncClient(Operations):
             if current != index:
                 yield found
             index = current
+
+    async def balancer(self, service: str, **options: Any) -> AsyncBalancer:
+        """A live, balanced view of `service`: `await balancer.request("GET", "/path")`."""
+        return await AsyncBalancer(self, service, **options).start()
 
     async def aclose(self) -> None:
         await self._http.aclose()

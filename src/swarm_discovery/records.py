@@ -134,6 +134,20 @@ class Heartbeat(Spec, kw_only=True):
     output: Text | None = None
 
 
+class Report(Spec, kw_only=True):
+    """One passive observation of traffic to an instance, from a client or the gateway."""
+
+    service: Name
+    id: Name
+    ok: bool
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    code: Annotated[int, msgspec.Meta(ge=0, le=999)] | None = None
+
+
+MAX_REPORTS = 1000
+Reports = Annotated[list[Report], msgspec.Meta(max_length=MAX_REPORTS)]
+
+
 class MaintenanceRequest(Spec, kw_only=True):
     enable: bool
     reason: Text = ""
@@ -163,10 +177,19 @@ class Maintenance(View, kw_only=True):
     since: float
 
 
+class Ejection(View, kw_only=True):
+    """Out of default listings until `until`: clients' reports agree that it is failing."""
+
+    reason: str
+    until: float
+    count: int
+
+
 class InstanceView(InstanceSpec, forbid_unknown_fields=False, kw_only=True):
     status: Status
     check_states: list[CheckState] = []
     maintenance: Maintenance | None = None
+    ejected: Ejection | None = None
     index: int
     registered_at: float
     updated_at: float
@@ -198,6 +221,11 @@ class ServerInfo(View, kw_only=True):
     watchers: int
     active_checks: int
     expiry_protection: bool  # TTL expiry held: many lapsed at once (see health/protection.py)
+
+
+class ReportsAccepted(View, kw_only=True):
+    accepted: int
+    ignored: int  # about instances that are not registered
 
 
 class ErrorBody(View, kw_only=True):

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from .balance.outliers import OutlierDetector, OutlierSettings
 from .errors import BadRequest, NotFound
 from .health.check import CheckRuntime, worst
 from .health.monitor import HealthMonitor, Owner
@@ -27,6 +28,7 @@ from .locality import Near, sort_near
 from .records import (
     HEALTHY,
     CheckState,
+    Ejection,
     Heartbeat,
     InstanceRecord,
     InstanceSpec,
@@ -36,6 +38,8 @@ from .records import (
     NodeRecord,
     NodeSpec,
     NodeView,
+    Report,
+    ReportsAccepted,
     ServiceSummary,
     validate_checks,
 )
@@ -94,7 +98,7 @@ class Published:
 
     @property
     def healthy(self) -> bool:
-        return self.view.status in HEALTHY
+        return self.view.status in HEALTHY and self.view.ejected is None
 
     def matches(self, selector: Selector) -> bool:
         found = self._matches.get(selector.source)
@@ -163,7 +167,11 @@ def _instance_owner(service: str, iid: str) -> Owner:
 
 class Registry:
     def __init__(
-        self, store: Store, clock: Callable[[], float] = time.time, expiry: ExpirySettings | None = None
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        expiry: ExpirySettings | None = None,
+        outliers: OutlierSettings | None = None,
     ) -> None:
         self.store = store
         self._clock = clock
@@ -178,6 +186,8 @@ class Registry:
         self._committer = GroupCommitter(store, lambda: self._index)
         self.health = HealthMonitor(self._health_changed, self._critical_too_long, guard=ExpiryGuard(expiry))
         self._background: set[asyncio.Future[Any]] = set()
+        self._outlier_settings = outliers or OutlierSettings()
+        self._outliers: dict[str, OutlierDetector] = {}  # per service: "at most half ejected" is per pool
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -265,6 +275,7 @@ class Registry:
             status=entry.status(node),  # type: ignore[arg-type]
             check_states=[c.state() for c in entry.checks],
             maintenance=record.maintenance,
+            ejected=self._ejection(spec.service or "", spec.id or ""),
             index=record.index,
             registered_at=record.registered_at,
             updated_at=entry.updated_at,
@@ -352,6 +363,8 @@ class Registry:
                 del self._services[service]
             self._unlink_node(entry)
             self.health.untrack(_instance_owner(service, iid), entry.checks)
+            if service in self._outliers:
+                self._outliers[service].forget(iid)
             self._record(Event(index, service, iid, None))
             self._touch((CATALOG, service_topic(service)), index)
 
@@ -415,6 +428,36 @@ class Registry:
         if entry is not None:
             entry.updated_at = self._clock()
             self._publish(entry, index)
+
+    # --- passive checks: what clients saw ----------------------------------------------------
+
+    def _ejection(self, service: str, iid: str) -> Ejection | None:
+        detector = self._outliers.get(service)
+        return detector.ejected.get(iid) if detector is not None else None
+
+    def report(self, reports: list[Report]) -> ReportsAccepted:
+        """Aggregate clients' observations; eject an instance when they agree that it fails."""
+        accepted = 0
+        for report in reports:
+            entries = self._services.get(report.service)
+            if entries is None or report.id not in entries:
+                continue
+            accepted += 1
+            detector = self._outliers.get(report.service)
+            if detector is None:
+                detector = self._outliers[report.service] = OutlierDetector(self._outlier_settings, self._clock)
+            ejection = detector.observe(report.id, report.ok, len(entries))
+            if ejection is not None:
+                service, iid = report.service, report.id
+                self._in_background(self._write(lambda index, s=service, i=iid: self._republish(s, i, index)))
+                delay = max(ejection.until - self._clock(), 0.0)
+                asyncio.get_running_loop().call_later(delay, self._release_ejections, service)
+        return ReportsAccepted(accepted=accepted, ignored=len(reports) - accepted)
+
+    def _release_ejections(self, service: str) -> None:
+        detector = self._outliers.get(service)
+        for iid in detector.release_due() if detector is not None else []:
+            self._in_background(self._write(lambda index, i=iid: self._republish(service, i, index)))
 
     # --- instances: reads ------------------------------------------------------------------
 

@@ -45,8 +45,10 @@ def serve(
     store: str = "sqlite",
     log_level: str = "info",
     expiry: ExpirySettings | None = None,
+    ejection_base: float = 30.0,
 ) -> None:
     expiry = expiry or ExpirySettings()
+    os.environ["SWARM_EJECTION_BASE"] = f"{ejection_base}s"
     os.environ["SWARM_DATA_DIR"] = os.path.abspath(data_dir)
     os.environ["SWARM_STORE"] = store
     os.environ["SWARM_EXPIRY_SHARE"] = str(expiry.share)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import __version__
+from ..balance.outliers import OutlierSettings
 from ..durations import parse_duration
 from ..errors import SwarmError
 from ..health.protection import ExpirySettings
@@ -32,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True):
     data_dir: str = "swarm-data"
     store: str = "sqlite"
     expiry: ExpirySettings = ExpirySettings()
+    outliers: OutlierSettings = OutlierSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,7 +46,9 @@ class Settings(msgspec.Struct, frozen=True):
             minimum=int(minimum) if minimum else default.minimum,
             window=parse_duration(window, "SWARM_EXPIRY_WINDOW") if window else default.window,
         )
-        return cls(**{k: v for k, v in given.items() if v}, expiry=expiry)
+        base = os.environ.get("SWARM_EJECTION_BASE")
+        outliers = OutlierSettings(base=parse_duration(base, "SWARM_EJECTION_BASE")) if base else OutlierSettings()
+        return cls(**{k: v for k, v in given.items() if v}, expiry=expiry, outliers=outliers)
 
 
 def _error(status_code: int, message: str) -> Response:
@@ -74,7 +78,8 @@ def create_app(settings: Settings | None = None) -> Front:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        registry = Registry(open_store(settings.store, settings.data_dir), expiry=settings.expiry)
+        store = open_store(settings.store, settings.data_dir)
+        registry = Registry(store, expiry=settings.expiry, outliers=settings.outliers)
         await registry.start()
         app.state.registry = registry
         app.state.cache = ResponseCache(registry)

@@ -19,6 +19,8 @@ from ..records import (
     MaintenanceRequest,
     NodeSpec,
     NodeView,
+    Reports,
+    ReportsAccepted,
     ServerInfo,
     ServiceSummary,
 )
@@ -95,6 +97,14 @@ ENDPOINTS = [
         "Instances of a service",
         response=list[InstanceView],
         query=("tag", "selector", "all", "near", "limit", *BLOCKING),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/reports",
+        services.reports,
+        "Passive observations of traffic; instances that clients agree are failing are ejected",
+        body=Reports,
+        response=ReportsAccepted,
     ),
     Endpoint(
         "GET",

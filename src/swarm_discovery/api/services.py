@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..locality import parse_near
-from ..records import Heartbeat, InstanceSpec, MaintenanceRequest
+from ..records import Heartbeat, InstanceSpec, MaintenanceRequest, Reports
 from ..registry import CATALOG, service_topic
 from ..selector import compile_selector
 from .inputs import decode, flag, integer, name, read_body
@@ -45,6 +45,12 @@ async def get_instance(request: Request) -> Response:
     registry = registry_of(request)
     service, iid = name(request, "service"), name(request, "id")
     return await read(request, service_topic(service), lambda: registry.instance(service, iid).json)
+
+
+async def reports(request: Request) -> Response:
+    registry = registry_of(request)
+    body = decode(await read_body(request), Reports)
+    return IndexedJSON(_encode(registry.report(body)), registry.index)
 
 
 async def list_checks(request: Request) -> Response:

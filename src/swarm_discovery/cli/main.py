@@ -92,6 +92,9 @@ def serve(
         int, typer.Option(help="... and at least this many (a lone silent instance always expires).")
     ] = 10,
     expiry_window: Annotated[str, typer.Option(help="How long a lapsed TTL waits before it expires.")] = "5s",
+    ejection_base: Annotated[
+        str, typer.Option(help="How long clients' reports eject a failing instance, times its ejection count.")
+    ] = "30s",
 ) -> None:
     """Run the server on the embedded SQLite store."""
     from ..health.protection import ExpirySettings
@@ -102,13 +105,14 @@ def serve(
         _fail(f"--http: expected HOST:PORT, got {http!r}")
     try:
         window = parse_duration(expiry_window, "--expiry-window")
+        ejection = parse_duration(ejection_base, "--ejection-base")
     except BadRequest as exc:
         _fail(exc.message)
     if not 0 < expiry_share <= 1:
         _fail("--expiry-share: must be in (0, 1]")
     errors.print(f"swarm: serving on http://{host}:{port}, data in {data_dir.resolve()}")
     expiry = ExpirySettings(share=expiry_share, minimum=expiry_minimum, window=window)
-    run_server(host, int(port), str(data_dir), log_level=log_level, expiry=expiry)
+    run_server(host, int(port), str(data_dir), log_level=log_level, expiry=expiry, ejection_base=ejection)
 
 
 @app.command()
