@@ -32,6 +32,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.watch
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.checks
+	$(BIN)/python -m bench.picks
+	$(BIN)/python -m bench.balancer
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ import httpx
 import msgspec
 
 from .balance import STRATEGIES, Endpoint, PickRequest, Pool
+from .balance.budget import RetryBudget
 from .balance.outliers import OutlierDetector, OutlierSettings
 from .errors import ApiError, SwarmError
 from .records import HEALTHY, InstanceView, Report
@@ -71,15 +72,12 @@ class BalancerCore:
         self.query: dict[str, Any] = {"selector": selector, "tags": tags, "all": True}
         self.attempts = max(attempts, 1)
         self.per_try_timeout = per_try_timeout
-        self.retry_budget = retry_budget
-        self.min_retry_concurrency = min_retry_concurrency
+        self.budget = RetryBudget(retry_budget, min_retry_concurrency, clock=clock)
         self.pool = Pool(STRATEGIES[strategy], zone=zone, region=region, near=near, panic_threshold=panic_threshold)
         self.outliers = OutlierDetector(outliers, clock)
         self._clock = clock
         self._instances: list[InstanceView] = []
         self._reports: list[Report] = []
-        self.active = 0
-        self.active_retries = 0
         self.counts = {"requests": 0, "retries": 0, "failures": 0, "budget_exhausted": 0, "ejections": 0}
         self.stale: str | None = None  # why the view may be out of date
         self.lock = threading.Lock()  # the sync face sends from many threads
@@ -108,37 +106,36 @@ class BalancerCore:
         """Yield where to send each attempt and receive how it went; ends when no retry is due."""
         request = PickRequest(key=key)
         tried: list[str] = []
-        retrying = False
         with self.lock:
-            self.active += 1
             self.counts["requests"] += 1
-        try:
-            for attempt in range(self.attempts):
-                endpoint = self._pick(request, tried)
-                if endpoint is None and not tried:
-                    raise NoInstance(f"no instance of {self.service!r} can take the request")
-                if endpoint is None:  # nobody left to retry on: the last answer stands
-                    return
-                outcome = yield endpoint
-                self._observe(endpoint, outcome)
-                if self._ok(outcome) or attempt + 1 == self.attempts or method.upper() not in IDEMPOTENT:
-                    return
+            self.budget.request()
+        for attempt in range(self.attempts):
+            endpoint = self._pick(request, tried)
+            if endpoint is None and not tried:
+                raise NoInstance(f"no instance of {self.service!r} can take the request")
+            if endpoint is None:  # nobody left to retry on: the last answer stands
+                return
+            if tried:
                 with self.lock:
-                    if not retrying and self.active_retries + 1 > max(
-                        self.min_retry_concurrency, self.retry_budget * self.active
-                    ):
-                        self.counts["budget_exhausted"] += 1
-                        return
-                    if not retrying:
-                        self.active_retries += 1
-                        retrying = True
-                    self.counts["retries"] += 1
-                tried.append(endpoint.id)
-        finally:
-            with self.lock:
-                self.active -= 1
-                if retrying:
-                    self.active_retries -= 1
+                    allowed = self.budget.try_retry()
+                    self.counts["retries" if allowed else "budget_exhausted"] += 1
+                if not allowed:
+                    self._unpick(endpoint)
+                    return
+            try:
+                outcome = yield endpoint
+            finally:
+                if tried:
+                    with self.lock:
+                        self.budget.retry_done()
+            self._observe(endpoint, outcome)
+            if self._ok(outcome) or attempt + 1 == self.attempts or method.upper() not in IDEMPOTENT:
+                return
+            tried.append(endpoint.id)
+
+    def _unpick(self, endpoint: Endpoint) -> None:
+        with self.lock:
+            self.pool.load.finished(endpoint)
 
     def _pick(self, request: PickRequest, tried: list[str]) -> Endpoint | None:
         with self.lock:
@@ -162,7 +159,7 @@ class BalancerCore:
         ok = self._ok(outcome)
         code = outcome.response.status_code if outcome.response is not None else None
         with self.lock:
-            self.pool.load.finished(endpoint)
+            self.pool.load.finished(endpoint, outcome.latency if ok else None)
             if not ok:
                 self.counts["failures"] += 1
             if len(self._reports) < MAX_REPORTS:

@@ -1,10 +1,12 @@
 """Least loaded by the power of two choices: sample two endpoints, send to the less loaded.
 
-Load is this client's outstanding requests plus the queue depth the endpoint last reported in its
-heartbeat metrics, divided by `capacity.max_concurrency` when given. Two random choices avoid
-the herd that "always the least loaded" causes when many clients act on the same stale numbers.
-Trade-off: needs load signals; with none (all zero) it degrades to random. Fails soft: a slow
-endpoint accumulates outstanding requests and stops being chosen.
+Load is the work waiting at an endpoint: this client's outstanding requests plus the queue depth
+the endpoint last reported in its heartbeat metrics (plus the request about to be sent), divided
+by `capacity.max_concurrency` when given, and weighted by the endpoint's recent latency as this
+client saw it, so that a slow endpoint looks as loaded as it is even when its queue is short.
+Two random choices avoid the herd that "always the least loaded" causes when many clients act on
+the same stale numbers. Trade-off: needs load signals; with none it degrades to random. Fails
+soft: a slow endpoint accumulates outstanding requests and latency, and stops being chosen.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable
 
 from .view import Endpoint, PickRequest, View
 
+DEFAULT_LATENCY = 0.001  # before the first answer: optimistic, so that new endpoints get tried
+
 
 class LeastLoaded:
     def __init__(self, rand: Callable[[int], int] | None = None) -> None:
@@ -21,8 +25,10 @@ class LeastLoaded:
 
     @staticmethod
     def load(view: View, endpoint: Endpoint) -> float:
-        busy = view.load.of(endpoint) + endpoint.queue_depth
-        return busy / endpoint.max_concurrency if endpoint.max_concurrency else busy
+        busy = view.load.of(endpoint) + endpoint.queue_depth + 1
+        if endpoint.max_concurrency:
+            busy /= endpoint.max_concurrency
+        return busy * view.load.latency.get(endpoint.id, DEFAULT_LATENCY)
 
     def pick(self, view: View, request: PickRequest | None = None) -> Endpoint | None:
         endpoints = view.endpoints

@@ -60,22 +60,36 @@ class Endpoint:
         return f"Endpoint({self.id!r}, {self.address}:{self.port})"
 
 
-class Load:
-    """Outstanding requests per endpoint id, kept by whoever sends the requests."""
+LATENCY_DECAY = 0.3  # weight of the newest sample in the moving average
 
-    __slots__ = ("outstanding", "total")
+
+class Load:
+    """Outstanding requests and recent latency per endpoint id, kept by whoever sends the requests.
+
+    Latency is a moving average that jumps up at once and decays slowly ("peak EWMA", as in
+    Finagle and Linkerd), so one slow answer is believed and one fast answer is not.
+    """
+
+    __slots__ = ("latency", "outstanding", "total")
 
     def __init__(self) -> None:
         self.outstanding: dict[str, int] = {}
+        self.latency: dict[str, float] = {}
         self.total = 0
 
     def started(self, endpoint: Endpoint) -> None:
         self.outstanding[endpoint.id] = self.outstanding.get(endpoint.id, 0) + 1
         self.total += 1
 
-    def finished(self, endpoint: Endpoint) -> None:
+    def finished(self, endpoint: Endpoint, latency: float | None = None) -> None:
         self.outstanding[endpoint.id] = self.outstanding.get(endpoint.id, 1) - 1
         self.total -= 1
+        if latency is not None:
+            average = self.latency.get(endpoint.id)
+            if average is None or latency > average:
+                self.latency[endpoint.id] = latency
+            else:
+                self.latency[endpoint.id] = average + LATENCY_DECAY * (latency - average)
 
     def of(self, endpoint: Endpoint) -> int:
         return self.outstanding.get(endpoint.id, 0)
