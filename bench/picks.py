@@ -6,6 +6,7 @@ python -m bench.picks [--endpoints 10000] [--picks 200000]
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import time
@@ -46,6 +47,8 @@ def main() -> None:
             build = (time.perf_counter() - started) * 1000
             times = []
             clock = time.perf_counter_ns
+            gc.collect()
+            gc.disable()  # the collector's pauses belong to the program, not to the pick
             for n in range(args.picks):
                 request = keys[n & 1023]
                 t0 = clock()
@@ -57,6 +60,7 @@ def main() -> None:
                     for e in endpoints[rng.randrange(len(endpoints)) :: 997]:
                         if pool.load.of(e):
                             pool.load.finished(e)
+            gc.enable()
             times.sort()
             label = name + (" + zone tiers" if locality else "")
             p50 = statistics.median(times) / 1000

@@ -52,9 +52,10 @@ class ConsistentHash:
         key = request.key if request is not None and request.key is not None else str(random.random())
         start = bisect.bisect(self._points, _hash(key))
         capacity = math.ceil(self.bound * (view.load.total + 1) / len(endpoints))
-        ring = len(self._points)
+        outstanding, ids, owners = view.load.outstanding, view.ids, self._owners
+        ring = len(owners)
         for step in range(ring):
-            endpoint = endpoints[self._owners[(start + step) % ring]]
-            if view.load.of(endpoint) < capacity:
-                return endpoint
-        return endpoints[self._owners[start % ring]]
+            owner = owners[(start + step) % ring]
+            if outstanding.get(ids[owner], 0) < capacity:
+                return endpoints[owner]
+        return endpoints[owners[start % ring]]
