@@ -26,6 +26,7 @@ from tests.server import free_port
 
 from bench.common import SERVER_CPU, start_server
 from swarm_discovery import Client
+from swarm_discovery.balancer import Balancer
 
 FAST = 0.010
 CONCURRENCY = 16
@@ -81,9 +82,12 @@ class Backends:
 
 
 def drive(
-    send: Callable[[], str], total: int, on: dict[int, Callable[[], None]] | None = None
+    send: Callable[[], str],
+    total: int,
+    on: dict[int, Callable[[], None]] | None = None,
+    concurrency: int = CONCURRENCY,
 ) -> list[tuple[float, float, str]]:
-    """`total` requests from CONCURRENCY threads: (start, latency, backend or "error") for each."""
+    """`total` requests from `concurrency` threads: (start, latency, backend or "error") for each."""
     results: list[tuple[float, float, str]] = []
     counter = iter(range(total))
     lock = threading.Lock()
@@ -100,7 +104,7 @@ def drive(
             with lock:
                 results.append((started, time.perf_counter() - started, who))
 
-    threads = [threading.Thread(target=work) for _ in range(CONCURRENCY)]
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
@@ -117,26 +121,26 @@ def slow_backend(server_addr: str, http: httpx.Client, total: int) -> None:
     backends = Backends([FAST, FAST, FAST * 5])
     try:
         backends.register(http, "slowtest")
-        print(
-            f"1. three backends, b2 five times slower ({FAST * 1000:g} ms vs {FAST * 5000:g} ms); "
-            f"{total} requests from {CONCURRENCY} threads"
-        )
-        figures = {}
-        for strategy in ("round_robin", "least_loaded"):
-            with Client(server_addr) as client, client.balancer("slowtest", strategy=strategy) as lb:
-                drive(lambda lb=lb: lb.request("GET", "/").text, total // 10)  # warm up
-                results = drive(lambda lb=lb: lb.request("GET", "/").text, total)
-            share = sum(who == "b2" for *_, who in results) / len(results)
-            fast = [r for r in results if r[2] != "b2"]
-            figures[strategy] = p99(results)
-            print(
-                f"   {strategy:13} p99 {figures[strategy]:6.1f} ms (fast backends alone {p99(fast):.1f} ms), "
-                f"share sent to the slow one {share:.0%}"
-            )
-        print(
-            f"   least_loaded / round_robin p99: {figures['least_loaded'] / figures['round_robin']:.2f} "
-            "(target at most 0.5)"
-        )
+        print(f"1. three backends, b2 five times slower ({FAST * 1000:g} ms vs {FAST * 5000:g} ms); {total} requests")
+        for concurrency in (4, CONCURRENCY):
+            figures = {}
+            for strategy in ("round_robin", "least_loaded"):
+                with Client(server_addr) as client, client.balancer("slowtest", strategy=strategy) as lb:
+
+                    def send(lb: Balancer = lb) -> str:
+                        return lb.request("GET", "/").text
+
+                    drive(send, total // 10, concurrency=concurrency)  # warm up
+                    results = drive(send, total, concurrency=concurrency)
+                share = sum(who == "b2" for *_, who in results) / len(results)
+                fast = [r for r in results if r[2] != "b2"]
+                figures[strategy] = p99(results)
+                print(
+                    f"   {concurrency:2} threads, {strategy:13} p99 {figures[strategy]:6.1f} ms "
+                    f"(fast backends alone {p99(fast):.1f} ms), share sent to the slow one {share:.0%}"
+                )
+            ratio = figures["least_loaded"] / figures["round_robin"]
+            print(f"   {concurrency:2} threads: least_loaded / round_robin p99 = {ratio:.2f} (target at most 0.5)")
     finally:
         backends.stop()
 
