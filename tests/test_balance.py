@@ -132,3 +132,74 @@ def test_panic_mode_spreads_over_everyone() -> None:
     assert len({pool.pick().id for _ in range(20)}) == 10  # type: ignore[union-attr]
     pool.update(everyone, lambda e: e.id not in {"e0"})
     assert not pool.panic and pool.size == 9
+
+
+def test_outlier_ejections_grow_are_capped_and_return_slowly() -> None:
+    from swarm_discovery.balance.outliers import OutlierDetector, OutlierSettings
+    from tests.fakes import FakeClock
+
+    clock = FakeClock(0.0)
+    detector = OutlierDetector(OutlierSettings(consecutive=3, base=30, cap=75, slow_start=10), clock)
+    for _ in range(2):
+        assert detector.observe("a", False, pool_size=4) is None
+    first = detector.observe("a", False, pool_size=4)
+    assert first is not None and first.until == 30 and first.count == 1 and "3 failures" in first.reason
+    clock.advance(30)
+    assert detector.release_due() == ["a"]
+    assert detector.warmth("a") == pytest.approx(0.05)  # back, but warming up
+    clock.advance(5)
+    assert detector.warmth("a") == pytest.approx(0.5)
+    clock.advance(5)
+    assert detector.warmth("a") == 1.0
+    for count, expected in ((2, 60), (3, 75)):  # 30 s x n, capped at 75 here
+        for _ in range(3):
+            ejection = detector.observe("a", False, pool_size=4)
+        assert ejection is not None and ejection.count == count and ejection.until - clock.now == expected
+        clock.advance(expected)
+        detector.release_due()
+
+
+def test_outliers_eject_at_most_half_but_always_one() -> None:
+    from swarm_discovery.balance.outliers import OutlierDetector, OutlierSettings
+
+    detector = OutlierDetector(OutlierSettings(consecutive=1))
+    assert detector.observe("a", False, pool_size=2) is not None  # one of two: always allowed
+    assert detector.observe("b", False, pool_size=2) is None  # a second would be more than half
+    four = OutlierDetector(OutlierSettings(consecutive=1))
+    assert four.observe("a", False, pool_size=4) is not None
+    assert four.observe("b", False, pool_size=4) is not None
+    assert four.observe("c", False, pool_size=4) is None
+    assert four.observe("d", True, pool_size=4, refused=False) is None
+
+
+def test_failure_rate_far_above_the_pool_ejects() -> None:
+    from swarm_discovery.balance.outliers import OutlierDetector, OutlierSettings
+
+    detector = OutlierDetector(OutlierSettings(consecutive=100))
+    for n in range(40):
+        for key in ("a", "b", "c"):
+            detector.observe(key, True, pool_size=4)
+        ejection = detector.observe("bad", n % 4 == 0, pool_size=4)  # fails 3 of 4, never 100 in a row
+        if ejection is not None:
+            assert "failure rate" in ejection.reason
+            return
+    raise AssertionError("a 75% failure rate among healthy peers was never ejected")
+
+
+def test_retry_budget_allows_a_share_and_a_floor() -> None:
+    from swarm_discovery.balance.budget import RetryBudget
+    from tests.fakes import FakeClock
+
+    clock = FakeClock(0.0)
+    budget = RetryBudget(ratio=0.2, min_concurrent=2, window=10, clock=clock)
+    for _ in range(10):
+        budget.request()
+    taken = [budget.try_retry() for _ in range(5)]
+    assert taken == [True, True, False, False, False]  # 2 of 10 requests (20%), and the floor is 2
+    budget.retry_done()
+    budget.retry_done()
+    assert budget.try_retry() and budget.try_retry()  # the floor: 2 at a time, whatever the share
+    assert not budget.try_retry()
+    clock.advance(11)  # the window moved on: no requests, no share, only the floor
+    budget.retry_done()
+    assert budget.try_retry()
