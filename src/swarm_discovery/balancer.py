@@ -194,9 +194,24 @@ class BalancerCore:
             }
 
 
-def _send_options(core: BalancerCore, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _build(
+    http: httpx.Client | httpx.AsyncClient,
+    core: BalancerCore,
+    endpoint: Endpoint,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+) -> httpx.Request:
     kwargs.setdefault("timeout", core.per_try_timeout)
-    return kwargs
+    return http.build_request(method, f"http://{endpoint.address}:{endpoint.port}{path}", **kwargs)
+
+
+def _answer(outcome: Outcome) -> httpx.Response:
+    """What the caller gets once no retry is due: the last response, or the last error raised."""
+    if outcome.response is not None:
+        return outcome.response
+    assert outcome.error is not None
+    raise outcome.error
 
 
 class Balancer:
@@ -225,9 +240,7 @@ class Balancer:
         while True:
             started = time.perf_counter()
             try:
-                request = self._http.build_request(
-                    method, f"http://{endpoint.address}:{endpoint.port}{path}", **_send_options(self.core, kwargs)
-                )
+                request = _build(self._http, self.core, endpoint, method, path, kwargs)
                 outcome = Outcome(response=self._http.send(request, stream=stream))
             except httpx.TransportError as exc:
                 outcome = Outcome(error=exc)
@@ -235,9 +248,7 @@ class Balancer:
             try:
                 endpoint = flow.send(outcome)
             except StopIteration:
-                if outcome.response is not None:
-                    return outcome.response
-                raise outcome.error from None  # type: ignore[misc]
+                return _answer(outcome)
             if outcome.response is not None:
                 outcome.response.close()
 
@@ -307,9 +318,7 @@ class AsyncBalancer:
         while True:
             started = time.perf_counter()
             try:
-                request = self._http.build_request(
-                    method, f"http://{endpoint.address}:{endpoint.port}{path}", **_send_options(self.core, kwargs)
-                )
+                request = _build(self._http, self.core, endpoint, method, path, kwargs)
                 outcome = Outcome(response=await self._http.send(request, stream=stream))
             except httpx.TransportError as exc:
                 outcome = Outcome(error=exc)
@@ -317,9 +326,7 @@ class AsyncBalancer:
             try:
                 endpoint = flow.send(outcome)
             except StopIteration:
-                if outcome.response is not None:
-                    return outcome.response
-                raise outcome.error from None  # type: ignore[misc]
+                return _answer(outcome)
             if outcome.response is not None:
                 await outcome.response.aclose()
 
