@@ -1,25 +1,24 @@
-"""The in-memory truth: records, health state, the change index, and the fan-out of changes.
+"""The in-memory truth: records, health state, and every write.
 
 Every write goes through the registry. Durable writes (registrations, deregistrations,
 maintenance, nodes) go to the store through one group commit and are applied here only once
-committed; live state (heartbeat metrics, check status, kept by the `HealthMonitor`) changes in
-memory alone and starts afresh after a restart. Every change, durable or not, takes the next
-change index and wakes whoever waits on what it touched: blocking queries, watch streams and
-response caches read *topics* ("catalog", "service/NAME", "nodes") and their indexes.
+committed; live state (heartbeat metrics, check status, kept by the `HealthMonitor`, and
+ejections from clients' reports) changes in memory alone and starts afresh after a restart.
+Every change, durable or not, takes the next change index from the `ChangeLog`, which wakes
+whoever waits on what it touched and keeps the history that watch streams resume from.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from .balance.outliers import OutlierDetector, OutlierSettings
+from .changes import ChangeLog, Event
 from .errors import BadRequest, NotFound
 from .health.check import CheckRuntime, worst
 from .health.monitor import HealthMonitor, Owner
@@ -47,7 +46,6 @@ from .selector import Selector, activation
 from .store import Change, Store
 from .store.commit import GroupCommitter
 
-HISTORY_SIZE = 50_000
 CATALOG = "catalog"
 NODES = "nodes"
 _encode = msgspec.json.Encoder().encode
@@ -110,15 +108,6 @@ class Published:
         return found
 
 
-class Event(msgspec.Struct, frozen=True):
-    """One change to one instance; `state` is None when it left (deregistered)."""
-
-    index: int
-    service: str
-    id: str
-    state: Published | None
-
-
 class _Instance:
     __slots__ = ("checks", "metrics", "published", "record", "updated_at")
 
@@ -175,15 +164,11 @@ class Registry:
     ) -> None:
         self.store = store
         self._clock = clock
-        self._index = 0
+        self.changes = ChangeLog()
         self._services: dict[str, dict[str, _Instance]] = {}
         self._nodes: dict[str, _Node] = {}
         self._node_services: dict[str, dict[str, int]] = {}  # node id -> service -> instance count
-        self._topics: dict[str, int] = {}
-        self._waiters: dict[str, asyncio.Future[None]] = {}
-        self._history: deque[Event] = deque(maxlen=HISTORY_SIZE)
-        self._history_floor = 0  # history holds every event after this index
-        self._committer = GroupCommitter(store, lambda: self._index)
+        self._committer = GroupCommitter(store, lambda: self.changes.index)
         self.health = HealthMonitor(self._health_changed, self._critical_too_long, guard=ExpiryGuard(expiry))
         self._background: set[asyncio.Future[Any]] = set()
         self._outlier_settings = outliers or OutlierSettings()
@@ -204,64 +189,29 @@ class Registry:
         for record in instances:
             self._put_instance(record, now, publish_index=record.index)
         records = [r.index for r in instances] + [n.record.index for n in self._nodes.values()]
-        self._index = max([snapshot.revision, *records])
-        self._history.clear()
-        self._history_floor = self._index
+        self.changes.restart_at(max([snapshot.revision, *records]))
         self.health.start()
 
     async def stop(self) -> None:
         await self._committer.drain()
         await self.health.stop()
-        for future in self._waiters.values():
-            future.cancel()
+        self.changes.close()
         await self.store.close()
 
-    # --- the change index ----------------------------------------------------------------
+    # --- the change index: see changes.py -----------------------------------------------------
 
     @property
     def index(self) -> int:
-        return self._index
+        return self.changes.index
 
     def topic_index(self, topic: str) -> int:
-        return self._topics.get(topic, 0)
-
-    def _next(self) -> int:
-        self._index += 1
-        return self._index
-
-    def _touch(self, topics: Iterable[str], index: int) -> None:
-        for topic in topics:
-            self._topics[topic] = index
-            waiter = self._waiters.pop(topic, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        return self.changes.topic(topic)
 
     async def wait(self, topic: str, index: int, timeout: float) -> None:
-        """Return once `topic` moves away from `index` (forwards, or back after a restart), or at timeout."""
-        if self.topic_index(topic) != index:
-            return
-        waiter = self._waiters.get(topic)
-        if waiter is None:
-            waiter = self._waiters[topic] = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-
-    def _record(self, event: Event) -> None:
-        if len(self._history) == self._history.maxlen:
-            self._history_floor = self._history[0].index
-        self._history.append(event)
+        await self.changes.wait(topic, index, timeout)
 
     def history_since(self, index: int) -> list[Event] | None:
-        """Changes after `index`, oldest first; None when history no longer reaches back that far."""
-        if index < self._history_floor or index > self._index:
-            return None
-        events: list[Event] = []
-        for event in reversed(self._history):
-            if event.index <= index:
-                break
-            events.append(event)
-        events.reverse()
-        return events
+        return self.changes.since(index)
 
     # --- instances: writes -----------------------------------------------------------------
 
@@ -282,8 +232,8 @@ class Registry:
         )
         entry.published = Published(view, node.data if node else {})
         service = spec.service or ""
-        self._record(Event(index, service, spec.id or "", entry.published))
-        self._touch((CATALOG, service_topic(service)), index)
+        self.changes.record(Event(index, service, spec.id or "", entry.published))
+        self.changes.touch((CATALOG, service_topic(service)), index)
 
     def _put_instance(self, record: InstanceRecord, now: float, publish_index: int) -> _Instance:
         spec = record.spec
@@ -323,7 +273,7 @@ class Registry:
     ) -> int:
         """Apply a change in index order: after its durable commit when it has a key, else after
         the writes submitted before it. Returns the change's index."""
-        index = index or self._next()
+        index = index or self.changes.next()
         change = Change(key, value, index) if key is not None else None
         await self._committer.submit(change, lambda: apply(index))
         return index
@@ -341,7 +291,7 @@ class Registry:
             spec=spec,
             registered_at=old.record.registered_at if old else now,
             maintenance=old.record.maintenance if old else None,
-            index=self._next(),
+            index=self.changes.next(),
         )
         done: list[_Instance] = []
         await self._write(
@@ -365,15 +315,15 @@ class Registry:
             self.health.untrack(_instance_owner(service, iid), entry.checks)
             if service in self._outliers:
                 self._outliers[service].forget(iid)
-            self._record(Event(index, service, iid, None))
-            self._touch((CATALOG, service_topic(service)), index)
+            self.changes.record(Event(index, service, iid, None))
+            self.changes.touch((CATALOG, service_topic(service)), index)
 
         await self._write(apply, f"instances/{service}/{iid}")
 
     async def set_maintenance(self, service: str, iid: str, enable: bool, reason: str) -> InstanceView:
         entry = self._entry(service, iid)
         maintenance = Maintenance(reason=reason, since=self._clock()) if enable else None
-        record = msgspec.structs.replace(entry.record, maintenance=maintenance, index=self._next())
+        record = msgspec.structs.replace(entry.record, maintenance=maintenance, index=self.changes.next())
 
         def apply(index: int) -> None:
             current = self._services.get(service, {}).get(iid)
@@ -544,7 +494,7 @@ class Registry:
         spec = msgspec.structs.replace(spec, id=nid)
         old = self._nodes.get(nid)
         registered_at = old.record.registered_at if old else self._clock()
-        record = NodeRecord(spec=spec, registered_at=registered_at, index=self._next())
+        record = NodeRecord(spec=spec, registered_at=registered_at, index=self.changes.next())
 
         def apply(index: int) -> None:
             self._put_node(record, self._clock())
@@ -570,7 +520,7 @@ class Registry:
             for entry in self._services.get(service, {}).values():
                 if entry.record.spec.node == nid:
                     self._publish(entry, index)
-        self._touch((NODES,), index)
+        self.changes.touch((NODES,), index)
 
     def _node_health_changed(self, nid: str, index: int) -> None:
         node = self._nodes.get(nid)

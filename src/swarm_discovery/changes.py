@@ -1,0 +1,91 @@
+"""The change index, and everything that follows it: topics, waiters, and the history.
+
+Every change takes the next index. It touches *topics* ("catalog", "service/NAME", "nodes"): each
+topic remembers the index of its last change and wakes whoever waits on it (blocking queries,
+watch streams), and response caches are valid while a topic's index is unchanged. Changes to
+instances also go into a bounded history, from which a watch stream resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from .registry import Published
+
+HISTORY_SIZE = 50_000
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One change to one instance; `state` is None when it left (deregistered)."""
+
+    index: int
+    service: str
+    id: str
+    state: Published | None
+
+
+class ChangeLog:
+    def __init__(self, history_size: int = HISTORY_SIZE) -> None:
+        self.index = 0
+        self._topics: dict[str, int] = {}
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._history: deque[Event] = deque(maxlen=history_size)
+        self._floor = 0  # the history holds every event after this index
+
+    def restart_at(self, index: int) -> None:
+        """After loading the store: indexes go on from here, and no history reaches back."""
+        self.index = index
+        self._history.clear()
+        self._floor = index
+
+    def next(self) -> int:
+        self.index += 1
+        return self.index
+
+    def topic(self, name: str) -> int:
+        return self._topics.get(name, 0)
+
+    def touch(self, topics: Iterable[str], index: int) -> None:
+        for topic in topics:
+            self._topics[topic] = index
+            waiter = self._waiters.pop(topic, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, topic: str, index: int, timeout: float) -> None:
+        """Return once `topic` moves away from `index` (forwards, or back after a restart), or at timeout."""
+        if self.topic(topic) != index:
+            return
+        waiter = self._waiters.get(topic)
+        if waiter is None:
+            waiter = self._waiters[topic] = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+    def record(self, event: Event) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._floor = self._history[0].index
+        self._history.append(event)
+
+    def since(self, index: int) -> list[Event] | None:
+        """Changes after `index`, oldest first; None when the history no longer reaches back that far."""
+        if index < self._floor or index > self.index:
+            return None
+        events: list[Event] = []
+        for event in reversed(self._history):
+            if event.index <= index:
+                break
+            events.append(event)
+        events.reverse()
+        return events
+
+    def close(self) -> None:
+        for waiter in self._waiters.values():
+            waiter.cancel()
