@@ -25,7 +25,7 @@ SERVER_CPU = "0"
 LOAD_CPU = "1"
 
 
-def start_server(cpus: str = SERVER_CPU) -> Server:
+def start_server(cpus: str | None = SERVER_CPU) -> Server:
     server = Server(Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "data", cpus=cpus)
     server.start()
     return server
