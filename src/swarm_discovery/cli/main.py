@@ -220,6 +220,10 @@ def _instance_table(found: list[InstanceView]) -> Table:
     for i in found:
         style = _STATUS_STYLE[i.status]
         failing = next((c.output for c in i.check_states if c.status != "passing" and c.output), "")
+        if i.maintenance is not None and i.maintenance.reason:
+            failing = i.maintenance.reason
+        if i.ejected is not None:
+            failing = f"ejected by clients' reports: {i.ejected.reason}"
         status = f"[{style}]{i.status}[/{style}]" + (f"\n{escape(failing)}" if failing else "")
         location = "/".join(p for p in (i.location.region, i.location.zone) if p) if i.location else ""
         table.add_row(
