@@ -1,1 +1,2 @@
-"""Health checking: deadlines for TTL checks now; active probes and passive checks later."""
+"""Active health checking: check state and thresholds, probers, the scheduler, TTL deadlines, and
+protection against mass expiry. Passive checks (what traffic saw) live in `balance.outliers`."""
