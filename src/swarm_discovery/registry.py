@@ -125,7 +125,7 @@ class _Instance:
 
 
 class _Node:
-    __slots__ = ("checks", "data", "json", "record", "updated_at", "view")
+    __slots__ = ("checks", "data", "record", "updated_at", "view")
 
     def __init__(self, record: NodeRecord, checks: list[CheckRuntime], now: float) -> None:
         self.record = record
@@ -147,7 +147,6 @@ class _Node:
             updated_at=self.updated_at,
         )
         self.data = _plain(self.view)
-        self.json = _encode(self.view)
 
 
 def _instance_owner(service: str, iid: str) -> Owner:
@@ -329,8 +328,7 @@ class Registry:
             current = self._services.get(service, {}).get(iid)
             if current is not None:
                 current.record = msgspec.structs.replace(current.record, maintenance=maintenance, index=index)
-                current.updated_at = self._clock()
-                self._publish(current, index)
+                self._republish(service, iid, index)
 
         await self._write(apply, f"instances/{service}/{iid}", _encode(record), record.index)
         return self._entry(service, iid).published.view
@@ -367,11 +365,15 @@ class Registry:
         if owner[0] == "node":
             self._in_background(self._write(lambda index: self._node_health_changed(owner[1], index)))
         else:
-            self._in_background(self._write(lambda index: self._republish(owner[1], owner[2], index)))
+            self._republish_soon(owner[1], owner[2])
 
     def _critical_too_long(self, owner: Owner) -> None:
         if owner[0] == "instance" and owner[2] in self._services.get(owner[1], {}):
             self._in_background(self.deregister(owner[1], owner[2]))
+
+    def _republish_soon(self, service: str, iid: str) -> None:
+        """Live state changed outside a request: republish in index order, like every change."""
+        self._in_background(self._write(lambda index: self._republish(service, iid, index)))
 
     def _republish(self, service: str, iid: str, index: int) -> None:
         entry = self._services.get(service, {}).get(iid)
@@ -398,16 +400,15 @@ class Registry:
                 detector = self._outliers[report.service] = OutlierDetector(self._outlier_settings, self._clock)
             ejection = detector.observe(report.id, report.ok, len(entries))
             if ejection is not None:
-                service, iid = report.service, report.id
-                self._in_background(self._write(lambda index, s=service, i=iid: self._republish(s, i, index)))
+                self._republish_soon(report.service, report.id)
                 delay = max(ejection.until - self._clock(), 0.0)
-                asyncio.get_running_loop().call_later(delay, self._release_ejections, service)
+                asyncio.get_running_loop().call_later(delay, self._release_ejections, report.service)
         return ReportsAccepted(accepted=accepted, ignored=len(reports) - accepted)
 
     def _release_ejections(self, service: str) -> None:
         detector = self._outliers.get(service)
         for iid in detector.release_due() if detector is not None else []:
-            self._in_background(self._write(lambda index, i=iid: self._republish(service, i, index)))
+            self._republish_soon(service, iid)
 
     # --- instances: reads ------------------------------------------------------------------
 
