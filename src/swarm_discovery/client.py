@@ -81,6 +81,9 @@ class Operations:
             extensions={"timeout": httpx.Timeout(timeout or self.timeout).as_dict()},
         )
 
+    def _unreachable(self, exc: Exception) -> Unreachable:
+        return Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}")
+
     @staticmethod
     def _decode(response: httpx.Response, kind: type[T]) -> T:
         if response.status_code >= 400:
@@ -206,7 +209,7 @@ def _sync(operation: Callable[..., Operation[Any]]) -> Callable[..., Any]:
             try:
                 response = self._http.send(request)
             except httpx.TransportError as exc:
-                raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}") from exc
+                raise self._unreachable(exc) from exc
             try:
                 request = flow.send(response)
             except StopIteration as done:
@@ -224,7 +227,7 @@ def _async(operation: Callable[..., Operation[Any]]) -> Callable[..., Any]:
             try:
                 response = await self._http.send(request)
             except httpx.TransportError as exc:
-                raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}") from exc
+                raise self._unreachable(exc) from exc
             try:
                 request = flow.send(response)
             except StopIteration as done:
@@ -259,7 +262,7 @@ class Client(Operations):
         try:
             response = self._http.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         with contextlib.closing(response):
             if response.status_code >= 400:
                 response.read()
