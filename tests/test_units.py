@@ -1,4 +1,4 @@
-"""The small pure pieces: durations, deadlines, nearness, selectors."""
+"""The small pure pieces: durations, deadlines, nearness, selectors, the route table."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from swarm_discovery.api.dispatch import Found, RouteTable, WrongMethod
+from swarm_discovery.api.routes import ENDPOINTS
 from swarm_discovery.durations import parse_duration
 from swarm_discovery.errors import BadRequest
 from swarm_discovery.health.deadlines import Deadlines
@@ -89,3 +91,18 @@ def test_selector_is_compiled_once_and_errors_do_not_match() -> None:
         compile_selector("pod.x == 1")
     with pytest.raises(BadRequest, match="longer than"):
         compile_selector("true && " * 300 + "true")
+
+
+def test_route_table_matches_segments_and_tells_wrong_methods() -> None:
+    table = RouteTable(ENDPOINTS)
+    found = table.find("PUT", "/v1/services/llm/instances/i-1/heartbeat")
+    assert isinstance(found, Found)
+    assert found.endpoint.path == "/v1/services/{service}/instances/{id}/heartbeat"
+    assert found.params == {"service": "llm", "id": "i-1"}
+    head = table.find("HEAD", "/v1/services/llm")
+    assert isinstance(head, Found) and head.endpoint.method == "GET"
+    wrong = table.find("POST", "/v1/services/llm/instances/i-1")
+    assert isinstance(wrong, WrongMethod) and wrong.allowed == ["DELETE", "GET", "HEAD", "PUT"]
+    assert table.find("GET", "/v1/services//instances/i-1") is None  # an empty segment is no parameter
+    assert table.find("GET", "/v1/services/llm/instances/i-1/nope") is None
+    assert table.find("GET", "/v2/services") is None

@@ -1,4 +1,4 @@
-"""The ASGI application: routes, error translation, and the registry's lifetime."""
+"""The ASGI application: settings, the registry's lifetime, and the route table in front."""
 
 from __future__ import annotations
 
@@ -9,24 +9,19 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 
 from .. import __version__
 from ..balance.outliers import OutlierSettings
 from ..durations import parse_duration
-from ..errors import SwarmError
 from ..health.protection import ExpirySettings
-from ..records import ErrorBody
 from ..registry import Registry
 from ..store import open_store
 from .cache import ResponseCache
+from .dispatch import RouteTable
 from .front import Front
-from .routes import openapi_document, routes
+from .routes import ENDPOINTS, openapi_document
 
 log = logging.getLogger("swarm")
-_encode = msgspec.json.Encoder().encode
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -51,28 +46,6 @@ class Settings(msgspec.Struct, frozen=True):
         return cls(**{k: v for k, v in given.items() if v}, expiry=expiry, outliers=outliers)
 
 
-def _error(status_code: int, message: str) -> Response:
-    return Response(_encode(ErrorBody(error=message)), status_code, media_type="application/json")
-
-
-async def _swarm_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SwarmError)
-    return _error(exc.status_code, exc.message)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    message = {404: f"no such path: {request.url.path}", 405: f"method {request.method} not allowed here"}
-    response = _error(exc.status_code, message.get(exc.status_code, str(exc.detail)))
-    response.headers.update(exc.headers or {})
-    return response
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return _error(500, "internal error; see the server log")
-
-
 def create_app(settings: Settings | None = None) -> Front:
     settings = settings or Settings.from_env()
 
@@ -92,9 +65,4 @@ def create_app(settings: Settings | None = None) -> Front:
         finally:
             await registry.stop()
 
-    app = Starlette(
-        routes=routes(),
-        lifespan=lifespan,
-        exception_handlers={SwarmError: _swarm_error, HTTPException: _http_error, Exception: _unexpected},
-    )
-    return Front(app)
+    return Front(Starlette(lifespan=lifespan), RouteTable(ENDPOINTS))

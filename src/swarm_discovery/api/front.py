@@ -1,24 +1,41 @@
-"""The outermost layer: counts and times every request, and answers cached reads itself.
+"""The outermost layer: answers cached reads, dispatches everything else, counts and times it all.
 
 A GET whose exact path and query have a current cached answer goes out straight from memory,
 before routing or parsing: that is what makes a repeated catalog read cost about as much as
-serving a static file. Everything else goes on to the Starlette application.
+serving a static file. Other requests find their endpoint in the `RouteTable` and get Starlette
+`Request` and `Response` objects; errors become `{"error": ...}` answers here. The Starlette
+application behind holds the state and runs the lifespan (the registry's start and stop).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from starlette.types import Message, Receive, Scope, Send
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
+from ..errors import SwarmError
+from ..records import ErrorBody
 from ..telemetry import LATENCY, REQUESTS
 from .cache import ResponseCache
+from .dispatch import Found, RouteTable
+
+log = logging.getLogger("swarm")
+_encode = msgspec.json.Encoder().encode
+
+
+def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encode(ErrorBody(error=message)), status_code, headers, media_type="application/json")
 
 
 class Front:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, routes: RouteTable) -> None:
         self.app = app
+        self.routes = routes
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs a lock and a hash
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -26,7 +43,8 @@ class Front:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        if scope["method"] == "GET":
+        method = scope["method"]
+        if method == "GET":
             cache: ResponseCache | None = getattr(self.app.state, "cache", None)
             answer = cache.get((scope["path"], scope["query_string"])) if cache is not None else None
             if answer is not None:
@@ -35,24 +53,39 @@ class Front:
                 answer.count.inc()
                 answer.latency.observe(time.perf_counter() - started)
                 return
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        found = self.routes.find(method, scope["path"])
+        route = "unmatched"
+        if isinstance(found, Found):
+            route = found.endpoint.path
+            scope["app"] = self.app
+            scope["route"] = found.endpoint
+            scope["path_params"] = found.params
+            response = await self._handle(found.endpoint.handler, Request(scope, receive))
+        elif found is None:
+            response = error_response(404, f"no such path: {scope['path']}")
+        else:
+            message = f"method {method} not allowed here (allowed: {', '.join(found.allowed)})"
+            response = error_response(405, message, {"Allow": ", ".join(found.allowed)})
         try:
-            await self.app(scope, receive, send_and_note)
+            await response(scope, receive, send)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            key = (scope["method"], route, status)
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = (
-                    REQUESTS.labels(key[0], route, str(status)),
-                    LATENCY.labels(key[0], route),
-                )
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            self._count(method, route, response.status_code, started)
+
+    @staticmethod
+    async def _handle(handler: Any, request: Request) -> Response:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except SwarmError as exc:
+            return error_response(exc.status_code, exc.message)
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            return error_response(500, "internal error; see the server log")
+
+    def _count(self, method: str, route: str, status: int, started: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)

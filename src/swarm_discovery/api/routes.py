@@ -6,9 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from ..records import (
     CheckState,
@@ -41,7 +38,6 @@ class Endpoint(msgspec.Struct, frozen=True):
 
 
 ENDPOINTS = [
-    # Writes come first: Starlette tries routes in order, and they are the busiest.
     Endpoint(
         "GET",
         "/v1/services/{service}/instances/{id}",
@@ -125,22 +121,6 @@ ENDPOINTS = [
     Endpoint("GET", "/metrics", system.metrics, "Prometheus metrics", media_type="text/plain"),
     Endpoint("GET", "/v1/openapi.json", system.openapi, "This document"),
 ]
-
-
-def routes() -> list[Route]:
-    by_path: dict[str, dict[str, Callable[..., Any]]] = {}
-    for endpoint in ENDPOINTS:
-        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint.handler
-    table = []
-    for path, handlers in by_path.items():
-        if "GET" in handlers:
-            handlers["HEAD"] = handlers["GET"]
-
-        async def dispatch(request: Request, handlers: dict[str, Callable[..., Any]] = handlers) -> Response:
-            return await handlers[request.method](request)  # type: ignore[no-any-return]
-
-        table.append(Route(path, dispatch, methods=list(handlers), name=path))
-    return table
 
 
 def openapi_document(version: str) -> bytes:
