@@ -37,7 +37,11 @@ CheckStatus = Literal["passing", "warning", "critical"]
 HEALTHY = frozenset({"passing", "warning"})
 
 
-class Spec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+# Records hold no reference cycles, so they stay out of the garbage collector's way (gc=False):
+# with hundreds of thousands of them alive, every collection would otherwise walk them all.
+
+
+class Spec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, gc=False):
     """Base of everything a user sends: unknown fields are an error, defaults are not echoed."""
 
 
@@ -156,7 +160,7 @@ class MaintenanceRequest(Spec, kw_only=True):
 # --- what the server shows -----------------------------------------------------------------
 
 
-class View(msgspec.Struct, omit_defaults=True, kw_only=True):
+class View(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     """Base of what the server returns."""
 
 
@@ -235,14 +239,14 @@ class ErrorBody(View, kw_only=True):
 # --- stored records: what must survive a restart ---------------------------------------------
 
 
-class InstanceRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
+class InstanceRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     spec: InstanceSpec
     registered_at: float
     maintenance: Maintenance | None = None
     index: int
 
 
-class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
+class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     spec: NodeSpec
     registered_at: float
     index: int

@@ -121,6 +121,8 @@ class _Instance:
     def status(self, node: _Node | None) -> str:
         if self.record.maintenance is not None:
             return "maintenance"
+        if not self.checks and node is None:
+            return "passing"
         return worst([c.status for c in self.checks] + ([node.status()] if node is not None else []))
 
 
@@ -267,17 +269,16 @@ class Registry:
             raise NotFound(f"instance {iid!r} of service {service!r} is not registered")
         return entry
 
-    async def _write(
+    def _write(
         self, apply: Callable[[int], None], key: str | None = None, value: bytes | None = None, index: int | None = None
-    ) -> int:
+    ) -> asyncio.Future[None]:
         """Apply a change in index order: after its durable commit when it has a key, else after
-        the writes submitted before it. Returns the change's index."""
+        the writes submitted before it. The future is done once it is applied."""
         index = index or self.changes.next()
         change = Change(key, value, index) if key is not None else None
-        await self._committer.submit(change, lambda: apply(index))
-        return index
+        return self._committer.submit(change, lambda: apply(index))
 
-    async def register(self, service: str, iid: str, spec: InstanceSpec) -> InstanceView:
+    async def register(self, service: str, iid: str, spec: InstanceSpec) -> Published:
         if spec.service not in (None, service):
             raise BadRequest(f"service: body says {spec.service!r} but the path says {service!r}")
         if spec.id not in (None, iid):
@@ -299,7 +300,7 @@ class Registry:
             _encode(record),
             record.index,
         )
-        return done[0].published.view
+        return done[0].published
 
     async def deregister(self, service: str, iid: str) -> None:
         self._entry(service, iid)
@@ -319,7 +320,7 @@ class Registry:
 
         await self._write(apply, f"instances/{service}/{iid}")
 
-    async def set_maintenance(self, service: str, iid: str, enable: bool, reason: str) -> InstanceView:
+    async def set_maintenance(self, service: str, iid: str, enable: bool, reason: str) -> Published:
         entry = self._entry(service, iid)
         maintenance = Maintenance(reason=reason, since=self._clock()) if enable else None
         record = msgspec.structs.replace(entry.record, maintenance=maintenance, index=self.changes.next())
@@ -331,9 +332,9 @@ class Registry:
                 self._republish(service, iid, index)
 
         await self._write(apply, f"instances/{service}/{iid}", _encode(record), record.index)
-        return self._entry(service, iid).published.view
+        return self._entry(service, iid).published
 
-    async def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> InstanceView:
+    async def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> Published:
         """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart."""
         self._entry(service, iid)
 
@@ -349,7 +350,7 @@ class Registry:
             self._publish(entry, index)
 
         await self._write(apply)
-        return self._entry(service, iid).published.view
+        return self._entry(service, iid).published
 
     def checks(self, service: str, iid: str) -> list[CheckState]:
         """The live state of an instance's checks, newer than any published view."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ..registry import Registry
-from ..telemetry import LATENCY, REQUESTS
+from ..telemetry import REQUESTS
 
 CACHE_SIZE = 4096
 Key = tuple[str, bytes]  # path, query string
@@ -24,15 +24,14 @@ def json_headers(body: bytes, index: int) -> list[tuple[bytes, bytes]]:
 
 
 class Answer:
-    __slots__ = ("body", "count", "headers", "index", "latency", "topic")
+    __slots__ = ("body", "headers", "index", "requests", "topic")
 
     def __init__(self, topic: str, index: int, body: bytes, route: str) -> None:
         self.topic = topic
         self.index = index
         self.body = body
         self.headers = json_headers(body, index)
-        self.count = REQUESTS.labels("GET", route, "200")
-        self.latency = LATENCY.labels("GET", route)
+        self.requests = REQUESTS.series("GET", route, 200)
 
 
 class ResponseCache:

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import SwarmError
 from ..records import ErrorBody
-from ..telemetry import LATENCY, REQUESTS
+from ..telemetry import REQUESTS
 from .cache import ResponseCache
 from .dispatch import Found, RouteTable
 
@@ -36,7 +36,6 @@ class Front:
     def __init__(self, app: Any, routes: RouteTable) -> None:
         self.app = app
         self.routes = routes
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() costs a lock and a hash
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,8 +49,7 @@ class Front:
             if answer is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
                 await send({"type": "http.response.body", "body": answer.body})
-                answer.count.inc()
-                answer.latency.observe(time.perf_counter() - started)
+                answer.requests.observe(time.perf_counter() - started)
                 return
         found = self.routes.find(method, scope["path"])
         route = "unmatched"
@@ -60,7 +58,14 @@ class Front:
             scope["app"] = self.app
             scope["route"] = found.endpoint
             scope["path_params"] = found.params
-            response = await self._handle(found.endpoint.handler, Request(scope, receive))
+            request = Request(scope, receive)
+            try:
+                response = await found.endpoint.handler(request)
+            except SwarmError as exc:
+                response = error_response(exc.status_code, exc.message)
+            except Exception:
+                log.exception("unexpected error on %s %s", method, scope["path"])
+                response = error_response(500, "internal error; see the server log")
         elif found is None:
             response = error_response(404, f"no such path: {scope['path']}")
         else:
@@ -69,23 +74,4 @@ class Front:
         try:
             await response(scope, receive, send)
         finally:
-            self._count(method, route, response.status_code, started)
-
-    @staticmethod
-    async def _handle(handler: Any, request: Request) -> Response:
-        try:
-            return await handler(request)  # type: ignore[no-any-return]
-        except SwarmError as exc:
-            return error_response(exc.status_code, exc.message)
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.url.path)
-            return error_response(500, "internal error; see the server log")
-
-    def _count(self, method: str, route: str, status: int, started: float) -> None:
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
+            REQUESTS.series(method, route, response.status_code).observe(time.perf_counter() - started)

@@ -24,9 +24,9 @@ _FIELD = re.compile(r"^Object (contains unknown|missing required) field `(.*)`$"
 
 
 async def read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise PayloadTooLarge(f"body: larger than the {MAX_BODY // 1024} KiB limit")
+    for header, value in request.scope["headers"]:  # ASGI names are lower case; Headers() costs more
+        if header == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+            raise PayloadTooLarge(f"body: larger than the {MAX_BODY // 1024} KiB limit")
     chunks, size = [], 0
     while True:  # straight from ASGI receive: Request.stream() costs more than the rest of a write
         message = await request.receive()

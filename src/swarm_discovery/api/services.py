@@ -64,8 +64,8 @@ async def register(request: Request) -> Response:
     registry = registry_of(request)
     service, iid = name(request, "service"), name(request, "id")
     spec = decode(await read_body(request), InstanceSpec)
-    view = await registry.register(service, iid, spec)
-    return IndexedJSON(_encode(view), registry.index)
+    published = await registry.register(service, iid, spec)
+    return IndexedJSON(published.json, registry.index)
 
 
 async def deregister(request: Request) -> Response:
@@ -78,13 +78,13 @@ async def heartbeat(request: Request) -> Response:
     registry = registry_of(request)
     service, iid = name(request, "service"), name(request, "id")
     beat = decode(await read_body(request), Heartbeat, empty=Heartbeat())
-    view = await registry.heartbeat(service, iid, beat)
-    return IndexedJSON(_encode(view), registry.index)
+    published = await registry.heartbeat(service, iid, beat)
+    return IndexedJSON(published.json, registry.index)
 
 
 async def maintenance(request: Request) -> Response:
     registry = registry_of(request)
     service, iid = name(request, "service"), name(request, "id")
     body = decode(await read_body(request), MaintenanceRequest)
-    view = await registry.set_maintenance(service, iid, body.enable, body.reason)
-    return IndexedJSON(_encode(view), registry.index)
+    published = await registry.set_maintenance(service, iid, body.enable, body.reason)
+    return IndexedJSON(published.json, registry.index)

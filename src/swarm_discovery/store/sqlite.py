@@ -13,6 +13,7 @@ import asyncio
 import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
 
 from . import Change, Snapshot
 
@@ -46,11 +47,14 @@ class SqliteStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            for c in changes:  # in index order: a key put then deleted in one batch ends deleted
-                if c.value is None:
-                    db.execute("DELETE FROM kv WHERE key = ?", (c.key,))
+            # Runs of puts and of deletes, in index order: a key put then deleted in one batch ends deleted.
+            for deleting, run in groupby(changes, key=lambda c: c.value is None):
+                if deleting:
+                    db.executemany("DELETE FROM kv WHERE key = ?", [(c.key,) for c in run])
                 else:
-                    db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (c.key, c.value, c.revision))
+                    db.executemany(
+                        "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", [(c.key, c.value, c.revision) for c in run]
+                    )
             db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (revision,))
             await asyncio.get_running_loop().run_in_executor(self._fsync, db.execute, "COMMIT")
         except BaseException:
