@@ -13,7 +13,7 @@ from swarm_discovery.errors import BadRequest
 from swarm_discovery.health.deadlines import Deadlines
 from swarm_discovery.locality import Near, distance_km, parse_near, sort_near
 from swarm_discovery.records import Location
-from swarm_discovery.selector import activation, compile_selector
+from swarm_discovery.selector import Bindings, compile_selector
 from tests.fakes import FakeClock
 
 
@@ -84,9 +84,9 @@ def test_selector_is_compiled_once_and_errors_do_not_match() -> None:
     source = "instance.capabilities.gpu.memory_gb >= 80"
     assert compile_selector(source) is compile_selector(source)
     selector = compile_selector(source)
-    assert selector.matches(activation({"capabilities": {"gpu": {"memory_gb": 80}}}, {}))
-    assert not selector.matches(activation({"capabilities": {}}, {}))
-    assert not compile_selector('instance.port > "x"').matches(activation({"port": 1}, {}))
+    assert selector.matches(Bindings({"capabilities": {"gpu": {"memory_gb": 80}}}, {}))
+    assert not selector.matches(Bindings({"capabilities": {}}, {}))
+    assert not compile_selector('instance.port > "x"').matches(Bindings({"port": 1}, {}))
     with pytest.raises(BadRequest, match=r"selector: .*undeclared reference"):
         compile_selector("pod.x == 1")
     with pytest.raises(BadRequest, match="longer than"):

@@ -27,6 +27,7 @@ from tests.helpers import instance, put, unique
         (instance(checks=[{"type": "ttl", "ttl": "soon"}]), 400, "checks[0].ttl"),
         (instance(checks=[{"type": "http", "url": "http://x/", "interval": "10ms"}]), 400, "checks[0].interval"),
         (instance(metrics={"queue_depth": "deep"}), 400, "metrics"),
+        (instance(capabilities={"gpu": {"memory_bytes": [1, 2**64]}}), 400, "capabilities.gpu.memory_bytes[1]"),
         (instance(service="other"), 400, "service"),
         (instance(id="other"), 400, "id"),
         ({"port": 8000}, 400, "address"),

@@ -278,5 +278,21 @@ def validate_checks(checks: list[CheckSpec]) -> None:
             raise BadRequest(f"{field}.grpc: expected host:port or host:port/service")
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def validate_capabilities(value: Any, field: str = "capabilities") -> None:
+    """Free-form capabilities must be values selectors can read: CEL refuses a whole record whose
+    integers do not fit in 64 bits, so such a record could never match any selector."""
+    if type(value) is int and not INT64[0] <= value <= INT64[1]:
+        raise BadRequest(f"{field}: integers must fit in 64 bits")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            validate_capabilities(item, f"{field}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            validate_capabilities(item, f"{field}[{i}]")
+
+
 def check_name(check: CheckSpec, position: int) -> str:
     return check.name or (check.type if position == 0 else f"{check.type}-{position}")

@@ -40,9 +40,10 @@ from .records import (
     Report,
     ReportsAccepted,
     ServiceSummary,
+    validate_capabilities,
     validate_checks,
 )
-from .selector import Selector, activation
+from .selector import Bindings, Selector
 from .store import Change, Store
 from .store.commit import GroupCommitter
 
@@ -53,9 +54,23 @@ _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
 
 
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+
+
 def _plain(view: msgspec.Struct) -> dict[str, Any]:
-    """What selectors see: top-level fields with their defaults, so `instance.tags` exists when empty."""
-    return msgspec.to_builtins(msgspec.structs.asdict(view))  # type: ignore[no-any-return]
+    """What selectors see: top-level fields with their defaults, so `instance.tags` exists when empty.
+
+    The encoding leaves defaults out; they are filled in from one shared, read-only dict per type.
+    """
+    kind = type(view)
+    defaults = _DEFAULTS.get(kind)
+    if defaults is None:
+        defaults = _DEFAULTS[kind] = {
+            f.encode_name: msgspec.to_builtins(f.default_factory() if f.default is msgspec.NODEFAULT else f.default)
+            for f in msgspec.structs.fields(kind)
+            if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT
+        }
+    return {**defaults, **msgspec.to_builtins(view)}
 
 
 def service_topic(service: str) -> str:
@@ -73,13 +88,13 @@ class Published:
     its selector only on the instances that changed.
     """
 
-    __slots__ = ("_activation", "_json", "_matches", "node", "view")
+    __slots__ = ("_bindings", "_json", "_matches", "node", "view")
 
     def __init__(self, view: InstanceView, node: dict[str, Any]) -> None:
         self.view = view
         self.node = node
         self._json: bytes | None = None
-        self._activation: Any = None
+        self._bindings: Bindings | None = None
         self._matches: dict[str, bool] = {}
 
     @property
@@ -89,22 +104,24 @@ class Published:
         return self._json
 
     @property
-    def activation(self) -> Any:
-        if self._activation is None:
-            self._activation = activation(_plain(self.view), self.node)
-        return self._activation
+    def bindings(self) -> Bindings:
+        if self._bindings is None:
+            self._bindings = Bindings(_plain(self.view), self.node)
+        return self._bindings
 
     @property
     def healthy(self) -> bool:
         return self.view.status in HEALTHY and self.view.ejected is None
 
     def matches(self, selector: Selector) -> bool:
-        found = self._matches.get(selector.source)
+        memo = self._matches
+        found = memo.get(selector.source)
         if found is None:
-            found = selector.matches(self.activation)
-            if len(self._matches) >= MEMO_SELECTORS:  # forget the oldest selector
-                del self._matches[next(iter(self._matches))]
-            self._matches[selector.source] = found
+            bindings = self._bindings or self.bindings
+            found = selector.matches(bindings)
+            if len(memo) >= MEMO_SELECTORS:  # start over: cheaper than finding the oldest, on 10,000 records
+                memo.clear()
+            memo[selector.source] = found
         return found
 
 
@@ -284,6 +301,7 @@ class Registry:
         if spec.id not in (None, iid):
             raise BadRequest(f"id: body says {spec.id!r} but the path says {iid!r}")
         validate_checks(spec.checks)
+        validate_capabilities(spec.capabilities)
         spec = msgspec.structs.replace(spec, service=service, id=iid)
         now = self._clock()
         old = self._services.get(service, {}).get(iid)
@@ -543,7 +561,7 @@ class Registry:
             node = self._nodes[nid]
             if kind is not None and node.record.spec.kind != kind:
                 continue
-            if selector is not None and not selector.matches(activation({}, node.data)):
+            if selector is not None and not selector.matches(Bindings({}, node.data)):
                 continue
             found.append(node.view)
         return found

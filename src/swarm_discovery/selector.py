@@ -3,6 +3,7 @@
 An expression that fails to compile is a BadRequest that quotes CEL's own pointer to the spot.
 An expression that errors on one record (a missing field, a type mismatch) does not match it:
 a selector asking for `instance.capabilities.gpu.memory_gb >= 80` simply skips CPU-only instances.
+Selectors within the common subset of CEL evaluate as Python closures (see `cel_subset`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from cel_expr_python import cel
 
+from .cel_subset import Defer, Evaluator, Unsupported, compile_subset
 from .errors import BadRequest
 
 MAX_SELECTOR_LENGTH = 2048
@@ -20,23 +22,52 @@ _CACHE_SIZE = 1024
 _env = cel.NewEnv(variables={"instance": cel.Type.DYN, "node": cel.Type.DYN})
 
 
+class Bindings:
+    """What one record is evaluated against: its plain dicts, and CEL's activation when first needed.
+
+    Callers keep it until the record changes.
+    """
+
+    __slots__ = ("_activation", "instance", "node")
+
+    def __init__(self, instance: dict[str, Any], node: dict[str, Any]) -> None:
+        self.instance = instance
+        self.node = node
+        self._activation: Any = None
+
+    @property
+    def activation(self) -> Any:
+        if self._activation is None:
+            self._activation = _env.Activation(data={"instance": self.instance, "node": self.node})
+        return self._activation
+
+
 class Selector:
-    __slots__ = ("_expr", "source")
+    """A compiled selector: the subset's closures where they cover it, CEL itself elsewhere."""
+
+    __slots__ = ("_expr", "_fast", "source")
 
     def __init__(self, source: str, expr: Any) -> None:
         self.source = source
         self._expr = expr
-
-    def matches(self, activation: Any) -> bool:
         try:
-            return self._expr.eval(activation).value() is True
+            self._fast: Evaluator | None = compile_subset(source)
+        except Unsupported:
+            self._fast = None
+
+    def matches(self, bindings: Bindings) -> bool:
+        if self._fast is not None:
+            try:
+                return self._fast(bindings.instance, bindings.node) is True
+            except Defer:
+                pass
+        return self.matches_in_cel(bindings)
+
+    def matches_in_cel(self, bindings: Bindings) -> bool:
+        try:
+            return self._expr.eval(bindings.activation).value() is True
         except RuntimeError:
             return False
-
-
-def activation(instance: dict[str, Any], node: dict[str, Any]) -> Any:
-    """The bindings one record is evaluated against; callers cache it until the record changes."""
-    return _env.Activation(data={"instance": instance, "node": node})
 
 
 _compiled: OrderedDict[str, Selector] = OrderedDict()
