@@ -278,20 +278,34 @@ def validate_checks(checks: list[CheckSpec]) -> None:
             raise BadRequest(f"{field}.grpc: expected host:port or host:port/service")
 
 
-INT64 = (-(2**63), 2**63 - 1)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-def validate_capabilities(value: Any, field: str = "capabilities") -> None:
+def validate_capabilities(capabilities: dict[str, Any]) -> None:
     """Free-form capabilities must be values selectors can read: CEL refuses a whole record whose
     integers do not fit in 64 bits, so such a record could never match any selector."""
-    if type(value) is int and not INT64[0] <= value <= INT64[1]:
-        raise BadRequest(f"{field}: integers must fit in 64 bits")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            validate_capabilities(item, f"{field}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            validate_capabilities(item, f"{field}[{i}]")
+    path = _oversized_integer(capabilities)
+    if path is not None:
+        raise BadRequest(f"capabilities{path}: integers must fit in 64 bits")
+
+
+def _oversized_integer(value: Any) -> str | None:
+    """Where in `value` an integer beyond 64 bits is ("" for value itself); None if nowhere."""
+    kind = type(value)
+    if kind is int:
+        return None if INT64_MIN <= value <= INT64_MAX else ""
+    items = value.items() if kind is dict else enumerate(value) if kind is list else ()
+    for key, item in items:
+        inner = type(item)
+        if inner is int:
+            found = None if INT64_MIN <= item <= INT64_MAX else ""
+        elif inner is dict or inner is list:
+            found = _oversized_integer(item)
+        else:
+            continue
+        if found is not None:
+            return (f".{key}" if kind is dict else f"[{key}]") + found
+    return None
 
 
 def check_name(check: CheckSpec, position: int) -> str:
