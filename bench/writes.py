@@ -1,6 +1,9 @@
 """Registrations: acknowledged, durable PUTs per second from 64 concurrent clients (wrk + Lua).
 
-Every acknowledged registration is checked after `kill -9` and a restart.
+Every acknowledged registration is checked after `kill -9` and a restart. In the same run, the
+same requests go to the floor (bench/floor.py: granian answering `{}` with no work at all), which
+shows how fast the machine is right now: on this shared machine the floor itself moves by a
+quarter between runs.
 
     python -m bench.writes [--seconds 10]
 """
@@ -9,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
+import time
 
 import httpx
+from tests.server import free_port
 
-from bench.common import Wrk, start_server
+from bench.common import SERVER_CPU, Wrk, start_server
 
 # Each connection registers its own run of ids; the body is a typical GPU inference instance.
 SCRIPT = r"""
@@ -58,6 +65,34 @@ def main() -> None:
         )
     finally:
         server.stop()
+    floor = floor_rps(args.seconds)
+    print(
+        f"floor, granian + bare ASGI app, same requests: {floor:.0f} req/s; "
+        f"swarm does {result['rps'] / floor:.2f} of the floor"
+    )
+
+
+def floor_rps(seconds: int) -> float:
+    port = free_port()
+    floor = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.floor", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.put(f"http://127.0.0.1:{port}/", content=b"{}").raise_for_status()
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        return Wrk(seconds=seconds).run(f"http://127.0.0.1:{port}", SCRIPT)["rps"]
+    finally:
+        floor.terminate()
+        floor.wait()
 
 
 if __name__ == "__main__":

@@ -88,11 +88,12 @@ class Published:
     its selector only on the instances that changed.
     """
 
-    __slots__ = ("_bindings", "_json", "_matches", "node", "view")
+    __slots__ = ("_bindings", "_json", "_matches", "healthy", "node", "view")
 
     def __init__(self, view: InstanceView, node: dict[str, Any]) -> None:
         self.view = view
         self.node = node
+        self.healthy = view.status in HEALTHY and view.ejected is None
         self._json: bytes | None = None
         self._bindings: Bindings | None = None
         self._matches: dict[str, bool] = {}
@@ -108,10 +109,6 @@ class Published:
         if self._bindings is None:
             self._bindings = Bindings(_plain(self.view), self.node)
         return self._bindings
-
-    @property
-    def healthy(self) -> bool:
-        return self.view.status in HEALTHY and self.view.ejected is None
 
     def matches(self, selector: Selector) -> bool:
         memo = self._matches
