@@ -243,17 +243,16 @@ class _Parser:
         return ("cond", condition, then, self.conditional())
 
     def disjunction(self) -> Node:
-        left = self.conjunction()
-        while self.peek() == "||":
-            self.take()
-            left = ("or", left, self.conjunction())
-        return left
+        return self.chain("||", "or", self.conjunction)
 
     def conjunction(self) -> Node:
-        left = self.relation()
-        while self.peek() == "&&":
+        return self.chain("&&", "and", self.relation)
+
+    def chain(self, operator: str, kind: str, operand: Callable[[], Node]) -> Node:
+        left = operand()
+        while self.peek() == operator:
             self.take()
-            left = ("and", left, self.relation())
+            left = (kind, left, operand())
         return left
 
     def relation(self) -> Node:
