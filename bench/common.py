@@ -100,6 +100,17 @@ class Wrk:
         }
 
 
+def alternate(rounds: int, runs: dict[str, Callable[[], dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
+    """Each run in turn, `rounds` times over: this machine's speed drifts by a quarter within
+    minutes, and figures taken side by side, round after round, compare fairly where one long run
+    each would not."""
+    results: dict[str, list[dict[str, float]]] = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, run in runs.items():
+            results[label].append(run())
+    return results
+
+
 def _latency(out: str, label: str) -> float:
     match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
     if not match:

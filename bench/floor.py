@@ -10,10 +10,17 @@ python -m bench.floor --port 9000
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import time
 from typing import Any
 
+import httpx
 from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
+from tests.server import free_port
+
+from bench.common import SERVER_CPU
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -27,6 +34,33 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"{}"})
+
+
+class Floor:
+    """This app in its own granian, pinned to the server core."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "bench.floor", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.put(self.url, content=b"{}").raise_for_status()
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
 
 
 def main() -> None:
