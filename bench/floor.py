@@ -1,8 +1,8 @@
-"""The floor under every write: granian with an ASGI app that reads the body and answers `{}`.
+"""The floor under every write: granian with an RSGI app that reads the body and answers `{}`.
 
-No routing, no registry, no store: what serving one request through granian's ASGI interface
-costs on this machine right now. The write benchmark runs it in the same run as our server, so
-that its figure can be read against how fast the machine is at that moment.
+No routing, no registry, no store: what serving one request through granian as `swarm serve`
+runs it (RSGI, uvloop, rust tasks) costs on this machine right now. The write benchmark runs it
+round by round beside our server, so that its figure can be read against the machine's speed.
 
 python -m bench.floor --port 9000
 """
@@ -23,17 +23,13 @@ from tests.server import free_port
 from bench.common import SERVER_CPU
 
 
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    while (await receive()).get("more_body"):
-        pass
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"{}"})
+class App:
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        await proto()
+        proto.response_bytes(200, [("content-type", "application/json")], b"{}")
+
+
+app = App()
 
 
 class Floor:
@@ -72,7 +68,7 @@ def main() -> None:
         "bench.floor:app",
         address="127.0.0.1",
         port=args.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,
         workers=1,
         loop=Loops.uvloop,
         task_impl=TaskImpl.rust,

@@ -62,7 +62,7 @@ def main() -> None:
         server.stop()
     print(
         f"wrk -t1 -c64 -d{args.seconds}s PUT /v1/services/llm/instances/<new id>, {args.rounds} rounds of swarm "
-        f"then the floor (granian + a bare ASGI app answering {{}}); each on core 0, wrk on core 1"
+        f"then the floor (granian + a bare RSGI app answering {{}}); each on core 0, wrk on core 1"
     )
     print(
         f"{'round':8} {'swarm req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'floor req/s':>12} {'ratio':>6}"

@@ -1,4 +1,4 @@
-"""Running the server: granian serving the ASGI app with one worker (the registry lives in memory)."""
+"""Running the server: granian with one worker (the registry lives in memory), over RSGI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
 
 from .api.app import Settings, create_app
-from .api.front import Front
+from .api.rsgi import RSGIApp
 from .health.protection import ExpirySettings
 
 _PR_SET_PDEATHSIG = 1
@@ -24,7 +24,7 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def worker_app() -> Front:
+def worker_app() -> RSGIApp:
     """The app as granian's worker process builds it.
 
     The worker dies with the granian main process, so that `kill -9` of the server takes the
@@ -35,7 +35,7 @@ def worker_app() -> Front:
     # the collector walks all of them every few thousand allocations, which showed up as 200 ms
     # pauses under write load. Records hold no reference cycles, so collect far less often.
     gc.set_threshold(100_000, 50, 1000)
-    return create_app(Settings.from_env())
+    return RSGIApp(create_app(Settings.from_env()))
 
 
 def serve(
@@ -59,7 +59,7 @@ def serve(
         factory=True,
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,
         workers=1,
         loop=Loops.uvloop,
         task_impl=TaskImpl.rust,

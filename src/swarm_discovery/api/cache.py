@@ -24,13 +24,14 @@ def json_headers(body: bytes, index: int) -> list[tuple[bytes, bytes]]:
 
 
 class Answer:
-    __slots__ = ("body", "headers", "index", "requests", "topic")
+    __slots__ = ("body", "headers", "index", "requests", "text_headers", "topic")
 
     def __init__(self, topic: str, index: int, body: bytes, route: str) -> None:
         self.topic = topic
         self.index = index
         self.body = body
         self.headers = json_headers(body, index)
+        self.text_headers = [(k.decode(), v.decode()) for k, v in self.headers]  # as RSGI takes them
         self.requests = REQUESTS.series("GET", route, 200)
 
 

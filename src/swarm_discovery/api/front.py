@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from ..errors import SwarmError
 from ..records import ErrorBody
 from ..telemetry import REQUESTS
-from .cache import ResponseCache
+from .cache import Answer, ResponseCache
 from .dispatch import Found, RouteTable
 
 log = logging.getLogger("swarm")
@@ -37,6 +37,11 @@ class Front:
         self.app = app
         self.routes = routes
 
+    def cached(self, path: str, query: bytes) -> Answer | None:
+        """The current cached answer to GET path?query, if there is one."""
+        cache: ResponseCache | None = getattr(self.app.state, "cache", None)
+        return cache.get((path, query)) if cache is not None else None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -44,8 +49,7 @@ class Front:
         started = time.perf_counter()
         method = scope["method"]
         if method == "GET":
-            cache: ResponseCache | None = getattr(self.app.state, "cache", None)
-            answer = cache.get((scope["path"], scope["query_string"])) if cache is not None else None
+            answer = self.cached(scope["path"], scope["query_string"])
             if answer is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
                 await send({"type": "http.response.body", "body": answer.body})
