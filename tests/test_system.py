@@ -1,7 +1,13 @@
-"""/v1/server, /healthz, /metrics and the OpenAPI document."""
+"""/v1/server, /healthz, /metrics, the OpenAPI document, and the app under a plain ASGI server."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from swarm_discovery.api.app import Settings, create_app
 from tests.conftest import Server
 from tests.helpers import put, unique
 
@@ -35,3 +41,48 @@ def test_openapi_document_describes_the_api(shared_server: Server) -> None:
     spec = doc["components"]["schemas"]["InstanceSpec"]
     assert spec["properties"]["port"]["maximum"] == 65535 and "address" in spec["required"]
     assert {"/v1/watch", "/v1/nodes", "/v1/services", "/metrics"} <= set(doc["paths"])
+
+
+def test_the_app_is_a_plain_asgi_callable(tmp_path: Path) -> None:
+    """`swarm serve` runs it over RSGI; any ASGI server runs `create_app()` as it is."""
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        app = create_app(Settings(data_dir=str(tmp_path)))
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        acknowledged: asyncio.Queue[str] = asyncio.Queue()
+
+        async def lifespan_send(message: dict[str, Any]) -> None:
+            await acknowledged.put(message["type"])
+
+        lifespan = asyncio.ensure_future(
+            app({"type": "lifespan", "asgi": {"version": "3.0"}}, events.get, lifespan_send)
+        )
+        await events.put({"type": "lifespan.startup"})
+        assert await acknowledged.get() == "lifespan.startup.complete"
+        answers = []
+        body = json.dumps({"address": "10.0.0.1", "port": 80}).encode()
+        for method, path in [
+            ("PUT", "/v1/services/a/instances/x"),
+            ("GET", "/v1/services/a"),
+            ("GET", "/v1/services/a"),
+        ]:
+            sent: list[dict[str, Any]] = []
+
+            async def receive(body: bytes = body) -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": []}
+            await app(scope, receive, send)
+            answers.append((sent[0]["status"], sent[1]["body"]))
+        assert app.cached("/v1/services/a", b"") is not None  # so the second GET was answered from the cache
+        await events.put({"type": "lifespan.shutdown"})
+        assert await acknowledged.get() == "lifespan.shutdown.complete"
+        await lifespan
+        return answers
+
+    (put_status, _), (first, listing), (second, cached) = asyncio.run(scenario())
+    assert put_status == first == second == 200
+    assert json.loads(listing)[0]["id"] == "x" and cached == listing
