@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+from .records import INT64_MAX, INT64_MIN
 
 
 class Unsupported(Exception):
@@ -57,7 +57,7 @@ def _kind(value: Any) -> int:
     if kind is bool:
         return BOOL
     if kind is int:
-        if not INT_MIN <= value <= INT_MAX:
+        if not INT64_MIN <= value <= INT64_MAX:
             raise Defer
         return NUMBER
     if kind is float:
@@ -106,7 +106,7 @@ def _in(item: Any, container: Any) -> Any:
     if item is ERROR or container is ERROR:
         return ERROR
     kind = _kind(container)
-    _kind(item)
+    _kind(item)  # raises Defer for a value CEL would see differently
     if kind == LIST:
         return any(_equal(item, element) for element in container)
     if kind == MAP:
@@ -131,7 +131,7 @@ def _index(container: Any, key: Any) -> Any:
 
 
 def _negate(value: Any) -> Any:
-    if value is ERROR or _kind(value) != NUMBER or (value == INT_MIN and type(value) is int):
+    if value is ERROR or _kind(value) != NUMBER or (value == INT64_MIN and type(value) is int):
         return ERROR
     return -value
 
@@ -157,7 +157,6 @@ def _defer() -> bool:
 
 _HELPERS: dict[str, Any] = {
     "ERROR": ERROR,
-    "Defer": Defer,
     "_eq": _eq,
     "_ne": _ne,
     "_lt": _ordering(lambda a, b: bool(a < b)),
@@ -170,8 +169,8 @@ _HELPERS: dict[str, Any] = {
     "_size": _size,
     "_list": _list,
     "_defer": _defer,
-    "INT_MIN": INT_MIN,
-    "INT_MAX": INT_MAX,
+    "INT64_MIN": INT64_MIN,
+    "INT64_MAX": INT64_MAX,
     "startsWith": _string_test(str.startswith),
     "endsWith": _string_test(str.endswith),
     "contains": _string_test(str.__contains__),
@@ -347,7 +346,7 @@ class _Parser:
         sign = -1 if negative else 1
         if kind in ("int", "hex"):
             value = sign * int(text, 16 if kind == "hex" else 10)
-            if not INT_MIN <= value <= INT_MAX:
+            if not INT64_MIN <= value <= INT64_MAX:
                 raise Unsupported("int literal out of range")
             return value
         if kind == "double":
@@ -428,7 +427,7 @@ class _Writer:
             number = self.constant(literal)
             return (
                 f"(({t} {operator} {number}) if type({t} := {self.write(left)}) is float "
-                f"or type({t}) is int and (INT_MIN <= {t} <= INT_MAX or _defer()) else ERROR)"
+                f"or type({t}) is int and (INT64_MIN <= {t} <= INT64_MAX or _defer()) else ERROR)"
             )
         if operator in _ORDER_NAMES and type(literal) is str:
             text = self.constant(literal)

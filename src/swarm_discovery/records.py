@@ -294,15 +294,14 @@ def _oversized_integer(value: Any) -> str | None:
     kind = type(value)
     if kind is int:
         return None if INT64_MIN <= value <= INT64_MAX else ""
-    items = value.items() if kind is dict else enumerate(value) if kind is list else ()
+    if kind is dict:
+        items = value.items()
+    elif kind is list:
+        items = enumerate(value)
+    else:
+        return None
     for key, item in items:
-        inner = type(item)
-        if inner is int:
-            found = None if INT64_MIN <= item <= INT64_MAX else ""
-        elif inner is dict or inner is list:
-            found = _oversized_integer(item)
-        else:
-            continue
+        found = _oversized_integer(item)
         if found is not None:
             return (f".{key}" if kind is dict else f"[{key}]") + found
     return None

@@ -114,8 +114,7 @@ class Published:
         memo = self._matches
         found = memo.get(selector.source)
         if found is None:
-            bindings = self._bindings or self.bindings
-            found = selector.matches(bindings)
+            found = selector.matches(self.bindings)
             if len(memo) >= MEMO_SELECTORS:  # start over: cheaper than finding the oldest, on 10,000 records
                 memo.clear()
             memo[selector.source] = found

@@ -3,7 +3,7 @@
 An expression that fails to compile is a BadRequest that quotes CEL's own pointer to the spot.
 An expression that errors on one record (a missing field, a type mismatch) does not match it:
 a selector asking for `instance.capabilities.gpu.memory_gb >= 80` simply skips CPU-only instances.
-Selectors within the common subset of CEL evaluate as Python closures (see `cel_subset`).
+Selectors within the common subset of CEL run as generated Python (see `cel_subset`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Bindings:
 
 
 class Selector:
-    """A compiled selector: the subset's closures where they cover it, CEL itself elsewhere."""
+    """A compiled selector: generated Python where the subset covers it, CEL itself elsewhere."""
 
     __slots__ = ("_expr", "_fast", "source")
 

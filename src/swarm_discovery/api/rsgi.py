@@ -30,6 +30,7 @@ class RSGIApp:
         self.front = front
         self._lifespan: asyncio.Queue[Message] = asyncio.Queue()
         self._lifespan_step: asyncio.Future[None] | None = None
+        self._lifespan_task: asyncio.Task[None] | None = None  # the app's lifespan, from startup to shutdown
 
     # --- lifespan: granian calls these before serving and after, with the serving loop --------
 
