@@ -6,6 +6,7 @@ the load generator to core 1, so both run at once without stealing from each oth
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -100,6 +101,29 @@ class Wrk:
         }
 
 
+def round_arguments(description: str | None) -> argparse.Namespace:
+    """--seconds per round and --rounds, for the benchmarks that run beside a reference."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=int, default=5, help="per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args()
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    """Until `url` answers 2xx; stops `process` and raises if it has not after 10 seconds."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            httpx.get(url, timeout=0.5).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                process.terminate()
+                process.wait()
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.05)
+
+
 def alternate(rounds: int, runs: dict[str, Callable[[], dict[str, float]]]) -> dict[str, list[dict[str, float]]]:
     """Each run in turn, `rounds` times over: this machine's speed drifts by a quarter within
     minutes, and figures taken side by side, round after round, compare fairly where one long run
@@ -150,14 +174,7 @@ class Nginx:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(100):
-            try:
-                httpx.get(self.url, timeout=0.5).raise_for_status()
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx did not start; see {self.dir}/error.log")
+        wait_until_serving(self.url, self.process, f"nginx (see {self.dir}/error.log)")
 
     @property
     def url(self) -> str:

@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from typing import Any
 
-import httpx
 from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
 from tests.server import free_port
 
-from bench.common import SERVER_CPU
+from bench.common import SERVER_CPU, wait_until_serving
 
 
 class App:
@@ -43,16 +41,7 @@ class Floor:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.put(self.url, content=b"{}").raise_for_status()
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise
-                time.sleep(0.05)
+        wait_until_serving(self.url, self.process, "the floor")
 
     def stop(self) -> None:
         self.process.terminate()

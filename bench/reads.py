@@ -5,14 +5,13 @@ python -m bench.reads [--seconds 5] [--rounds 3]
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from bench.common import Nginx, Wrk, alternate, load, start_server
+from bench.common import Nginx, Wrk, alternate, load, round_arguments, start_server
 
 SELECTOR = 'instance.capabilities.gpu.memory_gb >= 80 && instance.location.region == "eu-west"'
 
@@ -35,10 +34,7 @@ def instance(i: int) -> tuple[str, str, dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=5, help="per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = round_arguments(__doc__)
     server = start_server()
     try:
         print("loading 10,000 instances ...", flush=True)

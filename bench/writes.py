@@ -9,13 +9,12 @@ which shows how fast the machine is at that moment: on this shared machine it dr
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 
 import httpx
 
-from bench.common import Wrk, alternate, start_server
+from bench.common import Wrk, alternate, round_arguments, start_server
 from bench.floor import Floor
 
 # Every request registers a new id (ROUND is the round's number); the body is a typical GPU inference instance.
@@ -35,10 +34,7 @@ end
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=5, help="per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = round_arguments(__doc__)
     server = start_server()
     floor = Floor()
     try:
