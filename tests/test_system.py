@@ -77,12 +77,33 @@ def test_the_app_is_a_plain_asgi_callable(tmp_path: Path) -> None:
             scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": []}
             await app(scope, receive, send)
             answers.append((sent[0]["status"], sent[1]["body"]))
-        assert app.cached("/v1/services/a", b"") is not None  # so the second GET was answered from the cache
+        assert app.cached("/v1/services/a", "") is not None  # so the second GET was answered from the cache
+        answers.append(await watch_until_first_event(app))
         await events.put({"type": "lifespan.shutdown"})
         assert await acknowledged.get() == "lifespan.shutdown.complete"
         await lifespan
         return answers
 
-    (put_status, _), (first, listing), (second, cached) = asyncio.run(scenario())
-    assert put_status == first == second == 200
+    (put_status, _), (first, listing), (second, cached), (watch_status, snapshot) = asyncio.run(scenario())
+    assert put_status == first == second == watch_status == 200
     assert json.loads(listing)[0]["id"] == "x" and cached == listing
+    assert snapshot.startswith(b"id: 1\nevent: snapshot\ndata: [") and b'"id":"x"' in snapshot
+
+
+async def watch_until_first_event(app: Any) -> tuple[int, bytes]:
+    """Open a watch stream over ASGI, take its first event, then go away: the stream must end."""
+    gone = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message.get("body"):
+            gone.set()
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/watch", "query_string": b"service=a", "headers": []}
+    await asyncio.wait_for(app(scope, receive, send), timeout=5)
+    return sent[0]["status"], sent[1]["body"]

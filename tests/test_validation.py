@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import msgspec
 import pytest
 
 from tests.conftest import Server
@@ -71,6 +74,23 @@ def test_body_over_64_kib_is_413(shared_server: Server) -> None:
     assert response.status_code == 413
     assert "64 KiB" in response.json()["error"]
     assert shared_server.http.get(url).status_code == 404
+
+
+def test_chunked_bodies_are_read_whole_and_held_to_the_same_limit(shared_server: Server) -> None:
+    """No Content-Length to refuse on: the limit applies while the chunks arrive."""
+    url = f"/v1/services/{unique('chunked')}/instances/a"
+
+    def chunks(body: bytes) -> Iterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    small = msgspec.json.encode(instance(port=8123))
+    response = shared_server.http.put(url, content=chunks(small))
+    assert response.status_code == 200 and response.json()["port"] == 8123
+    big = msgspec.json.encode(instance(capabilities={"blob": "x" * 70_000}))
+    response = shared_server.http.put(url, content=chunks(big))
+    assert response.status_code == 413 and "64 KiB" in response.json()["error"]
+    assert shared_server.http.get(url).json()["port"] == 8123
 
 
 def test_bad_names_in_the_path(shared_server: Server) -> None:

@@ -17,6 +17,7 @@ from ..health.protection import ExpirySettings
 from ..registry import Registry
 from ..store import open_store
 from .cache import ResponseCache
+from .context import Context
 from .dispatch import RouteTable
 from .front import Front
 from .routes import ENDPOINTS, openapi_document
@@ -54,15 +55,15 @@ def create_app(settings: Settings | None = None) -> Front:
         store = open_store(settings.store, settings.data_dir)
         registry = Registry(store, expiry=settings.expiry, outliers=settings.outliers)
         await registry.start()
-        app.state.registry = registry
-        app.state.cache = ResponseCache(registry)
-        app.state.openapi = openapi_document(__version__)
+        front.context = Context(registry, ResponseCache(registry), openapi_document(__version__))
         log.info(
             "swarm %s ready: %s store in %s, index %d", __version__, settings.store, settings.data_dir, registry.index
         )
         try:
             yield
         finally:
+            front.context = None
             await registry.stop()
 
-    return Front(Starlette(lifespan=lifespan), RouteTable(ENDPOINTS))
+    front = Front(Starlette(lifespan=lifespan), RouteTable(ENDPOINTS))
+    return front

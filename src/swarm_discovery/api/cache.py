@@ -10,28 +10,21 @@ from collections import OrderedDict
 
 from ..registry import Registry
 from ..telemetry import REQUESTS
+from .call import asgi_headers, json_reply
 
 CACHE_SIZE = 4096
-Key = tuple[str, bytes]  # path, query string
-
-
-def json_headers(body: bytes, index: int) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-swarm-index", str(index).encode()),
-    ]
+Key = tuple[str, str]  # path, query string
 
 
 class Answer:
-    __slots__ = ("body", "headers", "index", "requests", "text_headers", "topic")
+    __slots__ = ("asgi_headers", "body", "headers", "index", "requests", "topic")
 
     def __init__(self, topic: str, index: int, body: bytes, route: str) -> None:
         self.topic = topic
         self.index = index
         self.body = body
-        self.headers = json_headers(body, index)
-        self.text_headers = [(k.decode(), v.decode()) for k, v in self.headers]  # as RSGI takes them
+        self.headers = json_reply(body, index).headers
+        self.asgi_headers = asgi_headers(self.headers, body)
         self.requests = REQUESTS.series("GET", route, 200)
 
 

@@ -2,80 +2,135 @@
 
 A GET whose exact path and query have a current cached answer goes out straight from memory,
 before routing or parsing: that is what makes a repeated catalog read cost about as much as
-serving a static file. Other requests find their endpoint in the `RouteTable` and get Starlette
-`Request` and `Response` objects; errors become `{"error": ...}` answers here. The Starlette
-application behind holds the state and runs the lifespan (the registry's start and stop).
+serving a static file. Other requests find their endpoint in the `RouteTable`; errors become
+`{"error": ...}` answers here. `Front` is itself the ASGI application (`api/rsgi.py` serves the
+same `Front` over RSGI); the Starlette application behind it runs the lifespan, which starts the
+registry and hands `Front` its `Context`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..errors import SwarmError
-from ..records import ErrorBody
+from ..errors import BadRequest, SwarmError
 from ..telemetry import REQUESTS
-from .cache import Answer, ResponseCache
+from .cache import Answer
+from .call import Call, Reply, Stream, asgi_headers, collect, error_reply
+from .context import Context
 from .dispatch import Found, RouteTable
 
 log = logging.getLogger("swarm")
-_encode = msgspec.json.Encoder().encode
-
-
-def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encode(ErrorBody(error=message)), status_code, headers, media_type="application/json")
 
 
 class Front:
     def __init__(self, app: Any, routes: RouteTable) -> None:
         self.app = app
         self.routes = routes
+        self.context: Context | None = None  # while the lifespan has the registry running
 
-    def cached(self, path: str, query: bytes) -> Answer | None:
+    def cached(self, path: str, query: str) -> Answer | None:
         """The current cached answer to GET path?query, if there is one."""
-        cache: ResponseCache | None = getattr(self.app.state, "cache", None)
-        return cache.get((path, query)) if cache is not None else None
+        return self.context.cache.get((path, query)) if self.context is not None else None
+
+    async def answer(self, call: Call) -> Reply | Stream:
+        """Route the call to its endpoint and run it; any error becomes an `{"error"}` reply."""
+        if self.context is None:
+            return error_reply(503, "the server is starting or stopping")
+        call.context = self.context
+        found = self.routes.find(call.method, call.path)
+        if isinstance(found, Found):
+            call.route = found.endpoint.path
+            call.params = found.params
+            try:
+                return await found.endpoint.handler(call)  # type: ignore[no-any-return]
+            except SwarmError as exc:
+                return error_reply(exc.status_code, exc.message)
+            except Exception:
+                log.exception("unexpected error on %s %s", call.method, call.path)
+                return error_reply(500, "internal error; see the server log")
+        if found is None:
+            return error_reply(404, f"no such path: {call.path}")
+        allowed = ", ".join(found.allowed)
+        return error_reply(405, f"method {call.method} not allowed here (allowed: {allowed})", [("allow", allowed)])
+
+    @staticmethod
+    def observe(call: Call, status: int, started: float) -> None:
+        REQUESTS.series(call.method, call.route, status).observe(time.perf_counter() - started)
+
+    # --- ASGI ---------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        method = scope["method"]
-        if method == "GET":
-            answer = self.cached(scope["path"], scope["query_string"])
+        query = scope["query_string"].decode("latin-1")
+        if scope["method"] == "GET":
+            answer = self.cached(scope["path"], query)
             if answer is not None:
-                await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
+                await send({"type": "http.response.start", "status": 200, "headers": answer.asgi_headers})
                 await send({"type": "http.response.body", "body": answer.body})
                 answer.requests.observe(time.perf_counter() - started)
                 return
-        found = self.routes.find(method, scope["path"])
-        route = "unmatched"
-        if isinstance(found, Found):
-            route = found.endpoint.path
-            scope["app"] = self.app
-            scope["route"] = found.endpoint
-            scope["path_params"] = found.params
-            request = Request(scope, receive)
-            try:
-                response = await found.endpoint.handler(request)
-            except SwarmError as exc:
-                response = error_response(exc.status_code, exc.message)
-            except Exception:
-                log.exception("unexpected error on %s %s", method, scope["path"])
-                response = error_response(500, "internal error; see the server log")
-        elif found is None:
-            response = error_response(404, f"no such path: {scope['path']}")
-        else:
-            message = f"method {method} not allowed here (allowed: {', '.join(found.allowed)})"
-            response = error_response(405, message, {"Allow": ", ".join(found.allowed)})
+        call = AsgiCall(scope, receive, query)
+        reply = await self.answer(call)
         try:
-            await response(scope, receive, send)
+            await _send(call, reply, send)
         finally:
-            REQUESTS.series(method, route, response.status_code).observe(time.perf_counter() - started)
+            self.observe(call, reply.status, started)
+
+
+class AsgiCall(Call):
+    __slots__ = ("_receive", "_scope")
+
+    def __init__(self, scope: Scope, receive: Receive, query: str) -> None:
+        super().__init__(scope["method"], scope["path"], query)
+        self._scope = scope
+        self._receive = receive
+
+    def header(self, name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in self._scope["headers"]:  # ASGI names are lower case
+            if key == wanted:
+                return value.decode("latin-1")  # type: ignore[no-any-return]
+        return None
+
+    async def _read(self, declared: bool) -> bytes:
+        return await collect(self._chunks())
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("body: the client went away before sending it")
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+
+    async def gone(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+
+async def _send(call: Call, reply: Reply | Stream, send: Send) -> None:
+    whole = reply.body if isinstance(reply, Reply) else None
+    await send({"type": "http.response.start", "status": reply.status, "headers": asgi_headers(reply.headers, whole)})
+    if isinstance(reply, Reply):
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    stream = reply.parts
+
+    async def pump() -> None:
+        async for part in stream:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+
+    try:
+        await call.until_gone(pump())
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:  # what ASGI servers raise on sending to a client that is gone
+        pass

@@ -6,13 +6,12 @@ import re
 from typing import TypeVar
 
 import msgspec
-from starlette.requests import Request
 
 from ..durations import parse_duration
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest
 from ..records import ID_PATTERN
+from .call import Call
 
-MAX_BODY = 64 * 1024
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
 T = TypeVar("T")
@@ -21,24 +20,6 @@ _decoders: dict[type, msgspec.json.Decoder] = {}  # type: ignore[type-arg]
 _ID = re.compile(ID_PATTERN)
 _AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
 _FIELD = re.compile(r"^Object (contains unknown|missing required) field `(.*)`$")
-
-
-async def read_body(request: Request) -> bytes:
-    for header, value in request.scope["headers"]:  # ASGI names are lower case; Headers() costs more
-        if header == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
-            raise PayloadTooLarge(f"body: larger than the {MAX_BODY // 1024} KiB limit")
-    chunks, size = [], 0
-    while True:  # straight from ASGI receive: Request.stream() costs more than the rest of a write
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("body: the client went away before sending it")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge(f"body: larger than the {MAX_BODY // 1024} KiB limit")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def decode(body: bytes, kind: type[T], *, empty: T | None = None) -> T:
@@ -68,15 +49,15 @@ def _name_the_field(message: str) -> str:
     return f"{path or 'body'}: {message}"
 
 
-def name(request: Request, param: str) -> str:
-    value: str = request.path_params[param]
+def name(call: Call, param: str) -> str:
+    value: str = call.params[param]
     if not _ID.match(value):
         raise BadRequest(f"{param}: {value!r} must match {ID_PATTERN}")
     return value
 
 
-def flag(request: Request, param: str) -> bool:
-    value = request.query_params.get(param)
+def flag(call: Call, param: str) -> bool:
+    value = call.query_params.get(param)
     if value is None:
         return False
     if value in ("", "true", "1"):
@@ -86,8 +67,8 @@ def flag(request: Request, param: str) -> bool:
     raise BadRequest(f"{param}: expected true or false, got {value!r}")
 
 
-def integer(request: Request, param: str, *, minimum: int) -> int | None:
-    value = request.query_params.get(param)
+def integer(call: Call, param: str, *, minimum: int) -> int | None:
+    value = call.query_params.get(param)
     if value is None:
         return None
     if not value.isdigit() or int(value) < minimum:
@@ -95,8 +76,8 @@ def integer(request: Request, param: str, *, minimum: int) -> int | None:
     return int(value)
 
 
-def wait_seconds(request: Request) -> float:
-    value = request.query_params.get("wait")
+def wait_seconds(call: Call) -> float:
+    value = call.query_params.get("wait")
     if value is None:
         return DEFAULT_WAIT
     return min(parse_duration(value, "wait"), MAX_WAIT)

@@ -1,28 +1,25 @@
 """The same application over granian's RSGI interface, which `swarm serve` uses.
 
 RSGI hands a request over with far less Python work than ASGI's message dicts (granian with a
-bare app: about 45,000 instructions a request against 73,000). A read answered from the cache
-goes out natively from here; every other request is translated to ASGI once and goes through
-`Front` like it would under any ASGI server, so the app itself stays a plain ASGI callable.
+bare app: about 45,000 instructions a request against 73,000). Every request is served natively
+here: a cached read straight from the cache, anything else as an `RsgiCall` through the same
+`Front.answer` that the ASGI side uses, so the app itself stays a plain ASGI callable too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 from starlette.types import Message
 
+from .call import MAX_BODY, Call, Reply, collect, too_large
 from .front import Front
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
-
-
-def _address(text: str) -> tuple[str, int] | None:
-    host, _, port = text.rpartition(":")
-    return (host.strip("[]"), int(port)) if port.isdigit() else None
 
 
 class RSGIApp:
@@ -60,76 +57,51 @@ class RSGIApp:
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
         if scope.proto != "http":
             return  # no websockets here
+        front = self.front
+        started = time.perf_counter()
         if scope.method == "GET":
-            started = time.perf_counter()
-            answer = self.front.cached(scope.path, scope.query_string.encode("latin-1"))
+            answer = front.cached(scope.path, scope.query_string)
             if answer is not None:
-                proto.response_bytes(200, answer.text_headers, answer.body)
+                proto.response_bytes(200, answer.headers, answer.body)
                 answer.requests.observe(time.perf_counter() - started)
                 return
-        await self.front(self._asgi_scope(scope), _Receive(proto), _Send(proto))
-
-    @staticmethod
-    def _asgi_scope(scope: Scope) -> dict[str, Any]:
-        path = scope.path
-        return {
-            "type": "http",
-            "asgi": ASGI_VERSION,
-            "http_version": scope.http_version,
-            "method": scope.method,
-            "scheme": scope.scheme,
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": scope.query_string.encode("latin-1"),
-            "root_path": "",
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()],
-            "client": _address(scope.client),
-            "server": _address(scope.server),
-            "state": {},
-        }
+        call = RsgiCall(scope, proto)
+        reply = await front.answer(call)
+        try:
+            if isinstance(reply, Reply):
+                proto.response_bytes(reply.status, reply.headers, reply.body)
+            else:
+                await call.until_gone(_pump(reply.parts, proto.response_stream(reply.status, reply.headers)))
+        finally:
+            front.observe(call, reply.status, started)
 
 
-class _Receive:
-    """The body first; after it, the next receive waits for the client to go away."""
+class RsgiCall(Call):
+    __slots__ = ("_headers", "_proto")
 
-    __slots__ = ("_proto", "_read")
-
-    def __init__(self, proto: HTTPProtocol) -> None:
+    def __init__(self, scope: Scope, proto: HTTPProtocol) -> None:
+        super().__init__(scope.method, scope.path, scope.query_string)
+        self._headers = scope.headers
         self._proto = proto
-        self._read = False
 
-    async def __call__(self) -> Message:
-        if not self._read:
-            self._read = True
-            return {"type": "http.request", "body": await self._proto(), "more_body": False}
+    def header(self, name: str) -> str | None:
+        return self._headers.get(name)  # type: ignore[no-any-return]
+
+    async def _read(self, declared: bool) -> bytes:
+        if not declared:
+            return await collect(self._proto)  # type: ignore[arg-type]
+        body = await self._proto()  # Content-Length is known and within the limit
+        if len(body) > MAX_BODY:
+            raise too_large()
+        return body
+
+    async def gone(self) -> None:
         await self._proto.client_disconnect()
-        return {"type": "http.disconnect"}
 
 
-class _Send:
-    """A whole body goes out in one piece; a body in parts (SSE) goes out as a stream."""
-
-    __slots__ = ("_headers", "_proto", "_status", "_stream")
-
-    def __init__(self, proto: HTTPProtocol) -> None:
-        self._proto = proto
-        self._status = 500
-        self._headers: list[tuple[str, str]] = []
-        self._stream: Any = None
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self._status = message["status"]
-            self._headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())]
-            return
-        body: bytes = message.get("body", b"")
-        if self._stream is None and not message.get("more_body", False):
-            self._proto.response_bytes(self._status, self._headers, body)
-            return
-        if self._stream is None:
-            self._stream = self._proto.response_stream(self._status, self._headers)
-        if body:
-            try:
-                await self._stream.send_bytes(body)
-            except ProtocolClosed as exc:  # what ASGI apps expect when the client is gone
-                raise OSError("client disconnected") from exc
+async def _pump(parts: AsyncIterator[bytes], transport: Any) -> None:
+    try:
+        async for part in parts:
+            await transport.send_bytes(part)
+    except ProtocolClosed:  # the client is gone: `until_gone` notices it too
+        pass

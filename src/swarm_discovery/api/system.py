@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
 
 from .. import __version__
 from ..records import ServerInfo
 from ..telemetry import INDEX, INSTANCES, NODES, REGISTRY, WATCHERS
-from .reads import IndexedJSON, registry_of
+from .call import Call, Reply, json_reply
 
 _encode = msgspec.json.Encoder().encode
 
 
-async def server_info(request: Request) -> Response:
-    registry = registry_of(request)
+async def server_info(call: Call) -> Reply:
+    registry = call.context.registry
     info = ServerInfo(
         version=__version__,
         store=registry.store.name,
@@ -28,21 +26,21 @@ async def server_info(request: Request) -> Response:
         active_checks=len(registry.health.scheduler),
         expiry_protection=registry.health.guard.active,
     )
-    return IndexedJSON(_encode(info), registry.index)
+    return json_reply(_encode(info), registry.index)
 
 
-async def healthz(request: Request) -> Response:
-    return IndexedJSON(b'{"status":"ok"}', registry_of(request).index)
+async def healthz(call: Call) -> Reply:
+    return json_reply(b'{"status":"ok"}', call.context.registry.index)
 
 
-async def metrics(request: Request) -> Response:
-    registry = registry_of(request)
+async def metrics(call: Call) -> Reply:
+    registry = call.context.registry
     for health, count in registry.counts().items():
         INSTANCES.labels(health).set(count)
     NODES.set(registry.node_count)
     INDEX.set(registry.index)
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Reply(generate_latest(REGISTRY), headers=[("content-type", CONTENT_TYPE_LATEST)])
 
 
-async def openapi(request: Request) -> Response:
-    return Response(request.app.state.openapi, media_type="application/json")
+async def openapi(call: Call) -> Reply:
+    return Reply(call.context.openapi)

@@ -12,15 +12,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
 
 from ..errors import BadRequest
 from ..registry import Published, Registry, service_topic
 from ..selector import Selector, compile_selector
 from ..telemetry import WATCHERS
+from .call import Call, Stream
 from .inputs import flag, name
-from .reads import json_array, registry_of
+from .reads import json_array
 
 KEEPALIVE_SECONDS = 15.0
 _encode = msgspec.json.Encoder().encode
@@ -95,21 +94,23 @@ class _Stream:
             WATCHERS.dec()
 
 
-async def watch(request: Request) -> StreamingResponse:
-    registry = registry_of(request)
-    service = request.query_params.get("service")
+async def watch(call: Call) -> Stream:
+    registry = call.context.registry
+    service = call.query_params.get("service")
     if not service:
         raise BadRequest("service: the service to watch is required")
-    request.path_params["service"] = service
-    name(request, "service")
-    selector_text = request.query_params.get("selector")
+    call.params["service"] = service
+    name(call, "service")
+    selector_text = call.query_params.get("selector")
     selector = compile_selector(selector_text) if selector_text else None
-    last = request.headers.get("last-event-id") or request.query_params.get("index")
+    last = call.header("last-event-id") or call.query_params.get("index")
     if last is not None and not last.isdigit():
         raise BadRequest(f"Last-Event-ID: expected a change index, got {last!r}")
-    stream = _Stream(registry, service, selector, flag(request, "all"))
-    return StreamingResponse(
-        stream.run(int(last) if last is not None else None),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Swarm-Index": str(registry.index), "X-Accel-Buffering": "no"},
-    )
+    stream = _Stream(registry, service, selector, flag(call, "all"))
+    headers = [
+        ("content-type", "text/event-stream; charset=utf-8"),
+        ("cache-control", "no-cache"),
+        ("x-swarm-index", str(registry.index)),
+        ("x-accel-buffering", "no"),
+    ]
+    return Stream(stream.run(int(last) if last is not None else None), headers)

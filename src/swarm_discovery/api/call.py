@@ -1,0 +1,136 @@
+"""A request as the handlers see it, and what they answer, whichever server interface carried it.
+
+`swarm serve` runs over granian's RSGI (`api/rsgi.py`); any ASGI server runs `Front` itself
+(`api/front.py`). Each builds its own kind of `Call` and sends the `Reply` or `Stream` back in its
+own terms, so a request is never translated from one interface into the other: doing that for
+RSGI, through Starlette's Request and Response, cost a quarter of a registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING
+
+import msgspec
+from starlette.datastructures import QueryParams
+
+from ..errors import PayloadTooLarge
+from ..records import ErrorBody
+
+if TYPE_CHECKING:
+    from .context import Context
+
+MAX_BODY = 64 * 1024
+JSON = "application/json"
+Headers = list[tuple[str, str]]
+
+_encode = msgspec.json.Encoder().encode
+
+
+def too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"body: larger than the {MAX_BODY // 1024} KiB limit")
+
+
+class Call:
+    """One request: method, path, query, the route's path parameters, headers and body.
+
+    `Front` hands it the `context` (registry, response cache) when it routes it.
+    """
+
+    __slots__ = ("_query", "context", "method", "params", "path", "query_string", "route")
+    context: Context
+
+    def __init__(self, method: str, path: str, query_string: str) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.params: dict[str, str] = {}
+        self.route = "unmatched"  # the endpoint's path template once routed: a metrics label
+        self._query: QueryParams | None = None
+
+    @property
+    def query_params(self) -> QueryParams:
+        if self._query is None:
+            self._query = QueryParams(self.query_string)
+        return self._query
+
+    def header(self, name: str) -> str | None:
+        """The value of a header, by its lower-case name."""
+        raise NotImplementedError
+
+    async def body(self) -> bytes:
+        """The whole body; 413 past MAX_BODY, before reading any of it when Content-Length says so."""
+        declared = self.header("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+            raise too_large()
+        return await self._read(declared is not None)
+
+    async def _read(self, declared: bool) -> bytes:
+        """The body, raising `too_large()` once more than MAX_BODY has arrived."""
+        raise NotImplementedError
+
+    async def gone(self) -> None:
+        """Return once the client has gone away."""
+        raise NotImplementedError
+
+    async def until_gone(self, work: Awaitable[None]) -> None:
+        """Await `work`, but give it up at once if the client goes away first."""
+        tasks = [asyncio.ensure_future(work), asyncio.ensure_future(self.gone())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+        if tasks[0] in done:
+            tasks[0].result()
+
+
+async def collect(chunks: AsyncIterator[bytes]) -> bytes:
+    """A body that arrives in chunks, refused as soon as it grows past MAX_BODY."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_large()
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class Reply:
+    """A whole answer: status, headers (with Content-Type; servers add Content-Length) and body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes, status: int = 200, headers: Headers | None = None) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers if headers is not None else [("content-type", JSON)]
+
+
+class Stream:
+    """An answer sent in parts as they come (Server-Sent Events), until they end or the client goes."""
+
+    __slots__ = ("headers", "parts", "status")
+
+    def __init__(self, parts: AsyncIterator[bytes], headers: Headers, status: int = 200) -> None:
+        self.parts = parts
+        self.headers = headers
+        self.status = status
+
+
+def json_reply(body: bytes, index: int, status: int = 200) -> Reply:
+    """Encoded JSON with the change index it is current at."""
+    return Reply(body, status, [("content-type", JSON), ("x-swarm-index", str(index))])
+
+
+def error_reply(status: int, message: str, headers: Headers = []) -> Reply:  # noqa: B006 - never mutated
+    return Reply(_encode(ErrorBody(error=message)), status, [("content-type", JSON), *headers])
+
+
+def asgi_headers(headers: Headers, body: bytes | None) -> list[tuple[bytes, bytes]]:
+    """Headers as ASGI takes them, with Content-Length when the whole body is known."""
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if body is not None:
+        encoded.append((b"content-length", str(len(body)).encode()))
+    return encoded
