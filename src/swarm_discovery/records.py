@@ -284,13 +284,22 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def validate_capabilities(capabilities: dict[str, Any]) -> None:
     """Free-form capabilities must be values selectors can read: CEL refuses a whole record whose
     integers do not fit in 64 bits, so such a record could never match any selector."""
-    path = _oversized_integer(capabilities)
-    if path is not None:
-        raise BadRequest(f"capabilities{path}: integers must fit in 64 bits")
+    pending: list[Any] = [capabilities]
+    while pending:  # a loop, not a call per value: this runs on every registration
+        value = pending.pop()
+        kind = type(value)
+        if kind is dict:
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
+        elif kind is int and not INT64_MIN <= value <= INT64_MAX:
+            raise BadRequest(f"capabilities{_oversized_integer(capabilities)}: integers must fit in 64 bits")
 
 
 def _oversized_integer(value: Any) -> str | None:
-    """Where in `value` an integer beyond 64 bits is ("" for value itself); None if nowhere."""
+    """Where in `value` an integer beyond 64 bits is ("" for value itself); None if nowhere.
+
+    Only for the error message: `validate_capabilities` finds out whether, without paths."""
     kind = type(value)
     if kind is int:
         return None if INT64_MIN <= value <= INT64_MAX else ""
