@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 HISTORY_SIZE = 50_000
 
 
-class Event(msgspec.Struct, frozen=True):
-    """One change to one instance; `state` is None when it left (deregistered)."""
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One change to one instance; `state` is None when it left (deregistered).
+
+    Not tracked by the garbage collector (it can hold no cycle): the history keeps thousands.
+    """
 
     index: int
     service: str

@@ -62,12 +62,13 @@ class Call:
     async def body(self) -> bytes:
         """The whole body; 413 past MAX_BODY, before reading any of it when Content-Length says so."""
         declared = self.header("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        known = declared is not None and declared.isdigit()
+        if known and int(declared) > MAX_BODY:  # type: ignore[arg-type]
             raise too_large()
-        return await self._read(declared is not None)
+        return await self._read(known)
 
-    async def _read(self, declared: bool) -> bytes:
-        """The body, raising `too_large()` once more than MAX_BODY has arrived."""
+    def _read(self, length_known: bool) -> Awaitable[bytes]:
+        """The body; without a known length, refused with `too_large()` once past MAX_BODY."""
         raise NotImplementedError
 
     async def gone(self) -> None:

@@ -8,6 +8,8 @@ of a registration's in-process time, so `api.front.Front` dispatches with this t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, Protocol
 
 
@@ -17,22 +19,35 @@ class Routable(Protocol):
     handler: Any
 
 
+def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
+    """segments -> a tuple of the segments at `positions`, picked in C by `itemgetter`."""
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    if positions:
+        one = itemgetter(positions[0])
+        return lambda segments: (one(segments),)
+    return lambda segments: ()
+
+
 class _Template:
-    __slots__ = ("literals", "methods", "params", "path")
+    __slots__ = ("literals", "methods", "names", "path", "pick_literals", "pick_values")
 
     def __init__(self, path: str) -> None:
         self.path = path
         segments = path.split("/")
-        self.literals = tuple((i, s) for i, s in enumerate(segments) if not s.startswith("{"))
-        self.params = tuple((i, s[1:-1]) for i, s in enumerate(segments) if s.startswith("{"))
+        literal = [i for i, s in enumerate(segments) if not s.startswith("{")]
+        param = [i for i, s in enumerate(segments) if s.startswith("{")]
+        self.literals = tuple(segments[i] for i in literal)
+        self.names = tuple(segments[i][1:-1] for i in param)
+        self.pick_literals = _picker(literal)
+        self.pick_values = _picker(param)
         self.methods: dict[str, Routable] = {}
 
     def bind(self, segments: list[str]) -> dict[str, str] | None:
-        for i, literal in self.literals:
-            if segments[i] != literal:
-                return None
-        params = {name: segments[i] for i, name in self.params}
-        return None if "" in params.values() else params
+        if self.pick_literals(segments) != self.literals:
+            return None
+        values = self.pick_values(segments)
+        return None if "" in values else dict(zip(self.names, values, strict=True))
 
 
 class Found:

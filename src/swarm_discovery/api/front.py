@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -100,8 +100,8 @@ class AsgiCall(Call):
                 return value.decode("latin-1")  # type: ignore[no-any-return]
         return None
 
-    async def _read(self, declared: bool) -> bytes:
-        return await collect(self._chunks())
+    def _read(self, length_known: bool) -> Awaitable[bytes]:
+        return collect(self._chunks())
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         while True:

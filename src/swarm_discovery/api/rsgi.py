@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 from starlette.types import Message
 
-from .call import MAX_BODY, Call, Reply, collect, too_large
+from .call import Call, Reply, collect
 from .front import Front
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
@@ -87,13 +87,9 @@ class RsgiCall(Call):
     def header(self, name: str) -> str | None:
         return self._headers.get(name)  # type: ignore[no-any-return]
 
-    async def _read(self, declared: bool) -> bytes:
-        if not declared:
-            return await collect(self._proto)  # type: ignore[arg-type]
-        body = await self._proto()  # Content-Length is known and within the limit
-        if len(body) > MAX_BODY:
-            raise too_large()
-        return body
+    def _read(self, length_known: bool) -> Awaitable[bytes]:
+        # With a Content-Length (already checked against the limit) the body is exactly that long.
+        return self._proto() if length_known else collect(self._proto)  # type: ignore[arg-type]
 
     async def gone(self) -> None:
         await self._proto.client_disconnect()

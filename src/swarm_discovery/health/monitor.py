@@ -41,6 +41,8 @@ class HealthMonitor:
         self._timers = Deadlines(self._timer_fired)
 
     def track(self, owner: Owner, specs: list[CheckSpec]) -> list[CheckRuntime]:
+        if not specs:
+            return []
         now = self._clock()
         runtimes = [CheckRuntime(spec, position, now) for position, spec in enumerate(specs)]
         for position, check in enumerate(runtimes):
