@@ -80,23 +80,25 @@ def service_topic(service: str) -> str:
 MEMO_SELECTORS = 8
 
 
-class Published:
+class Published(msgspec.Struct, gc=False):
     """One immutable version of an instance as readers see it.
 
     Its encodings and selector results are made on first use and kept: the next version is a new
     object, so nothing here goes stale, and a query repeated after an unrelated change evaluates
-    its selector only on the instances that changed.
+    its selector only on the instances that changed. Like the records, it holds no reference
+    cycle, so the garbage collector need not track it (there is one per instance).
     """
 
-    __slots__ = ("_bindings", "_json", "_matches", "healthy", "node", "view")
+    view: InstanceView
+    node: dict[str, Any]
+    healthy: bool
+    _json: bytes | None = None
+    _bindings: Bindings | None = None
+    _matches: dict[str, bool] = {}
 
-    def __init__(self, view: InstanceView, node: dict[str, Any]) -> None:
-        self.view = view
-        self.node = node
-        self.healthy = view.status in HEALTHY and view.ejected is None
-        self._json: bytes | None = None
-        self._bindings: Bindings | None = None
-        self._matches: dict[str, bool] = {}
+    @classmethod
+    def of(cls, view: InstanceView, node: dict[str, Any]) -> Published:
+        return cls(view, node, view.status in HEALTHY and view.ejected is None)
 
     @property
     def json(self) -> bytes:
@@ -121,15 +123,14 @@ class Published:
         return found
 
 
-class _Instance:
-    __slots__ = ("checks", "metrics", "published", "record", "updated_at")
+class _Instance(msgspec.Struct, gc=False):
+    """An instance's current record, live state and published version; untracked, like Published."""
 
-    def __init__(self, record: InstanceRecord, checks: list[CheckRuntime], now: float) -> None:
-        self.record = record
-        self.checks = checks
-        self.metrics = record.spec.metrics
-        self.updated_at = now
-        self.published: Published
+    record: InstanceRecord
+    checks: tuple[CheckRuntime, ...]
+    metrics: dict[str, float]
+    updated_at: float
+    published: Published = None  # type: ignore[assignment]  # Registry._publish sets it before any read
 
     def status(self, node: _Node | None) -> str:
         if self.record.maintenance is not None:
@@ -142,7 +143,7 @@ class _Instance:
 class _Node:
     __slots__ = ("checks", "data", "record", "updated_at", "view")
 
-    def __init__(self, record: NodeRecord, checks: list[CheckRuntime], now: float) -> None:
+    def __init__(self, record: NodeRecord, checks: tuple[CheckRuntime, ...], now: float) -> None:
         self.record = record
         self.checks = checks
         self.updated_at = now
@@ -244,7 +245,7 @@ class Registry:
             registered_at=record.registered_at,
             updated_at=entry.updated_at,
         )
-        entry.published = Published(view, node.data if node else {})
+        entry.published = Published.of(view, node.data if node else {})
         service = spec.service or ""
         self.changes.record(Event(index, service, spec.id or "", entry.published))
         self.changes.touch((CATALOG, service_topic(service)), index)
@@ -257,7 +258,7 @@ class Registry:
         if old is not None:
             self._unlink_node(old)
             self.health.untrack(owner, old.checks)
-        entry = _Instance(record, self.health.track(owner, spec.checks), now)
+        entry = _Instance(record, self.health.track(owner, spec.checks), spec.metrics, now)
         self._services.setdefault(service, {})[iid] = entry
         if spec.node:
             counts = self._node_services.setdefault(spec.node, {})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 from ..records import CheckSpec, CheckStatus
 from .check import CheckRuntime, ProbeResult
@@ -40,11 +40,11 @@ class HealthMonitor:
         # ("deregister", *key): critical for deregister_critical_after.
         self._timers = Deadlines(self._timer_fired)
 
-    def track(self, owner: Owner, specs: list[CheckSpec]) -> list[CheckRuntime]:
+    def track(self, owner: Owner, specs: list[CheckSpec]) -> tuple[CheckRuntime, ...]:
         if not specs:
-            return []
+            return ()
         now = self._clock()
-        runtimes = [CheckRuntime(spec, position, now) for position, spec in enumerate(specs)]
+        runtimes = tuple(CheckRuntime(spec, position, now) for position, spec in enumerate(specs))
         for position, check in enumerate(runtimes):
             key = (*owner, position)
             self._checks[key] = check
@@ -56,7 +56,7 @@ class HealthMonitor:
             self._arm_deregistration(key, check)
         return runtimes
 
-    def untrack(self, owner: Owner, runtimes: list[CheckRuntime]) -> None:
+    def untrack(self, owner: Owner, runtimes: Sequence[CheckRuntime]) -> None:
         for position in range(len(runtimes)):
             key = (*owner, position)
             self._checks.pop(key, None)
@@ -65,7 +65,7 @@ class HealthMonitor:
             for timer in ("ttl", "expire", "deregister"):
                 self._timers.cancel((timer, *key))
 
-    def heartbeat(self, owner: Owner, runtimes: list[CheckRuntime], status: CheckStatus, output: str) -> bool:
+    def heartbeat(self, owner: Owner, runtimes: Sequence[CheckRuntime], status: CheckStatus, output: str) -> bool:
         """Renew the owner's TTL checks; True when a status changed."""
         changed = False
         for position, check in enumerate(runtimes):
