@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -48,6 +49,7 @@ from .store import Change, Store
 from .store.commit import GroupCommitter
 
 CATALOG = "catalog"
+T = TypeVar("T")
 NODES = "nodes"
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
@@ -202,7 +204,7 @@ class Registry:
             else:
                 instances.append(_decode_instance(value))
         for record in instances:
-            self._put_instance(record, now, publish_index=record.index)
+            self._put_instance(record, record.index, now)
         records = [r.index for r in instances] + [n.record.index for n in self._nodes.values()]
         self.changes.restart_at(max([snapshot.revision, *records]))
         self.health.start()
@@ -250,7 +252,7 @@ class Registry:
         self.changes.record(Event(index, service, spec.id or "", entry.published))
         self.changes.touch((CATALOG, service_topic(service)), index)
 
-    def _put_instance(self, record: InstanceRecord, now: float, publish_index: int) -> _Instance:
+    def _put_instance(self, record: InstanceRecord, publish_index: int, now: float | None = None) -> _Instance:
         spec = record.spec
         service, iid = spec.service or "", spec.id or ""
         owner = _instance_owner(service, iid)
@@ -258,7 +260,7 @@ class Registry:
         if old is not None:
             self._unlink_node(old)
             self.health.untrack(owner, old.checks)
-        entry = _Instance(record, self.health.track(owner, spec.checks), spec.metrics, now)
+        entry = _Instance(record, self.health.track(owner, spec.checks), spec.metrics, now or self._clock())
         self._services.setdefault(service, {})[iid] = entry
         if spec.node:
             counts = self._node_services.setdefault(spec.node, {})
@@ -284,13 +286,13 @@ class Registry:
         return entry
 
     def _write(
-        self, apply: Callable[[int], None], key: str | None = None, value: bytes | None = None, index: int | None = None
-    ) -> asyncio.Future[None]:
+        self, apply: Callable[[int], T], key: str | None = None, value: bytes | None = None, index: int | None = None
+    ) -> asyncio.Future[T]:
         """Apply a change in index order: after its durable commit when it has a key, else after
-        the writes submitted before it. The future is done once it is applied."""
+        the writes submitted before it. The future has what `apply` returned once it is applied."""
         index = index or self.changes.next()
         change = Change(key, value, index) if key is not None else None
-        return self._committer.submit(change, lambda: apply(index))
+        return self._committer.submit(change, partial(apply, index))
 
     async def register(self, service: str, iid: str, spec: InstanceSpec) -> Published:
         if spec.service not in (None, service):
@@ -308,14 +310,10 @@ class Registry:
             maintenance=old.record.maintenance if old else None,
             index=self.changes.next(),
         )
-        done: list[_Instance] = []
-        await self._write(
-            lambda index: done.append(self._put_instance(record, self._clock(), index)),
-            f"instances/{service}/{iid}",
-            _encode(record),
-            record.index,
+        entry = await self._write(
+            partial(self._put_instance, record), f"instances/{service}/{iid}", _encode(record), record.index
         )
-        return done[0].published
+        return entry.published
 
     async def deregister(self, service: str, iid: str) -> None:
         self._entry(service, iid)

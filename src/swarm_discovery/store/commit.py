@@ -11,23 +11,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import StoreError
 from ..telemetry import COMMIT_BATCH
 from . import Change, Store
 
 log = logging.getLogger("swarm.store")
+T = TypeVar("T")
 
 
 class GroupCommitter:
     def __init__(self, store: Store, revision: Callable[[], int]) -> None:
         self._store = store
         self._revision = revision
-        self._pending: list[tuple[Change | None, Callable[[], None], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Change | None, Callable[[], Any], asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def submit(self, change: Change | None, apply: Callable[[], None]) -> asyncio.Future[None]:
-        future = asyncio.get_running_loop().create_future()
+    def submit(self, change: Change | None, apply: Callable[[], T]) -> asyncio.Future[T]:
+        """The future gets what `apply` returns, once `change` is committed and `apply` has run."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((change, apply, future))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush())
@@ -49,14 +52,14 @@ class GroupCommitter:
                     continue
                 for _, apply, future in batch:
                     try:
-                        apply()
+                        applied = apply()
                     except Exception as exc:  # a bug in one apply must not strand the writes after it
                         log.exception("applying a committed change failed")
                         if not future.done():
                             future.set_exception(exc)
                         continue
                     if not future.done():
-                        future.set_result(None)
+                        future.set_result(applied)
         finally:
             self._task = None
 
