@@ -39,7 +39,8 @@ async def next_event(reader: asyncio.StreamReader) -> int:
                 return int(line[4:])
 
 
-async def run(port: int, watchers: int, changes: int) -> list[float]:
+async def run(port: int, watchers: int, changes: int) -> tuple[list[float], int]:
+    """Delays of each change to the last watcher, and how many watchers the server counted open."""
     connections = await asyncio.gather(*(open_watcher(port) for _ in range(watchers)))
     readers = [reader for reader, _ in connections]
     delays = []
@@ -52,7 +53,8 @@ async def run(port: int, watchers: int, changes: int) -> list[float]:
             response.raise_for_status()
             await asyncio.gather(*waiting)
             delays.append((time.perf_counter() - started) * 1000)
-    return delays
+        watching = (await http.get("/v1/server")).json()["watchers"]  # while every stream is still open
+    return delays, watching
 
 
 def main() -> None:
@@ -66,8 +68,7 @@ def main() -> None:
     try:
         httpx.put(f"{server.url}/v1/services/llm/instances/llm-0", json={"address": "10.0.0.1", "port": 8000})
         os.sched_setaffinity(0, {int(LOAD_CPU)})
-        delays = uvloop.run(run(server.port, args.watchers, args.changes))
-        watching = httpx.get(f"{server.url}/v1/server").json()["watchers"]
+        delays, watching = uvloop.run(run(server.port, args.watchers, args.changes))
         print(
             f"{args.watchers} SSE watchers on one service (server reports {watching} open), {args.changes} changes;"
             f" server on core 0, watchers on core 1"
