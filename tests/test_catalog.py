@@ -111,6 +111,8 @@ def test_all_includes_unhealthy_and_maintenance(shared_server: Server) -> None:
     assert {i["id"]: i["status"] for i in everything} == {"up": "passing", "down": "critical", "maint": "maintenance"}
     down = next(i for i in everything if i["id"] == "down")
     assert down["check_states"][0]["output"] == "OOM"
+    by_check = {"selector": 'instance.check_states.exists(c, c.output == "OOM")', "all": "true"}
+    assert ids(http.get(f"/v1/services/{service}", params=by_check)) == ["down"]
     http.put(f"/v1/services/{service}/instances/maint/maintenance", json={"enable": False})
     assert ids(http.get(f"/v1/services/{service}")) == ["up", "maint"]
 

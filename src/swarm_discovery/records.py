@@ -191,7 +191,7 @@ class Ejection(View, kw_only=True):
 
 class InstanceView(InstanceSpec, forbid_unknown_fields=False, kw_only=True):
     status: Status
-    check_states: list[CheckState] = []
+    check_states: tuple[CheckState, ...] = ()  # a tuple of untracked Structs: the GC drops it
     maintenance: Maintenance | None = None
     ejected: Ejection | None = None
     index: int
@@ -201,7 +201,7 @@ class InstanceView(InstanceSpec, forbid_unknown_fields=False, kw_only=True):
 
 class NodeView(NodeSpec, forbid_unknown_fields=False, kw_only=True):
     status: CheckStatus
-    check_states: list[CheckState] = []
+    check_states: tuple[CheckState, ...] = ()  # a tuple of untracked Structs: the GC drops it
     index: int
     registered_at: float
     updated_at: float

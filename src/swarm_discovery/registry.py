@@ -72,7 +72,9 @@ def _plain(view: msgspec.Struct) -> dict[str, Any]:
             for f in msgspec.structs.fields(kind)
             if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT
         }
-    return {**defaults, **msgspec.to_builtins(view)}
+    plain = {**defaults, **msgspec.to_builtins(view)}
+    plain["check_states"] = list(plain["check_states"])  # CEL reads lists, not tuples
+    return plain
 
 
 def service_topic(service: str) -> str:
@@ -159,7 +161,7 @@ class _Node:
         self.view = NodeView(
             **msgspec.structs.asdict(record.spec),
             status=self.status(),  # type: ignore[arg-type]
-            check_states=[c.state() for c in self.checks],
+            check_states=tuple(c.state() for c in self.checks),
             index=record.index,
             registered_at=record.registered_at,
             updated_at=self.updated_at,
@@ -240,7 +242,7 @@ class Registry:
         view = InstanceView(
             **fields,
             status=entry.status(node),  # type: ignore[arg-type]
-            check_states=[c.state() for c in entry.checks],
+            check_states=tuple(c.state() for c in entry.checks),
             maintenance=record.maintenance,
             ejected=self._ejection(spec.service or "", spec.id or ""),
             index=record.index,
@@ -415,14 +417,23 @@ class Registry:
             ejection = detector.observe(report.id, report.ok, len(entries))
             if ejection is not None:
                 self._republish_soon(report.service, report.id)
-                delay = max(ejection.until - self._clock(), 0.0)
-                asyncio.get_running_loop().call_later(delay, self._release_ejections, report.service)
+                self._release_at(report.service, ejection.until)
         return ReportsAccepted(accepted=accepted, ignored=len(reports) - accepted)
 
-    def _release_ejections(self, service: str) -> None:
+    def _release_at(self, service: str, until: float) -> None:
+        delay = max(until - self._clock(), 0.0)
+        asyncio.get_running_loop().call_later(delay, self._release_ejections, service, until)
+
+    def _release_ejections(self, service: str, until: float) -> None:
         detector = self._outliers.get(service)
-        for iid in detector.release_due() if detector is not None else []:
+        if detector is None:
+            return
+        for iid in detector.release_due():
             self._republish_soon(service, iid)
+        if any(e.until <= until for e in detector.ejected.values()):
+            # The loop's timers run on a millisecond clock and may fire just before the wall clock
+            # reaches `until`: without a second try that ejection would never end.
+            self._release_at(service, until)
 
     # --- instances: reads ------------------------------------------------------------------
 
