@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	bench/setup.sh
 	$(BIN)/python -m bench.reads
 	$(BIN)/python -m bench.writes
+	$(BIN)/python -m bench.inproc
 	$(BIN)/python -m bench.watch
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.checks

@@ -1,0 +1,110 @@
+"""One registration's cost inside the server process, without granian or the network.
+
+The app is driven over RSGI as `swarm serve` runs it, by 64 concurrent callers; the RSGI scope and
+protocol are stand-ins for granian's (a body to read, a place to put the answer). The store is the
+real SQLite store with its fsyncs. Printed: CPU per registration (all threads), objects the garbage
+collector tracks per registered instance, and the pause of a full collection at the end. Pinned to
+the server's core.
+
+    python -m bench.inproc [--writes 100000]
+
+For deterministic figures, count instructions: run it under callgrind for two sizes and divide the
+difference by the difference in writes, e.g.
+    valgrind --tool=callgrind python -m bench.inproc --writes 500   (and --writes 2500)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import tempfile
+import time
+
+import uvloop
+
+from bench.common import SERVER_CPU
+from swarm_discovery.api.app import Settings, create_app
+from swarm_discovery.api.rsgi import RSGIApp
+
+BODY = (
+    b'{"address":"10.8.0.7","port":8000,"version":"1.4.2","tags":["vllm"],'
+    b'"location":{"region":"eu-west","zone":"eu-west-1a"},'
+    b'"capabilities":{"gpu":{"model":"H100","memory_gb":80,"count":8}},"metrics":{"queue_depth":3}}'
+)
+
+
+class Scope:
+    proto = "http"
+    http_version = "1.1"
+    method = "PUT"
+    scheme = "http"
+    query_string = ""
+    client = "127.0.0.1:40000"
+    server = "127.0.0.1:8500"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.headers = {"host": "127.0.0.1:8500", "content-type": "application/json", "content-length": str(len(BODY))}
+
+
+class Proto:
+    def __init__(self) -> None:
+        self.status = 0
+
+    async def __call__(self) -> bytes:
+        return BODY
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+
+
+async def register(app: RSGIApp, ids: range, callers: int = 64) -> None:
+    pending = iter(ids)
+
+    async def caller() -> None:
+        for i in pending:
+            proto = Proto()
+            await app.__rsgi__(Scope(f"/v1/services/llm/instances/i-{i}"), proto)  # type: ignore[arg-type]
+            if proto.status != 200:
+                raise RuntimeError(f"registration {i} answered {proto.status}")
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+
+
+async def run(writes: int) -> None:
+    gc.set_threshold(100_000, 50, 1000)  # as the server sets it
+    app = RSGIApp(create_app(Settings(data_dir=tempfile.mkdtemp(prefix="swarm-inproc-"))))
+    loop = asyncio.get_running_loop()
+    await app._lifespan_event(loop, "startup", start=True)
+    warm = min(1000, writes // 10)
+    await register(app, range(warm))
+    gc.collect()
+    tracked = len(gc.get_objects())
+    wall, cpu = time.perf_counter(), time.process_time()
+    await register(app, range(warm, writes))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    measured = writes - warm
+    gc.collect()
+    per_instance = (len(gc.get_objects()) - tracked) / measured
+    pause = time.perf_counter()
+    gc.collect()
+    pause = time.perf_counter() - pause
+    await app._lifespan_event(loop, "shutdown")
+    print(f"{measured} registrations over RSGI in process, 64 callers, SQLite with fsync")
+    print(f"  {measured / wall:.0f}/s wall, {cpu / measured * 1e6:.1f} us CPU each (every thread of this process)")
+    print(f"  objects tracked by the garbage collector per registered instance: {per_instance:.1f}")
+    print(f"  a full collection with {writes} instances registered: {pause * 1000:.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--writes", type=int, default=100_000)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {int(SERVER_CPU)})  # the server's core, as in the other benchmarks
+    uvloop.run(run(args.writes))
+
+
+if __name__ == "__main__":
+    main()
