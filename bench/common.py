@@ -191,6 +191,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_cpu(pid: int, seconds: int, run: Callable[[], dict[str, float]]) -> Callable[[], dict[str, float]]:
+    """`run`, adding `cpu_us`: the CPU process `pid` used per request (every thread) while it ran."""
+
+    def measured() -> dict[str, float]:
+        before = cpu_seconds(pid)
+        result = run()
+        result["cpu_us"] = (cpu_seconds(pid) - before) / (result["rps"] * seconds) * 1e6
+        return result
+
+    return measured
+
+
 def metric(text: str, name: str) -> float:
     """The sum of every sample of `name` in a Prometheus text exposition."""
     return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))

@@ -16,7 +16,7 @@ from typing import Any
 
 from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
-from tests.server import free_port
+from tests.server import free_port, granian_worker
 
 from bench.common import SERVER_CPU, wait_until_serving
 
@@ -42,6 +42,9 @@ class Floor:
             stderr=subprocess.DEVNULL,
         )
         wait_until_serving(self.url, self.process, "the floor")
+
+    def worker_pid(self) -> int:
+        return granian_worker(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()

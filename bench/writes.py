@@ -14,7 +14,7 @@ import statistics
 
 import httpx
 
-from bench.common import Wrk, alternate, round_arguments, start_server
+from bench.common import Wrk, alternate, round_arguments, start_server, with_cpu
 from bench.floor import Floor
 
 # Every request registers a new id (ROUND is the round's number); the body is a typical GPU inference instance.
@@ -42,8 +42,12 @@ def main() -> None:
         results = alternate(
             args.rounds,
             {
-                "swarm": lambda: wrk.run(server.url, SCRIPT.replace("ROUND", str(next(rounds)))),
-                "floor": lambda: wrk.run(floor.url, SCRIPT),
+                "swarm": with_cpu(
+                    server.worker_pid(),
+                    args.seconds,
+                    lambda: wrk.run(server.url, SCRIPT.replace("ROUND", str(next(rounds)))),
+                ),
+                "floor": with_cpu(floor.worker_pid(), args.seconds, lambda: wrk.run(floor.url, SCRIPT)),
             },
         )
         metrics = httpx.get(f"{server.url}/metrics").text
@@ -61,12 +65,13 @@ def main() -> None:
         f"then the floor (granian + a bare RSGI app answering {{}}); each on core 0, wrk on core 1"
     )
     print(
-        f"{'round':8} {'swarm req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'floor req/s':>12} {'ratio':>6}"
+        f"{'round':8} {'swarm req/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}"
+        f" {'floor req/s':>12} {'CPU us/req':>11} {'ratio':>6}"
     )
     for n, (ours, bare) in enumerate(zip(results["swarm"], results["floor"], strict=True), 1):
         print(
-            f"{n:<8} {ours['rps']:>12.0f} {ours['p50_ms']:>12.2f} {ours['p99_ms']:>12.2f} {ours['non2xx']:>12.0f} "
-            f"{bare['rps']:>12.0f} {ours['rps'] / bare['rps']:>12.2f}"
+            f"{n:<8} {ours['rps']:>12.0f} {ours['p50_ms']:>8.2f} {ours['p99_ms']:>8.2f} {ours['non2xx']:>8.0f}"
+            f" {ours['cpu_us']:>11.1f} {bare['rps']:>12.0f} {bare['cpu_us']:>11.1f} {ours['rps'] / bare['rps']:>6.2f}"
         )
     median = statistics.median(r["rps"] for r in results["swarm"])
     print(f"acknowledged registrations/s, median of the rounds: {median:.0f} (target >= 10,000)")

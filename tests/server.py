@@ -14,6 +14,11 @@ import httpx
 from swarm_discovery.server import die_with_parent
 
 
+def granian_worker(pid: int) -> int:
+    """The worker process granian's main process `pid` runs (its one child)."""
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,8 +40,10 @@ class Server:
 
     def start(self) -> None:
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        pinned = ["taskset", "-c", self.cpus] if self.cpus is not None else []  # taskset execs: same pid
         self.process = subprocess.Popen(
             [
+                *pinned,
                 sys.executable,
                 "-m",
                 "swarm_discovery",
@@ -87,7 +94,6 @@ class Server:
         self.http.close()
 
     def worker_pid(self) -> int:
-        """The granian worker, which holds the registry (a child of the main process)."""
+        """The granian worker, which holds the registry."""
         assert self.process is not None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        return int(children[0])
+        return granian_worker(self.process.pid)
