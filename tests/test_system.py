@@ -54,29 +54,17 @@ def test_the_app_is_a_plain_asgi_callable(tmp_path: Path) -> None:
         async def lifespan_send(message: dict[str, Any]) -> None:
             await acknowledged.put(message["type"])
 
+        early = await asgi_request(app, "GET", "/v1/services")
         lifespan = asyncio.ensure_future(
             app({"type": "lifespan", "asgi": {"version": "3.0"}}, events.get, lifespan_send)
         )
         await events.put({"type": "lifespan.startup"})
         assert await acknowledged.get() == "lifespan.startup.complete"
-        answers = []
+        answers = [early]
         body = json.dumps({"address": "10.0.0.1", "port": 80}).encode()
-        for method, path in [
-            ("PUT", "/v1/services/a/instances/x"),
-            ("GET", "/v1/services/a"),
-            ("GET", "/v1/services/a"),
-        ]:
-            sent: list[dict[str, Any]] = []
-
-            async def receive(body: bytes = body) -> dict[str, Any]:
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
-                sent.append(message)
-
-            scope = {"type": "http", "method": method, "path": path, "query_string": b"", "headers": []}
-            await app(scope, receive, send)
-            answers.append((sent[0]["status"], sent[1]["body"]))
+        answers.append(await asgi_request(app, "PUT", "/v1/services/a/instances/x", body))
+        answers.append(await asgi_request(app, "GET", "/v1/services/a"))
+        answers.append(await asgi_request(app, "GET", "/v1/services/a"))
         assert app.cached("/v1/services/a", "") is not None  # so the second GET was answered from the cache
         answers.append(await watch_until_first_event(app))
         await events.put({"type": "lifespan.shutdown"})
@@ -84,10 +72,25 @@ def test_the_app_is_a_plain_asgi_callable(tmp_path: Path) -> None:
         await lifespan
         return answers
 
-    (put_status, _), (first, listing), (second, cached), (watch_status, snapshot) = asyncio.run(scenario())
+    early, (put_status, _), (first, listing), (second, cached), (watch_status, snapshot) = asyncio.run(scenario())
+    assert early[0] == 503 and b"starting" in early[1]  # before the lifespan has started the registry
     assert put_status == first == second == watch_status == 200
     assert json.loads(listing)[0]["id"] == "x" and cached == listing
     assert snapshot.startswith(b"id: 1\nevent: snapshot\ndata: [") and b'"id":"x"' in snapshot
+
+
+async def asgi_request(app: Any, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    """One request over ASGI: its status and body."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": method, "path": path, "query_string": b"", "headers": []}, receive, send)
+    return sent[0]["status"], sent[1]["body"]
 
 
 async def watch_until_first_event(app: Any) -> tuple[int, bytes]:
