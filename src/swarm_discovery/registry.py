@@ -49,8 +49,8 @@ from .store import Change, Store
 from .store.commit import GroupCommitter
 
 CATALOG = "catalog"
-T = TypeVar("T")
 NODES = "nodes"
+T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
@@ -262,7 +262,8 @@ class Registry:
         if old is not None:
             self._unlink_node(old)
             self.health.untrack(owner, old.checks)
-        entry = _Instance(record, self.health.track(owner, spec.checks), spec.metrics, now or self._clock())
+        now = self._clock() if now is None else now
+        entry = _Instance(record, self.health.track(owner, spec.checks), spec.metrics, now)
         self._services.setdefault(service, {})[iid] = entry
         if spec.node:
             counts = self._node_services.setdefault(spec.node, {})

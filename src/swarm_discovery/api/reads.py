@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from ..telemetry import WATCHERS
 from .cache import Answer, ResponseCache
-from .call import Call, Reply, json_reply
+from .call import Call, Reply
 from .inputs import integer, wait_seconds
 
 
@@ -35,7 +35,7 @@ async def read(call: Call, topic: str, render: Callable[[], bytes]) -> Reply:
     if answer is None:
         answer = Answer(topic, registry.topic_index(topic), render(), call.route)
         cache.put(key, answer)
-    return json_reply(answer.body, answer.index)
+    return Reply(answer.body, headers=answer.headers)  # the headers the cached answer already holds
 
 
 def json_array(items: list[bytes]) -> bytes:
