@@ -26,7 +26,7 @@ from tests.server import free_port
 
 from bench.common import SERVER_CPU, start_server
 from swarm_discovery import Client
-from swarm_discovery.balancer import Balancer
+from swarm_discovery.sdk.balancer import Balancer
 
 FAST = 0.010
 CONCURRENCY = 16

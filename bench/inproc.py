@@ -25,8 +25,8 @@ import time
 import uvloop
 
 from bench.common import SERVER_CPU
-from swarm_discovery.api.app import Settings, create_app
-from swarm_discovery.api.rsgi import RSGIApp
+from swarm_discovery.fronts.http.app import Settings, create_app
+from swarm_discovery.fronts.http.rsgi import RSGIApp
 
 BODY = (
     b'{"address":"10.8.0.7","port":8000,"version":"1.4.2","tags":["vllm"],'

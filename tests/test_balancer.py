@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from swarm_discovery import AsyncClient, Client
-from swarm_discovery.balancer import Balancer
+from swarm_discovery.sdk.balancer import Balancer
 from tests.backends import HttpBackend
 from tests.conftest import Server
 from tests.helpers import ids, put, unique

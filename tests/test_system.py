@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from swarm_discovery.api.app import Settings, create_app
+from swarm_discovery.fronts.http.app import Settings, create_app
 from tests.conftest import Server
 from tests.helpers import put, unique
 

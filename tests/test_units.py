@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from swarm_discovery.api.dispatch import Found, RouteTable, WrongMethod
-from swarm_discovery.api.routes import ENDPOINTS
 from swarm_discovery.durations import parse_duration
 from swarm_discovery.errors import BadRequest
+from swarm_discovery.fronts.http.dispatch import Found, RouteTable, WrongMethod
+from swarm_discovery.fronts.http.routes import ENDPOINTS
 from swarm_discovery.health.deadlines import Deadlines
 from swarm_discovery.locality import Near, distance_km, parse_near, sort_near
 from swarm_discovery.records import Location

@@ -9,7 +9,7 @@ __all__ = ["AsyncClient", "Client", "__version__"]
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
     # The SDK pulls in httpx; the server does not need it loaded.
     if name in ("Client", "AsyncClient"):
-        from . import client
+        from .sdk import client
 
         return getattr(client, name)
     raise AttributeError(name)

@@ -11,8 +11,8 @@ import sys
 from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
 
-from .api.app import Settings, create_app
-from .api.rsgi import RSGIApp
+from .fronts.http.app import Settings, create_app
+from .fronts.http.rsgi import RSGIApp
 from .health.protection import ExpirySettings
 
 _PR_SET_PDEATHSIG = 1

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..client import Client
+from ..sdk.client import Client
 from ..durations import parse_duration
 from ..errors import ApiError, BadRequest
 from ..records import InstanceView

@@ -17,9 +17,8 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from .balancer import AsyncBalancer, Balancer
-from .errors import ApiError, Unreachable
-from .records import (
+from ..errors import ApiError, Unreachable
+from ..records import (
     CheckState,
     InstanceSpec,
     InstanceView,
@@ -30,6 +29,7 @@ from .records import (
     ServerInfo,
     ServiceSummary,
 )
+from .balancer import AsyncBalancer, Balancer
 
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 T = TypeVar("T")

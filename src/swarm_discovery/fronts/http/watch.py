@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from ..errors import BadRequest
-from ..registry import Published, Registry, service_topic
-from ..selector import Selector, compile_selector
-from ..telemetry import WATCHERS
+from ...core.registry import Published, Registry, service_topic
+from ...errors import BadRequest
+from ...selector import Selector, compile_selector
+from ...telemetry import WATCHERS
 from .call import Call, Stream
 from .inputs import flag, name
 from .reads import json_array

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-from ..telemetry import WATCHERS
+from ...telemetry import WATCHERS
 from .cache import Answer, ResponseCache
 from .call import Call, Reply
 from .inputs import integer, wait_seconds

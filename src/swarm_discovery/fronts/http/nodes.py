@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-from ..errors import BadRequest
-from ..records import NodeSpec
-from ..registry import NODES
-from ..selector import compile_selector
+from ...core.registry import NODES
+from ...errors import BadRequest
+from ...records import NodeSpec
+from ...selector import compile_selector
 from .call import Call, Reply, json_reply
 from .inputs import decode, name
 from .reads import read

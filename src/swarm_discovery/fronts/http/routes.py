@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from ..records import (
+from ...records import (
     CheckState,
     ErrorBody,
     Heartbeat,

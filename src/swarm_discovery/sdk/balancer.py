@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
-from .balance import STRATEGIES, Endpoint, PickRequest, Pool
-from .balance.budget import RetryBudget
-from .balance.outliers import OutlierDetector, OutlierSettings
-from .errors import ApiError, SwarmError
-from .records import HEALTHY, InstanceView, Report
+from ..balance import STRATEGIES, Endpoint, PickRequest, Pool
+from ..balance.budget import RetryBudget
+from ..balance.outliers import OutlierDetector, OutlierSettings
+from ..errors import ApiError, SwarmError
+from ..records import HEALTHY, InstanceView, Report
 
 if TYPE_CHECKING:
     from .client import AsyncClient, Client

@@ -1,15 +1,15 @@
 """Encoded answers, cached until the change index of what they cover moves.
 
 A read stores its encoded answer under its path and query together with its topic and the
-topic's index; `api.front.Front` serves a current one before any routing or parsing.
+topic's index; `fronts.http.front.Front` serves a current one before any routing or parsing.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..registry import Registry
-from ..telemetry import REQUESTS
+from ...core.registry import Registry
+from ...telemetry import REQUESTS
 from .call import asgi_headers, json_reply
 
 CACHE_SIZE = 4096

@@ -18,14 +18,13 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .balance.outliers import OutlierDetector, OutlierSettings
-from .changes import ChangeLog, Event
-from .errors import BadRequest, NotFound
-from .health.check import CheckRuntime, worst
-from .health.monitor import HealthMonitor, Owner
-from .health.protection import ExpiryGuard, ExpirySettings
-from .locality import Near, sort_near
-from .records import (
+from ..balance.outliers import OutlierDetector, OutlierSettings
+from ..errors import BadRequest, NotFound
+from ..health.check import CheckRuntime, worst
+from ..health.monitor import HealthMonitor, Owner
+from ..health.protection import ExpiryGuard, ExpirySettings
+from ..locality import Near, sort_near
+from ..records import (
     HEALTHY,
     CheckState,
     Ejection,
@@ -44,9 +43,10 @@ from .records import (
     validate_capabilities,
     validate_checks,
 )
-from .selector import Bindings, Selector
-from .store import Change, Store
-from .store.commit import GroupCommitter
+from ..selector import Bindings, Selector
+from ..store import Change, Store
+from ..store.commit import GroupCommitter
+from .changes import ChangeLog, Event
 
 CATALOG = "catalog"
 NODES = "nodes"

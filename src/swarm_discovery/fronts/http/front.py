@@ -17,8 +17,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from ..errors import BadRequest, SwarmError
-from ..telemetry import REQUESTS
+from ...errors import BadRequest, SwarmError
+from ...telemetry import REQUESTS
 from .cache import Answer
 from .call import Call, Reply, Stream, asgi_headers, collect, error_reply
 from .context import Context

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-from ..locality import parse_near
-from ..records import Heartbeat, InstanceSpec, MaintenanceRequest, Reports
-from ..registry import CATALOG, service_topic
-from ..selector import compile_selector
+from ...core.registry import CATALOG, service_topic
+from ...locality import parse_near
+from ...records import Heartbeat, InstanceSpec, MaintenanceRequest, Reports
+from ...selector import compile_selector
 from .call import Call, Reply, json_reply
 from .inputs import decode, flag, integer, name
 from .reads import json_array, read

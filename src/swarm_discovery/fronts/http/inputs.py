@@ -7,9 +7,9 @@ from typing import TypeVar
 
 import msgspec
 
-from ..durations import parse_duration
-from ..errors import BadRequest
-from ..records import ID_PATTERN
+from ...durations import parse_duration
+from ...errors import BadRequest
+from ...records import ID_PATTERN
 from .call import Call
 
 MAX_WAIT = 600.0

@@ -3,7 +3,7 @@
 A path is split on "/" and compared, segment by segment, with the few templates that have as many
 segments: a dict lookup and a handful of string comparisons. Starlette's router tries a regex per
 route and wraps each call in two layers of exception middleware; together they cost about half
-of a registration's in-process time, so `api.front.Front` dispatches with this table instead.
+of a registration's in-process time, so `fronts.http.front.Front` dispatches with this table instead.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__
-from ..records import ServerInfo
-from ..telemetry import INDEX, INSTANCES, NODES, REGISTRY, WATCHERS
+from ... import __version__
+from ...records import ServerInfo
+from ...telemetry import INDEX, INSTANCES, NODES, REGISTRY, WATCHERS
 from .call import Call, Reply, json_reply
 
 _encode = msgspec.json.Encoder().encode

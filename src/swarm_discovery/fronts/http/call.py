@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import msgspec
 from starlette.datastructures import QueryParams
 
-from ..errors import PayloadTooLarge
-from ..records import ErrorBody
+from ...errors import PayloadTooLarge
+from ...records import ErrorBody
 
 if TYPE_CHECKING:
     from .context import Context

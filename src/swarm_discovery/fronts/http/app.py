@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 import msgspec
 from starlette.applications import Starlette
 
-from .. import __version__
-from ..balance.outliers import OutlierSettings
-from ..durations import parse_duration
-from ..health.protection import ExpirySettings
-from ..registry import Registry
-from ..store import open_store
+from ... import __version__
+from ...balance.outliers import OutlierSettings
+from ...core.registry import Registry
+from ...durations import parse_duration
+from ...health.protection import ExpirySettings
+from ...store import open_store
 from .cache import ResponseCache
 from .context import Context
 from .dispatch import RouteTable

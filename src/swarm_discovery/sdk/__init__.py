@@ -1,0 +1,1 @@
+"""The Python SDK: `Client`, `AsyncClient` and the balancer they make."""
