@@ -3,6 +3,7 @@
 SwarmError
 ├── BadRequest      400: the input is wrong; the message names the field
 ├── NotFound        404
+├── Conflict        409: the record kept changing under a write; nothing was written
 ├── PayloadTooLarge 413
 ├── StoreError      503: the durable store failed; nothing was acknowledged
 └── ApiError        what the SDK raises for an error answer; carries the server's status
@@ -26,6 +27,10 @@ class BadRequest(SwarmError):
 
 class NotFound(SwarmError):
     status_code = 404
+
+
+class Conflict(SwarmError):
+    status_code = 409
 
 
 class PayloadTooLarge(SwarmError):

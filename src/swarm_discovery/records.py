@@ -237,19 +237,18 @@ class ErrorBody(View, kw_only=True):
 
 
 # --- stored records: what must survive a restart ---------------------------------------------
+# The store numbers every change itself (its revision), so no index is stored inside a record.
 
 
 class InstanceRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     spec: InstanceSpec
     registered_at: float
     maintenance: Maintenance | None = None
-    index: int
 
 
 class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     spec: NodeSpec
     registered_at: float
-    index: int
 
 
 def validate_checks(checks: list[CheckSpec]) -> None:

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..sdk.client import Client
 from ..durations import parse_duration
 from ..errors import ApiError, BadRequest
 from ..records import InstanceView
+from ..sdk.client import Client
 
 app = typer.Typer(
     help="Swarm Service Discovery: register GPU, storage and inference services; find them by capability.",

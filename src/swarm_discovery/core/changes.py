@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import msgspec
 
-if TYPE_CHECKING:
-    from .registry import Published
+from .published import Published
 
 HISTORY_SIZE = 50_000
 
@@ -34,11 +32,22 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     state: Published | None
 
 
+class _Waiting:
+    """Everyone blocked on one topic: one future, dropped when the last of them leaves."""
+
+    __slots__ = ("count", "future")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.count = 0
+
+
 class ChangeLog:
     def __init__(self, history_size: int = HISTORY_SIZE) -> None:
         self.index = 0
         self._topics: dict[str, int] = {}
-        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._waiters: dict[str, _Waiting] = {}
+        self.closed = False
         self._history: deque[Event] = deque(maxlen=history_size)
         self._floor = 0  # the history holds every event after this index
 
@@ -52,25 +61,42 @@ class ChangeLog:
         self.index += 1
         return self.index
 
+    def advance(self, at_least: int) -> int:
+        """The next index, but no lower than `at_least` (a store revision: with no live changes
+        in between, the index is the store's revision)."""
+        self.index = max(self.index + 1, at_least)
+        return self.index
+
     def topic(self, name: str) -> int:
         return self._topics.get(name, 0)
 
     def touch(self, topics: Iterable[str], index: int) -> None:
         for topic in topics:
             self._topics[topic] = index
-            waiter = self._waiters.pop(topic, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            waiting = self._waiters.pop(topic, None)
+            if waiting is not None and not waiting.future.done():
+                waiting.future.set_result(None)
 
     async def wait(self, topic: str, index: int, timeout: float) -> None:
-        """Return once `topic` moves away from `index` (forwards, or back after a restart), or at timeout."""
-        if self.topic(topic) != index:
+        """Return once `topic` moves away from `index` (forwards, or back after a restart), at
+        timeout, or when the log closes (the server is stopping)."""
+        if self.closed or self.topic(topic) != index:
             return
-        waiter = self._waiters.get(topic)
-        if waiter is None:
-            waiter = self._waiters[topic] = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        waiting = self._waiters.get(topic)
+        if waiting is None:
+            waiting = self._waiters[topic] = _Waiting(asyncio.get_running_loop().create_future())
+        waiting.count += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiting.future), timeout)
+        finally:
+            waiting.count -= 1
+            if not waiting.count and self._waiters.get(topic) is waiting:
+                del self._waiters[topic]  # nobody waits on it any more: a topic never touched leaves nothing
+
+    @property
+    def waiting_topics(self) -> int:
+        return len(self._waiters)
 
     def record(self, event: Event) -> None:
         if len(self._history) == self._history.maxlen:
@@ -90,5 +116,9 @@ class ChangeLog:
         return events
 
     def close(self) -> None:
-        for waiter in self._waiters.values():
-            waiter.cancel()
+        """Wake every waiter for good: blocking queries answer and streams end."""
+        self.closed = True
+        for waiting in self._waiters.values():
+            if not waiting.future.done():
+                waiting.future.set_result(None)
+        self._waiters.clear()

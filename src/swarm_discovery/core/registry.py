@@ -1,31 +1,37 @@
 """The in-memory truth: records, health state, and every write.
 
-Every write goes through the registry. Durable writes (registrations, deregistrations,
-maintenance, nodes) go to the store through one group commit and are applied here only once
-committed; live state (heartbeat metrics, check status, kept by the `HealthMonitor`, and
-ejections from clients' reports) changes in memory alone and starts afresh after a restart.
-Every change, durable or not, takes the next change index from the `ChangeLog`, which wakes
-whoever waits on what it touched and keeps the history that watch streams resume from.
+Durable writes (registrations, deregistrations, maintenance, nodes) are transactions on the store,
+each built from the current record and conditional on its revision being the one it was built
+from: a write that raced another is rebuilt from what the other left and tried again, so nothing
+acknowledged is overwritten unseen. The registry applies durable changes only as they come back
+from the store's change feed, wherever they were written, and acknowledges a write once it is
+applied here, so a client reads its own writes.
+
+Live state (heartbeats and metrics, check results, ejections from clients' reports) has its own
+lane: it changes memory at once, never waits behind a disk commit, and starts afresh after a
+restart. Every change, durable or live, takes the next change index from the `ChangeLog`, which
+wakes whoever waits on what it touched and keeps the history watch streams resume from.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import logging
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
 from ..balance.outliers import OutlierDetector, OutlierSettings
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Conflict, NotFound
 from ..health.check import CheckRuntime, worst
 from ..health.monitor import HealthMonitor, Owner
 from ..health.protection import ExpiryGuard, ExpirySettings
 from ..locality import Near, sort_near
 from ..records import (
-    HEALTHY,
     CheckState,
     Ejection,
     Heartbeat,
@@ -44,93 +50,37 @@ from ..records import (
     validate_checks,
 )
 from ..selector import Bindings, Selector
-from ..store import Change, Store
-from ..store.commit import GroupCommitter
+from ..store import Compacted, Compare, Delete, Put, Snapshot, Store, StoreEvent, WatchBatch
 from .changes import ChangeLog, Event
+from .published import Published, plain
 
 CATALOG = "catalog"
 NODES = "nodes"
-T = TypeVar("T")
+WRITE_ATTEMPTS = 32  # a write rebuilt this often without landing answers 409
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
-
-
-_DEFAULTS: dict[type, dict[str, Any]] = {}
-
-
-def _plain(view: msgspec.Struct) -> dict[str, Any]:
-    """What selectors see: top-level fields with their defaults, so `instance.tags` exists when empty.
-
-    The encoding leaves defaults out; they are filled in from one shared, read-only dict per type.
-    """
-    kind = type(view)
-    defaults = _DEFAULTS.get(kind)
-    if defaults is None:
-        defaults = _DEFAULTS[kind] = {
-            f.encode_name: msgspec.to_builtins(f.default_factory() if f.default is msgspec.NODEFAULT else f.default)
-            for f in msgspec.structs.fields(kind)
-            if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT
-        }
-    plain = {**defaults, **msgspec.to_builtins(view)}
-    plain["check_states"] = list(plain["check_states"])  # CEL reads lists, not tuples
-    return plain
+log = logging.getLogger("swarm.registry")
 
 
 def service_topic(service: str) -> str:
     return f"service/{service}"
 
 
-MEMO_SELECTORS = 8
+def instance_key(service: str, iid: str) -> str:
+    return f"instances/{service}/{iid}"
 
 
-class Published(msgspec.Struct, gc=False):
-    """One immutable version of an instance as readers see it.
-
-    Its encodings and selector results are made on first use and kept: the next version is a new
-    object, so nothing here goes stale, and a query repeated after an unrelated change evaluates
-    its selector only on the instances that changed. Like the records, it holds no reference
-    cycle, so the garbage collector need not track it (there is one per instance).
-    """
-
-    view: InstanceView
-    node: dict[str, Any]
-    healthy: bool
-    _json: bytes | None = None
-    _bindings: Bindings | None = None
-    _matches: dict[str, bool] = {}
-
-    @classmethod
-    def of(cls, view: InstanceView, node: dict[str, Any]) -> Published:
-        return cls(view, node, view.status in HEALTHY and view.ejected is None)
-
-    @property
-    def json(self) -> bytes:
-        if self._json is None:
-            self._json = _encode(self.view)
-        return self._json
-
-    @property
-    def bindings(self) -> Bindings:
-        if self._bindings is None:
-            self._bindings = Bindings(_plain(self.view), self.node)
-        return self._bindings
-
-    def matches(self, selector: Selector) -> bool:
-        memo = self._matches
-        found = memo.get(selector.source)
-        if found is None:
-            found = selector.matches(self.bindings)
-            if len(memo) >= MEMO_SELECTORS:  # start over: cheaper than finding the oldest, on 10,000 records
-                memo.clear()
-            memo[selector.source] = found
-        return found
+def node_key(nid: str) -> str:
+    return f"nodes/{nid}"
 
 
 class _Instance(msgspec.Struct, gc=False):
     """An instance's current record, live state and published version; untracked, like Published."""
 
     record: InstanceRecord
+    revision: int  # the store's mod revision of the record: what a conditional write compares
+    index: int  # the change index at which the record was applied
     checks: tuple[CheckRuntime, ...]
     metrics: dict[str, float]
     updated_at: float
@@ -145,10 +95,12 @@ class _Instance(msgspec.Struct, gc=False):
 
 
 class _Node:
-    __slots__ = ("checks", "data", "record", "updated_at", "view")
+    __slots__ = ("checks", "data", "index", "record", "revision", "updated_at", "view")
 
-    def __init__(self, record: NodeRecord, checks: tuple[CheckRuntime, ...], now: float) -> None:
+    def __init__(self, record: NodeRecord, revision: int, index: int, checks: tuple[CheckRuntime, ...], now: float):
         self.record = record
+        self.revision = revision
+        self.index = index
         self.checks = checks
         self.updated_at = now
         self.republish()
@@ -162,11 +114,26 @@ class _Node:
             **msgspec.structs.asdict(record.spec),
             status=self.status(),  # type: ignore[arg-type]
             check_states=tuple(c.state() for c in self.checks),
-            index=record.index,
+            index=self.index,
             registered_at=record.registered_at,
             updated_at=self.updated_at,
         )
-        self.data = _plain(self.view)
+        self.data = plain(self.view)
+
+
+class _Local:
+    """A value this server encoded for the store, with what it was made from and what became of it.
+
+    The feed hands back the very bytes object, so the apply step need not decode it again, and
+    the writer learns the version it created even if a later write has replaced it since.
+    """
+
+    __slots__ = ("record", "result", "value")
+
+    def __init__(self, value: bytes, record: Any) -> None:
+        self.value = value
+        self.record = record
+        self.result: Any = None
 
 
 def _instance_owner(service: str, iid: str) -> Owner:
@@ -187,35 +154,101 @@ class Registry:
         self._services: dict[str, dict[str, _Instance]] = {}
         self._nodes: dict[str, _Node] = {}
         self._node_services: dict[str, dict[str, int]] = {}  # node id -> service -> instance count
-        self._committer = GroupCommitter(store, lambda: self.changes.index)
         self.health = HealthMonitor(self._health_changed, self._critical_too_long, guard=ExpiryGuard(expiry))
-        self._background: set[asyncio.Future[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
         self._outlier_settings = outliers or OutlierSettings()
         self._outliers: dict[str, OutlierDetector] = {}  # per service: "at most half ejected" is per pool
+        self._applied = 0  # the store revision applied so far
+        self._catching_up: list[tuple[int, int, asyncio.Future[None]]] = []  # (revision, seq, future) heap
+        self._seq = itertools.count()
+        self._local: dict[int, _Local] = {}  # id(value) -> what this server wrote, until applied
+        self._follow: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        snapshot = await self.store.load()
-        now = self._clock()
-        instances = []
-        for key, value in snapshot.items:
-            if key.startswith("nodes/"):
-                node = _decode_node(value)
-                self._put_node(node, now)
-            else:
-                instances.append(_decode_instance(value))
-        for record in instances:
-            self._put_instance(record, record.index, now)
-        records = [r.index for r in instances] + [n.record.index for n in self._nodes.values()]
-        self.changes.restart_at(max([snapshot.revision, *records]))
+        snapshot = await self.store.open()
+        self.changes.restart_at(snapshot.revision)
+        self._load(snapshot)
         self.health.start()
+        self._follow = asyncio.get_running_loop().create_task(self._follow_store(snapshot.revision + 1))
+
+    def _load(self, snapshot: Snapshot) -> None:
+        now = self._clock()
+        events = [StoreEvent(kv.key, kv.value, kv.mod_revision, kv.lease) for kv in snapshot.items]
+        nodes = [e for e in events if e.key.startswith("nodes/")]
+        instances = [e for e in events if not e.key.startswith("nodes/")]
+        for event in nodes + instances:  # instances read their node's data when published
+            self._apply_event(event, event.revision, now)
+        self._applied = snapshot.revision
+
+    async def _follow_store(self, revision: int) -> None:
+        """Apply every committed change, from here or elsewhere, as the store's feed brings it."""
+        while True:
+            try:
+                async for batch in self.store.watch(revision):
+                    self._apply(batch)
+                    revision = batch.revision + 1
+                return  # the store closed its feed: it is shutting down
+            except Compacted as exc:
+                log.warning("the store's feed moved on (%s); reloading everything", exc)
+                snapshot = await self.store.snapshot()
+                self._resync(snapshot)
+                revision = snapshot.revision + 1
+
+    def _apply(self, batch: WatchBatch) -> None:
+        now = self._clock()
+        revision, index = 0, self.changes.index
+        for event in batch.events:
+            if event.revision != revision:  # one change index per store revision
+                revision, index = event.revision, self.changes.advance(event.revision)
+            self._apply_event(event, index, now)
+        self._caught_up_to(batch.revision)
+
+    def _resync(self, snapshot: Snapshot) -> None:
+        """Make memory equal a fresh snapshot: apply what differs, drop what is gone."""
+        index, now = self.changes.advance(snapshot.revision), self._clock()
+        current = {kv.key: kv for kv in snapshot.items}
+        known = {instance_key(s, i): e.revision for s, entries in self._services.items() for i, e in entries.items()}
+        known.update({node_key(n): node.revision for n, node in self._nodes.items()})
+        for key in known.keys() - current.keys():
+            self._apply_event(StoreEvent(key, None, snapshot.revision), index, now)
+        for key, kv in current.items():
+            if known.get(key) != kv.mod_revision:
+                self._apply_event(StoreEvent(key, kv.value, kv.mod_revision, kv.lease), index, now)
+        self._caught_up_to(snapshot.revision)
+
+    def _caught_up_to(self, revision: int) -> None:
+        self._applied = max(self._applied, revision)
+        waiting = self._catching_up
+        while waiting and waiting[0][0] <= self._applied:
+            future = heapq.heappop(waiting)[2]
+            if not future.done():
+                future.set_result(None)
+
+    def _caught_up(self, revision: int) -> asyncio.Future[None]:
+        """Done once everything up to `revision` is applied here."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if revision <= self._applied:
+            future.set_result(None)
+        else:
+            heapq.heappush(self._catching_up, (revision, next(self._seq), future))
+        return future
 
     async def stop(self) -> None:
-        await self._committer.drain()
+        for timer in self._timers:
+            timer.cancel()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.health.stop()
         self.changes.close()
-        await self.store.close()
+        await self.store.close()  # ends the feed once what was committed has been handed over
+        if self._follow is not None:
+            await asyncio.gather(self._follow, return_exceptions=True)
+        for _, _, future in self._catching_up:
+            future.cancel()
 
     # --- the change index: see changes.py -----------------------------------------------------
 
@@ -232,6 +265,63 @@ class Registry:
     def history_since(self, index: int) -> list[Event] | None:
         return self.changes.since(index)
 
+    # --- durable writes ----------------------------------------------------------------------
+
+    async def _write(self, key: str, build: Callable[[], tuple[int, _Local | None]]) -> _Local | None:
+        """Commit what `build` makes of the current state, if that state is still current.
+
+        `build` returns the mod revision it read and the value to put (None deletes), or raises
+        (NotFound, BadRequest) when the current state allows no write. When another write got
+        there first, memory catches up with it and `build` runs again on what it left.
+        """
+        for _ in range(WRITE_ATTEMPTS):
+            revision, local = build()
+            op = Put(key, local.value) if local is not None else Delete(key)
+            if local is not None:
+                self._local[id(local.value)] = local
+            try:
+                result = await self.store.txn([Compare(key, revision)], [op])
+            except BaseException:
+                self._forget_local(local)
+                raise
+            if not result.succeeded:
+                self._forget_local(local)
+            await self._caught_up(result.revision)
+            if result.succeeded:
+                return local
+        raise Conflict(f"{key}: changed by other writes {WRITE_ATTEMPTS} times while this one was tried; try again")
+
+    def _forget_local(self, local: _Local | None) -> None:
+        if local is not None and self._local.get(id(local.value)) is local:
+            del self._local[id(local.value)]
+
+    def _take_local(self, value: bytes, decode: Callable[[bytes], Any]) -> tuple[Any, _Local | None]:
+        # Keyed by identity: while a _Local holds its value, no other live bytes object has its id.
+        local = self._local.pop(id(value), None)
+        return (local.record, local) if local is not None else (decode(value), None)
+
+    def _apply_event(self, event: StoreEvent, index: int, now: float) -> None:
+        kind, _, rest = event.key.partition("/")
+        if kind == "instances":
+            service, _, iid = rest.partition("/")
+            if event.value is None:
+                self._drop_instance(service, iid, index)
+                return
+            record, local = self._take_local(event.value, _decode_instance)
+            entry = self._put_instance(record, event.revision, index, now)
+            if local is not None:
+                local.result = entry.published
+        elif kind == "nodes":
+            if event.value is None:
+                self._drop_node(rest, index)
+                return
+            record, local = self._take_local(event.value, _decode_node)
+            node = self._put_node(record, event.revision, index, now)
+            if local is not None:
+                local.result = node.view
+        else:
+            log.warning("ignoring unknown key %r in the store", event.key)
+
     # --- instances: writes -----------------------------------------------------------------
 
     def _publish(self, entry: _Instance, index: int) -> None:
@@ -245,7 +335,7 @@ class Registry:
             check_states=tuple(c.state() for c in entry.checks),
             maintenance=record.maintenance,
             ejected=self._ejection(spec.service or "", spec.id or ""),
-            index=record.index,
+            index=entry.index,
             registered_at=record.registered_at,
             updated_at=entry.updated_at,
         )
@@ -254,22 +344,40 @@ class Registry:
         self.changes.record(Event(index, service, spec.id or "", entry.published))
         self.changes.touch((CATALOG, service_topic(service)), index)
 
-    def _put_instance(self, record: InstanceRecord, publish_index: int, now: float | None = None) -> _Instance:
+    def _put_instance(self, record: InstanceRecord, revision: int, index: int, now: float) -> _Instance:
         spec = record.spec
         service, iid = spec.service or "", spec.id or ""
         owner = _instance_owner(service, iid)
         old = self._services.get(service, {}).get(iid)
         if old is not None:
             self._unlink_node(old)
-            self.health.untrack(owner, old.checks)
-        now = self._clock() if now is None else now
-        entry = _Instance(record, self.health.track(owner, spec.checks), spec.metrics, now)
+        if old is not None and old.record.spec.checks == spec.checks:
+            checks = old.checks  # the same checks: their state (a passing probe, a running TTL) stands
+        else:
+            if old is not None:
+                self.health.untrack(owner, old.checks)
+            checks = self.health.track(owner, spec.checks)
+        metrics = old.metrics if old is not None and not spec.metrics else spec.metrics
+        entry = _Instance(record, revision, index, checks, metrics, now)
         self._services.setdefault(service, {})[iid] = entry
         if spec.node:
             counts = self._node_services.setdefault(spec.node, {})
             counts[service] = counts.get(service, 0) + 1
-        self._publish(entry, publish_index)
+        self._publish(entry, index)
         return entry
+
+    def _drop_instance(self, service: str, iid: str, index: int) -> None:
+        entry = self._services.get(service, {}).pop(iid, None)
+        if entry is None:
+            return
+        if not self._services[service]:
+            del self._services[service]
+        self._unlink_node(entry)
+        self.health.untrack(_instance_owner(service, iid), entry.checks)
+        if service in self._outliers:
+            self._outliers[service].forget(iid)
+        self.changes.record(Event(index, service, iid, None))
+        self.changes.touch((CATALOG, service_topic(service)), index)
 
     def _unlink_node(self, entry: _Instance) -> None:
         spec = entry.record.spec
@@ -288,15 +396,6 @@ class Registry:
             raise NotFound(f"instance {iid!r} of service {service!r} is not registered")
         return entry
 
-    def _write(
-        self, apply: Callable[[int], T], key: str | None = None, value: bytes | None = None, index: int | None = None
-    ) -> asyncio.Future[T]:
-        """Apply a change in index order: after its durable commit when it has a key, else after
-        the writes submitted before it. The future has what `apply` returned once it is applied."""
-        index = index or self.changes.next()
-        change = Change(key, value, index) if key is not None else None
-        return self._committer.submit(change, partial(apply, index))
-
     async def register(self, service: str, iid: str, spec: InstanceSpec) -> Published:
         if spec.service not in (None, service):
             raise BadRequest(f"service: body says {spec.service!r} but the path says {service!r}")
@@ -305,68 +404,50 @@ class Registry:
         validate_checks(spec.checks)
         validate_capabilities(spec.capabilities)
         spec = msgspec.structs.replace(spec, service=service, id=iid)
-        now = self._clock()
-        old = self._services.get(service, {}).get(iid)
-        record = InstanceRecord(
-            spec=spec,
-            registered_at=old.record.registered_at if old else now,
-            maintenance=old.record.maintenance if old else None,
-            index=self.changes.next(),
-        )
-        entry = await self._write(
-            partial(self._put_instance, record), f"instances/{service}/{iid}", _encode(record), record.index
-        )
-        return entry.published
+
+        def build() -> tuple[int, _Local]:
+            old = self._services.get(service, {}).get(iid)
+            record = InstanceRecord(
+                spec=spec,
+                registered_at=old.record.registered_at if old else self._clock(),
+                maintenance=old.record.maintenance if old else None,
+            )
+            return (old.revision if old else 0), _Local(_encode(record), record)
+
+        local = await self._write(instance_key(service, iid), build)
+        assert local is not None
+        return local.result  # type: ignore[no-any-return]
 
     async def deregister(self, service: str, iid: str) -> None:
-        self._entry(service, iid)
+        def build() -> tuple[int, None]:
+            return self._entry(service, iid).revision, None
 
-        def apply(index: int) -> None:
-            entry = self._services.get(service, {}).pop(iid, None)
-            if entry is None:
-                return
-            if not self._services[service]:
-                del self._services[service]
-            self._unlink_node(entry)
-            self.health.untrack(_instance_owner(service, iid), entry.checks)
-            if service in self._outliers:
-                self._outliers[service].forget(iid)
-            self.changes.record(Event(index, service, iid, None))
-            self.changes.touch((CATALOG, service_topic(service)), index)
-
-        await self._write(apply, f"instances/{service}/{iid}")
+        await self._write(instance_key(service, iid), build)
 
     async def set_maintenance(self, service: str, iid: str, enable: bool, reason: str) -> Published:
-        entry = self._entry(service, iid)
         maintenance = Maintenance(reason=reason, since=self._clock()) if enable else None
-        record = msgspec.structs.replace(entry.record, maintenance=maintenance, index=self.changes.next())
 
-        def apply(index: int) -> None:
-            current = self._services.get(service, {}).get(iid)
-            if current is not None:
-                current.record = msgspec.structs.replace(current.record, maintenance=maintenance, index=index)
-                self._republish(service, iid, index)
+        def build() -> tuple[int, _Local]:
+            entry = self._entry(service, iid)
+            record = msgspec.structs.replace(entry.record, maintenance=maintenance)
+            return entry.revision, _Local(_encode(record), record)
 
-        await self._write(apply, f"instances/{service}/{iid}", _encode(record), record.index)
-        return self._entry(service, iid).published
+        local = await self._write(instance_key(service, iid), build)
+        assert local is not None
+        return local.result  # type: ignore[no-any-return]
 
-    async def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> Published:
+    # --- live state: applied at once, never behind a commit ----------------------------------
+
+    def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> Published:
         """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart."""
-        self._entry(service, iid)
-
-        def apply(index: int) -> None:
-            entry = self._services.get(service, {}).get(iid)
-            if entry is None:
-                return
-            if beat.metrics is not None:
-                entry.metrics = beat.metrics
-            owner = _instance_owner(service, iid)
-            self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "")
-            entry.updated_at = self._clock()
-            self._publish(entry, index)
-
-        await self._write(apply)
-        return self._entry(service, iid).published
+        entry = self._entry(service, iid)
+        if beat.metrics is not None:
+            entry.metrics = beat.metrics
+        owner = _instance_owner(service, iid)
+        self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "")
+        entry.updated_at = self._clock()
+        self._publish(entry, self.changes.next())
+        return entry.published
 
     def checks(self, service: str, iid: str) -> list[CheckState]:
         """The live state of an instance's checks, newer than any published view."""
@@ -376,21 +457,18 @@ class Registry:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
 
     def _health_changed(self, owner: Owner) -> None:
-        """A check's status changed: republish its owner, in index order like every change."""
+        """A check's status changed: republish its owner."""
         if owner[0] == "node":
-            self._in_background(self._write(lambda index: self._node_health_changed(owner[1], index)))
+            self._node_health_changed(owner[1], self.changes.next())
         else:
-            self._republish_soon(owner[1], owner[2])
+            self._republish(owner[1], owner[2], self.changes.next())
 
     def _critical_too_long(self, owner: Owner) -> None:
         if owner[0] == "instance" and owner[2] in self._services.get(owner[1], {}):
             self._in_background(self.deregister(owner[1], owner[2]))
-
-    def _republish_soon(self, service: str, iid: str) -> None:
-        """Live state changed outside a request: republish in index order, like every change."""
-        self._in_background(self._write(lambda index: self._republish(service, iid, index)))
 
     def _republish(self, service: str, iid: str, index: int) -> None:
         entry = self._services.get(service, {}).get(iid)
@@ -417,20 +495,22 @@ class Registry:
                 detector = self._outliers[report.service] = OutlierDetector(self._outlier_settings, self._clock)
             ejection = detector.observe(report.id, report.ok, len(entries))
             if ejection is not None:
-                self._republish_soon(report.service, report.id)
+                self._republish(report.service, report.id, self.changes.next())
                 self._release_at(report.service, ejection.until)
         return ReportsAccepted(accepted=accepted, ignored=len(reports) - accepted)
 
     def _release_at(self, service: str, until: float) -> None:
         delay = max(until - self._clock(), 0.0)
-        asyncio.get_running_loop().call_later(delay, self._release_ejections, service, until)
+        timer = asyncio.get_running_loop().call_later(delay, self._release_ejections, service, until)
+        self._timers.add(timer)
 
     def _release_ejections(self, service: str, until: float) -> None:
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
         detector = self._outliers.get(service)
         if detector is None:
             return
         for iid in detector.release_due():
-            self._republish_soon(service, iid)
+            self._republish(service, iid, self.changes.next())
         if any(e.until <= until for e in detector.ejected.values()):
             # The loop's timers run on a millisecond clock and may fire just before the wall clock
             # reaches `until`: without a second try that ejection would never end.
@@ -445,7 +525,7 @@ class Registry:
         self,
         service: str,
         *,
-        tags: list[str] = [],  # noqa: B006 - never mutated
+        tags: tuple[str, ...] | list[str] = (),
         selector: Selector | None = None,
         include_all: bool = False,
         near: Near | None = None,
@@ -504,13 +584,25 @@ class Registry:
 
     # --- nodes -----------------------------------------------------------------------------
 
-    def _put_node(self, record: NodeRecord, now: float) -> None:
+    def _put_node(self, record: NodeRecord, revision: int, index: int, now: float) -> _Node:
         nid = record.spec.id or ""
         owner = ("node", nid)
         old = self._nodes.get(nid)
-        if old is not None:
-            self.health.untrack(owner, old.checks)
-        self._nodes[nid] = _Node(record, self.health.track(owner, record.spec.checks), now)
+        if old is not None and old.record.spec.checks == record.spec.checks:
+            checks = old.checks
+        else:
+            if old is not None:
+                self.health.untrack(owner, old.checks)
+            checks = self.health.track(owner, record.spec.checks)
+        node = self._nodes[nid] = _Node(record, revision, index, checks, now)
+        self._node_changed(nid, index)
+        return node
+
+    def _drop_node(self, nid: str, index: int) -> None:
+        node = self._nodes.pop(nid, None)
+        if node is not None:
+            self.health.untrack(("node", nid), node.checks)
+            self._node_changed(nid, index)
 
     async def put_node(self, nid: str, spec: NodeSpec) -> NodeView:
         if spec.id not in (None, nid):
@@ -519,27 +611,24 @@ class Registry:
         if any(check.type == "ttl" for check in spec.checks):
             raise BadRequest("checks: nodes take http, tcp and grpc checks; TTL checks belong to instances")
         spec = msgspec.structs.replace(spec, id=nid)
-        old = self._nodes.get(nid)
-        registered_at = old.record.registered_at if old else self._clock()
-        record = NodeRecord(spec=spec, registered_at=registered_at, index=self.changes.next())
 
-        def apply(index: int) -> None:
-            self._put_node(record, self._clock())
-            self._node_changed(nid, index)
+        def build() -> tuple[int, _Local]:
+            old = self._nodes.get(nid)
+            record = NodeRecord(spec=spec, registered_at=old.record.registered_at if old else self._clock())
+            return (old.revision if old else 0), _Local(_encode(record), record)
 
-        await self._write(apply, f"nodes/{nid}", _encode(record), record.index)
-        return self._nodes[nid].view
+        local = await self._write(node_key(nid), build)
+        assert local is not None
+        return local.result  # type: ignore[no-any-return]
 
     async def delete_node(self, nid: str) -> None:
-        self.node(nid)
+        def build() -> tuple[int, None]:
+            node = self._nodes.get(nid)
+            if node is None:
+                raise NotFound(f"node {nid!r} is not registered")
+            return node.revision, None
 
-        def apply(index: int) -> None:
-            node = self._nodes.pop(nid, None)
-            if node is not None:
-                self.health.untrack(("node", nid), node.checks)
-                self._node_changed(nid, index)
-
-        await self._write(apply, f"nodes/{nid}")
+        await self._write(node_key(nid), build)
 
     def _node_changed(self, nid: str, index: int) -> None:
         """Instances on the node see it in selectors and inherit its health: republish them."""
@@ -576,3 +665,8 @@ class Registry:
     @property
     def node_count(self) -> int:
         return len(self._nodes)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background write failed: %s", task.exception())

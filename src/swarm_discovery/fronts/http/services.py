@@ -77,7 +77,7 @@ async def heartbeat(call: Call) -> Reply:
     registry = call.context.registry
     service, iid = name(call, "service"), name(call, "id")
     beat = decode(await call.body(), Heartbeat, empty=Heartbeat())
-    published = await registry.heartbeat(service, iid, beat)
+    published = registry.heartbeat(service, iid, beat)
     return json_reply(published.json, registry.index)
 
 
