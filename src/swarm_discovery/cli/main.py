@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import msgspec
 import typer
@@ -27,6 +28,8 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 AddrOption = Annotated[str | None, typer.Option("--addr", envvar="SWARM_ADDR", help="Server address.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
@@ -36,7 +39,7 @@ def _client(addr: str | None) -> Client:
     return Client(addr)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     errors.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(1)
 
@@ -45,7 +48,8 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
 
 
-def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`fn(*args, **kwargs)`, an error answer printed and the command failed."""
     try:
         return fn(*args, **kwargs)
     except ApiError as exc:
@@ -77,7 +81,6 @@ def _check(target: str) -> dict[str, str]:
     if sep and scheme in ("tcp", "grpc"):
         return {"type": scheme, scheme: rest}
     _fail(f"--check: expected http(s)://..., tcp://host:port or grpc://host:port[/service], got {target!r}")
-    raise AssertionError  # _fail exits
 
 
 @app.command()

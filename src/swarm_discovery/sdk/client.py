@@ -1,18 +1,18 @@
-"""The Python SDK: `Client` (sync) and `AsyncClient`, one set of operations behind two faces.
+"""The Python SDK: `Client` (sync) and `AsyncClient`, one core behind two faces.
 
-Each operation is written once, as a generator that yields the HTTP request it needs and receives
-the response (the way httpx drives its auth flows); `Client` runs it with a blocking send and
-`AsyncClient` with an awaited one. Errors arrive as `ApiError` with the server's message, or
-`Unreachable` when the server did not answer.
+`BaseClient` does all the non-I/O work, as httpx's does: each private builder (`_register`, ...)
+returns an `Operation`, the request to send and how to read its answer. `Client` and `AsyncClient`
+spell every method out with its signature and return type, and differ only in the one line that
+sends: `self._send(...)` blocks in one and is awaited in the other. Errors arrive as `ApiError`
+with the server's message, or `Unreachable` when the server did not answer.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 import httpx
 import msgspec
@@ -33,13 +33,30 @@ from .balancer import AsyncBalancer, Balancer
 
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 T = TypeVar("T")
-Operation = Generator[httpx.Request, httpx.Response, T]
+Read = Callable[[httpx.Response], T]
 
 
 class WatchEvent(msgspec.Struct, frozen=True):
     event: str  # snapshot, put or delete
     index: int
     data: str  # JSON: a list of instances (snapshot), an instance (put) or {service, id} (delete)
+
+
+class Filters(TypedDict, total=False):
+    """Which instances a listing returns; every key is optional."""
+
+    selector: str | None  # CEL over instance and node
+    tags: list[str] | None  # all of them
+    all: bool  # unhealthy instances too
+    near: str | None  # sort by nearness to a region, zone or "lat,lon"
+    limit: int | None
+
+
+class Operation(msgspec.Struct, Generic[T], frozen=True):
+    """One request and how to read its answer: what a method of either face sends."""
+
+    request: httpx.Request
+    read: Read[T]
 
 
 def server_address(addr: str | None = None) -> str:
@@ -53,8 +70,58 @@ def _body(spec: msgspec.Struct | dict[str, Any] | None, fields: dict[str, Any]) 
     return msgspec.json.encode(spec if spec is not None else fields)
 
 
-class Operations:
-    """Everything the SDK can ask; no I/O happens here."""
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            message = msgspec.json.decode(response.content)["error"]
+        except (msgspec.DecodeError, KeyError, TypeError):
+            message = response.text or response.reason_phrase
+        raise ApiError(response.status_code, message)
+
+
+def _reader(kind: type[T]) -> Read[T]:
+    """How to read an answer of `kind`, its decoder built once."""
+    decoder = msgspec.json.Decoder(kind)
+
+    def read(response: httpx.Response) -> T:
+        _raise_for_error(response)
+        return decoder.decode(response.content)
+
+    return read
+
+
+_read_instance = _reader(InstanceView)
+_read_instances = _reader(list[InstanceView])
+_read_checks = _reader(list[CheckState])
+_read_accepted = _reader(ReportsAccepted)
+_read_services = _reader(list[ServiceSummary])
+_read_node = _reader(NodeView)
+_read_nodes = _reader(list[NodeView])
+_read_server = _reader(ServerInfo)
+
+
+def _read_instances_at(response: httpx.Response) -> tuple[list[InstanceView], int]:
+    return _read_instances(response), int(response.headers.get("x-swarm-index", 0))
+
+
+def _listing_params(index: int | None, wait: float | None, filters: Filters) -> dict[str, Any]:
+    # `Unpack[Filters]` is checked only statically; a misspelt keyword must still fail here.
+    unexpected = filters.keys() - Filters.__optional_keys__
+    if unexpected:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unexpected))}")
+    return {
+        "selector": filters.get("selector"),
+        "tag": filters.get("tags") or [],
+        "all": "true" if filters.get("all") else None,
+        "near": filters.get("near"),
+        "limit": filters.get("limit"),
+        "index": index,
+        "wait": f"{wait}s" if wait is not None else None,
+    }
+
+
+class BaseClient:
+    """The server, the token and the timeout, and every request built and every answer read."""
 
     def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
         self.base_url = server_address(addr)
@@ -81,29 +148,103 @@ class Operations:
             extensions={"timeout": httpx.Timeout(timeout or self.timeout).as_dict()},
         )
 
-    def _unreachable(self, exc: Exception) -> Unreachable:
-        return Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}")
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        """Where httpx's errors enter: a server that did not answer is `Unreachable`, named."""
+        try:
+            yield
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}") from exc
 
-    @staticmethod
-    def _decode(response: httpx.Response, kind: type[T]) -> T:
-        if response.status_code >= 400:
-            try:
-                message = msgspec.json.decode(response.content)["error"]
-            except (msgspec.DecodeError, KeyError, TypeError):
-                message = response.text or response.reason_phrase
-            raise ApiError(response.status_code, message)
-        return msgspec.json.decode(response.content, type=kind)
+    def _register(
+        self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None, fields: dict[str, Any]
+    ) -> Operation[InstanceView]:
+        path = f"/v1/services/{service}/instances/{id}"
+        return Operation(self._request("PUT", path, content=_body(spec, fields)), _read_instance)
+
+    def _deregister(self, service: str, id: str) -> Operation[None]:
+        return Operation(self._request("DELETE", f"/v1/services/{service}/instances/{id}"), _raise_for_error)
+
+    def _heartbeat(
+        self, service: str, id: str, metrics: dict[str, float] | None, status: str | None, output: str | None
+    ) -> Operation[InstanceView]:
+        beat = {k: v for k, v in {"metrics": metrics, "status": status, "output": output}.items() if v is not None}
+        path = f"/v1/services/{service}/instances/{id}/heartbeat"
+        return Operation(self._request("PUT", path, content=msgspec.json.encode(beat)), _read_instance)
+
+    def _maintenance(self, service: str, id: str, enable: bool, reason: str) -> Operation[InstanceView]:
+        path = f"/v1/services/{service}/instances/{id}/maintenance"
+        content = msgspec.json.encode({"enable": enable, "reason": reason})
+        return Operation(self._request("PUT", path, content=content), _read_instance)
+
+    def _listing(self, service: str, index: int | None, wait: float | None, filters: Filters) -> httpx.Request:
+        params = _listing_params(index, wait, filters)
+        # The server may hold a blocking query for `wait`; the timeout covers the answer after it.
+        return self._request("GET", f"/v1/services/{service}", params=params, timeout=(wait or 0) + self.timeout)
+
+    def _instances_at(
+        self, service: str, index: int | None, wait: float | None, filters: Filters
+    ) -> Operation[tuple[list[InstanceView], int]]:
+        return Operation(self._listing(service, index, wait, filters), _read_instances_at)
+
+    def _instances(
+        self, service: str, index: int | None, wait: float | None, filters: Filters
+    ) -> Operation[list[InstanceView]]:
+        return Operation(self._listing(service, index, wait, filters), _read_instances)
+
+    def _checks(self, service: str, id: str) -> Operation[list[CheckState]]:
+        return Operation(self._request("GET", f"/v1/services/{service}/instances/{id}/checks"), _read_checks)
+
+    def _report(self, reports: list[Report]) -> Operation[ReportsAccepted]:
+        return Operation(self._request("POST", "/v1/reports", content=msgspec.json.encode(reports)), _read_accepted)
+
+    def _services(self) -> Operation[list[ServiceSummary]]:
+        return Operation(self._request("GET", "/v1/services"), _read_services)
+
+    def _put_node(self, id: str, spec: NodeSpec | dict[str, Any] | None, fields: dict[str, Any]) -> Operation[NodeView]:
+        return Operation(self._request("PUT", f"/v1/nodes/{id}", content=_body(spec, fields)), _read_node)
+
+    def _node(self, id: str) -> Operation[NodeView]:
+        return Operation(self._request("GET", f"/v1/nodes/{id}"), _read_node)
+
+    def _delete_node(self, id: str) -> Operation[None]:
+        return Operation(self._request("DELETE", f"/v1/nodes/{id}"), _raise_for_error)
+
+    def _nodes(self, selector: str | None, kind: str | None) -> Operation[list[NodeView]]:
+        return Operation(self._request("GET", "/v1/nodes", params={"selector": selector, "kind": kind}), _read_nodes)
+
+    def _server(self) -> Operation[ServerInfo]:
+        return Operation(self._request("GET", "/v1/server"), _read_server)
+
+    def _events(self, service: str, selector: str | None, all: bool) -> httpx.Request:
+        params = {"service": service, "selector": selector, "all": "true" if all else None}
+        request = self._request("GET", "/v1/watch", params=params)
+        # A change stream is quiet between changes: only connecting and writing may time out.
+        request.extensions["timeout"] = httpx.Timeout(self.timeout, read=None).as_dict()
+        return request
+
+
+class Client(BaseClient):
+    """Blocking SDK client. `with Client() as c: c.instances("llm", selector=...)`."""
+
+    def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__(addr, token, timeout)
+        self._http = httpx.Client()
+
+    def _send(self, operation: Operation[T]) -> T:
+        with self._translate_errors():
+            response = self._http.send(operation.request)
+        return operation.read(response)
 
     def register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None = None, **fields: Any
-    ) -> Operation[InstanceView]:
-        path = f"/v1/services/{service}/instances/{id}"
-        response = yield self._request("PUT", path, content=_body(spec, fields))
-        return self._decode(response, InstanceView)
+    ) -> InstanceView:
+        """Register (or replace) instance `id` of `service`, from a spec or its fields as keywords."""
+        return self._send(self._register(service, id, spec, fields))
 
-    def deregister(self, service: str, id: str) -> Operation[None]:
-        response = yield self._request("DELETE", f"/v1/services/{service}/instances/{id}")
-        self._decode(response, dict)
+    def deregister(self, service: str, id: str) -> None:
+        """Remove instance `id` of `service`."""
+        self._send(self._deregister(service, id))
 
     def heartbeat(
         self,
@@ -112,161 +253,75 @@ class Operations:
         metrics: dict[str, float] | None = None,
         status: str | None = None,
         output: str | None = None,
-    ) -> Operation[InstanceView]:
-        beat = {k: v for k, v in {"metrics": metrics, "status": status, "output": output}.items() if v is not None}
-        path = f"/v1/services/{service}/instances/{id}/heartbeat"
-        response = yield self._request("PUT", path, content=msgspec.json.encode(beat))
-        return self._decode(response, InstanceView)
+    ) -> InstanceView:
+        """Renew the instance's TTL checks, with its current metrics and, optionally, a status."""
+        return self._send(self._heartbeat(service, id, metrics, status, output))
 
-    def maintenance(self, service: str, id: str, enable: bool, reason: str = "") -> Operation[InstanceView]:
-        path = f"/v1/services/{service}/instances/{id}/maintenance"
-        response = yield self._request("PUT", path, content=msgspec.json.encode({"enable": enable, "reason": reason}))
-        return self._decode(response, InstanceView)
+    def maintenance(self, service: str, id: str, enable: bool, reason: str = "") -> InstanceView:
+        """Take the instance out of listings (`enable=True`) or put it back."""
+        return self._send(self._maintenance(service, id, enable, reason))
 
     def instances_at(
-        self,
-        service: str,
-        *,
-        selector: str | None = None,
-        tags: list[str] | None = None,
-        all: bool = False,
-        near: str | None = None,
-        limit: int | None = None,
-        index: int | None = None,
-        wait: float | None = None,
-    ) -> Operation[tuple[list[InstanceView], int]]:
-        """Instances and the change index they are current at; blocks while `index` is current."""
-        params = {
-            "selector": selector,
-            "tag": tags or [],
-            "all": "true" if all else None,
-            "near": near,
-            "limit": limit,
-            "index": index,
-            "wait": f"{wait}s" if wait is not None else None,
-        }
-        response = yield self._request(
-            "GET", f"/v1/services/{service}", params=params, timeout=(wait or 0) + self.timeout
-        )
-        return self._decode(response, list[InstanceView]), int(response.headers.get("x-swarm-index", 0))
+        self, service: str, *, index: int | None = None, wait: float | None = None, **filters: Unpack[Filters]
+    ) -> tuple[list[InstanceView], int]:
+        """Instances and the change index they are current at; blocks up to `wait` while `index` is current."""
+        return self._send(self._instances_at(service, index, wait, filters))
 
-    def instances(self, service: str, **query: Any) -> Operation[list[InstanceView]]:
-        found, _ = yield from Operations.instances_at(self, service, **query)
-        return found
+    def instances(
+        self, service: str, *, index: int | None = None, wait: float | None = None, **filters: Unpack[Filters]
+    ) -> list[InstanceView]:
+        """Instances of `service` that match: the healthy ones unless `all=True`."""
+        return self._send(self._instances(service, index, wait, filters))
 
-    def checks(self, service: str, id: str) -> Operation[list[CheckState]]:
-        response = yield self._request("GET", f"/v1/services/{service}/instances/{id}/checks")
-        return self._decode(response, list[CheckState])
+    def checks(self, service: str, id: str) -> list[CheckState]:
+        """The state of each check of one instance."""
+        return self._send(self._checks(service, id))
 
-    def report(self, reports: list[Report]) -> Operation[ReportsAccepted]:
+    def report(self, reports: list[Report]) -> ReportsAccepted:
         """Passive observations (what a request to an instance saw), for the server to aggregate."""
-        response = yield self._request("POST", "/v1/reports", content=msgspec.json.encode(reports))
-        return self._decode(response, ReportsAccepted)
+        return self._send(self._report(reports))
 
-    def services(self) -> Operation[list[ServiceSummary]]:
-        response = yield self._request("GET", "/v1/services")
-        return self._decode(response, list[ServiceSummary])
+    def services(self) -> list[ServiceSummary]:
+        """The catalog: every service with its instance and healthy counts."""
+        return self._send(self._services())
 
-    def put_node(self, id: str, spec: NodeSpec | dict[str, Any] | None = None, **fields: Any) -> Operation[NodeView]:
-        response = yield self._request("PUT", f"/v1/nodes/{id}", content=_body(spec, fields))
-        return self._decode(response, NodeView)
+    def put_node(self, id: str, spec: NodeSpec | dict[str, Any] | None = None, **fields: Any) -> NodeView:
+        """Register (or replace) node `id`, from a spec or its fields as keywords."""
+        return self._send(self._put_node(id, spec, fields))
 
-    def node(self, id: str) -> Operation[NodeView]:
-        response = yield self._request("GET", f"/v1/nodes/{id}")
-        return self._decode(response, NodeView)
+    def node(self, id: str) -> NodeView:
+        """One node."""
+        return self._send(self._node(id))
 
-    def delete_node(self, id: str) -> Operation[None]:
-        response = yield self._request("DELETE", f"/v1/nodes/{id}")
-        self._decode(response, dict)
+    def delete_node(self, id: str) -> None:
+        """Remove node `id`."""
+        self._send(self._delete_node(id))
 
-    def nodes(self, *, selector: str | None = None, kind: str | None = None) -> Operation[list[NodeView]]:
-        response = yield self._request("GET", "/v1/nodes", params={"selector": selector, "kind": kind})
-        return self._decode(response, list[NodeView])
+    def nodes(self, *, selector: str | None = None, kind: str | None = None) -> list[NodeView]:
+        """Nodes matching a CEL `selector` and of `kind` (compute, storage or network)."""
+        return self._send(self._nodes(selector, kind))
 
-    def server(self) -> Operation[ServerInfo]:
-        response = yield self._request("GET", "/v1/server")
-        return self._decode(response, ServerInfo)
+    def server(self) -> ServerInfo:
+        """The server's version, store and change index."""
+        return self._send(self._server())
 
-
-_OPERATIONS = [name for name, value in vars(Operations).items() if callable(value) and not name.startswith("_")]
-
-
-def _with_runner(runner: Callable[[Callable[..., Operation[Any]]], Callable[..., Any]]) -> Callable[[type], type]:
-    def decorate(cls: type) -> type:
-        for name in _OPERATIONS:
-            setattr(cls, name, runner(getattr(Operations, name)))
-        return cls
-
-    return decorate
-
-
-def _sync(operation: Callable[..., Operation[Any]]) -> Callable[..., Any]:
-    @functools.wraps(operation)
-    def run(self: Client, *args: Any, **kwargs: Any) -> Any:
-        flow = operation(self, *args, **kwargs)
-        request = next(flow)
-        while True:
-            try:
-                response = self._http.send(request)
-            except httpx.TransportError as exc:
-                raise self._unreachable(exc) from exc
-            try:
-                request = flow.send(response)
-            except StopIteration as done:
-                return done.value
-
-    return run
-
-
-def _async(operation: Callable[..., Operation[Any]]) -> Callable[..., Any]:
-    @functools.wraps(operation)
-    async def run(self: AsyncClient, *args: Any, **kwargs: Any) -> Any:
-        flow = operation(self, *args, **kwargs)
-        request = next(flow)
-        while True:
-            try:
-                response = await self._http.send(request)
-            except httpx.TransportError as exc:
-                raise self._unreachable(exc) from exc
-            try:
-                request = flow.send(response)
-            except StopIteration as done:
-                return done.value
-
-    return run
-
-
-@_with_runner(_sync)
-class Client(Operations):
-    """Blocking SDK client. `with Client() as c: c.instances("llm", selector=...)`."""
-
-    def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(addr, token, timeout)
-        self._http = httpx.Client()
-
-    def watch(self, service: str, wait: float = 60.0, **query: Any) -> Iterator[list[InstanceView]]:
+    def watch(self, service: str, wait: float = 60.0, **filters: Unpack[Filters]) -> Iterator[list[InstanceView]]:
         """Yield the matching instances now, then again each time they change (blocking queries)."""
         index = None
         while True:
-            found, current = self.instances_at(service, index=index, wait=wait, **query)  # type: ignore[misc]
+            found, current = self.instances_at(service, index=index, wait=wait, **filters)
             if current != index:
                 yield found
             index = current
 
     def events(self, service: str, selector: str | None = None, all: bool = False) -> Iterator[WatchEvent]:
         """The server's change stream (SSE) for one service: a snapshot, then every change."""
-        request = self._request(
-            "GET", "/v1/watch", params={"service": service, "selector": selector, "all": "true" if all else None}
-        )
-        request.extensions["timeout"] = httpx.Timeout(self.timeout, read=None).as_dict()
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from exc
+        with self._translate_errors():
+            response = self._http.send(self._events(service, selector, all), stream=True)
         with contextlib.closing(response):
             if response.status_code >= 400:
                 response.read()
-                self._decode(response, dict)
+                _raise_for_error(response)
             fields: dict[str, str] = {}
             for line in response.iter_lines():
                 if line:
@@ -285,6 +340,7 @@ class Client(Operations):
         return Balancer(self, service, **options)
 
     def close(self) -> None:
+        """Close the connections."""
         self._http.close()
 
     def __enter__(self) -> Client:
@@ -294,19 +350,94 @@ class Client(Operations):
         self.close()
 
 
-@_with_runner(_async)
-class AsyncClient(Operations):
+class AsyncClient(BaseClient):
     """Asyncio SDK client. `async with AsyncClient() as c: await c.instances("llm")`."""
 
     def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
         super().__init__(addr, token, timeout)
         self._http = httpx.AsyncClient()
 
-    async def watch(self, service: str, wait: float = 60.0, **query: Any) -> AsyncIterator[list[InstanceView]]:
+    async def _send(self, operation: Operation[T]) -> T:
+        with self._translate_errors():
+            response = await self._http.send(operation.request)
+        return operation.read(response)
+
+    async def register(
+        self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None = None, **fields: Any
+    ) -> InstanceView:
+        """Register (or replace) instance `id` of `service`, from a spec or its fields as keywords."""
+        return await self._send(self._register(service, id, spec, fields))
+
+    async def deregister(self, service: str, id: str) -> None:
+        """Remove instance `id` of `service`."""
+        await self._send(self._deregister(service, id))
+
+    async def heartbeat(
+        self,
+        service: str,
+        id: str,
+        metrics: dict[str, float] | None = None,
+        status: str | None = None,
+        output: str | None = None,
+    ) -> InstanceView:
+        """Renew the instance's TTL checks, with its current metrics and, optionally, a status."""
+        return await self._send(self._heartbeat(service, id, metrics, status, output))
+
+    async def maintenance(self, service: str, id: str, enable: bool, reason: str = "") -> InstanceView:
+        """Take the instance out of listings (`enable=True`) or put it back."""
+        return await self._send(self._maintenance(service, id, enable, reason))
+
+    async def instances_at(
+        self, service: str, *, index: int | None = None, wait: float | None = None, **filters: Unpack[Filters]
+    ) -> tuple[list[InstanceView], int]:
+        """Instances and the change index they are current at; blocks up to `wait` while `index` is current."""
+        return await self._send(self._instances_at(service, index, wait, filters))
+
+    async def instances(
+        self, service: str, *, index: int | None = None, wait: float | None = None, **filters: Unpack[Filters]
+    ) -> list[InstanceView]:
+        """Instances of `service` that match: the healthy ones unless `all=True`."""
+        return await self._send(self._instances(service, index, wait, filters))
+
+    async def checks(self, service: str, id: str) -> list[CheckState]:
+        """The state of each check of one instance."""
+        return await self._send(self._checks(service, id))
+
+    async def report(self, reports: list[Report]) -> ReportsAccepted:
+        """Passive observations (what a request to an instance saw), for the server to aggregate."""
+        return await self._send(self._report(reports))
+
+    async def services(self) -> list[ServiceSummary]:
+        """The catalog: every service with its instance and healthy counts."""
+        return await self._send(self._services())
+
+    async def put_node(self, id: str, spec: NodeSpec | dict[str, Any] | None = None, **fields: Any) -> NodeView:
+        """Register (or replace) node `id`, from a spec or its fields as keywords."""
+        return await self._send(self._put_node(id, spec, fields))
+
+    async def node(self, id: str) -> NodeView:
+        """One node."""
+        return await self._send(self._node(id))
+
+    async def delete_node(self, id: str) -> None:
+        """Remove node `id`."""
+        await self._send(self._delete_node(id))
+
+    async def nodes(self, *, selector: str | None = None, kind: str | None = None) -> list[NodeView]:
+        """Nodes matching a CEL `selector` and of `kind` (compute, storage or network)."""
+        return await self._send(self._nodes(selector, kind))
+
+    async def server(self) -> ServerInfo:
+        """The server's version, store and change index."""
+        return await self._send(self._server())
+
+    async def watch(
+        self, service: str, wait: float = 60.0, **filters: Unpack[Filters]
+    ) -> AsyncIterator[list[InstanceView]]:
         """Yield the matching instances now, then again each time they change (blocking queries)."""
         index = None
         while True:
-            found, current = await self.instances_at(service, index=index, wait=wait, **query)  # type: ignore[misc]
+            found, current = await self.instances_at(service, index=index, wait=wait, **filters)
             if current != index:
                 yield found
             index = current
@@ -316,6 +447,7 @@ class AsyncClient(Operations):
         return await AsyncBalancer(self, service, **options).start()
 
     async def aclose(self) -> None:
+        """Close the connections."""
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
