@@ -25,7 +25,8 @@ import time
 import uvloop
 
 from bench.common import SERVER_CPU
-from swarm_discovery.fronts.http.app import Settings, create_app
+from swarm_discovery.core.core import Core, CoreSettings
+from swarm_discovery.fronts.http.app import create_front
 from swarm_discovery.fronts.http.rsgi import RSGIApp
 
 BODY = (
@@ -75,9 +76,10 @@ async def register(app: RSGIApp, ids: range, callers: int = 64) -> None:
 
 async def run(writes: int) -> None:
     gc.set_threshold(100_000, 50, 1000)  # as the server sets it
-    app = RSGIApp(create_app(Settings(data_dir=tempfile.mkdtemp(prefix="swarm-inproc-"))))
-    loop = asyncio.get_running_loop()
-    await app._lifespan_event(loop, "startup", start=True)
+    core = Core(CoreSettings(data_dir=tempfile.mkdtemp(prefix="swarm-inproc-")))
+    app = RSGIApp(create_front(), core)
+    await core.start()
+    app.front.attach(core)
     warm = min(1000, writes // 10)
     await register(app, range(warm))
     gc.collect()
@@ -91,7 +93,8 @@ async def run(writes: int) -> None:
     pause = time.perf_counter()
     gc.collect()
     pause = time.perf_counter() - pause
-    await app._lifespan_event(loop, "shutdown")
+    app.front.detach()
+    await core.stop()
     print(f"{measured} registrations over RSGI in process, 64 callers, SQLite with fsync")
     print(f"  {measured / wall:.0f}/s wall, {cpu / measured * 1e6:.1f} us CPU each (every thread of this process)")
     print(f"  objects tracked by the garbage collector per registered instance: {per_instance:.1f}")

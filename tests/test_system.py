@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from swarm_discovery.fronts.http.app import Settings, create_app
+from swarm_discovery.core.core import CoreSettings
+from swarm_discovery.fronts.http.app import create_app
 from tests.conftest import Server
 from tests.helpers import put, unique
 
@@ -47,7 +48,7 @@ def test_the_app_is_a_plain_asgi_callable(tmp_path: Path) -> None:
     """`swarm serve` runs it over RSGI; any ASGI server runs `create_app()` as it is."""
 
     async def scenario() -> list[tuple[int, bytes]]:
-        app = create_app(Settings(data_dir=str(tmp_path)))
+        app = create_app(CoreSettings(data_dir=str(tmp_path)))
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         acknowledged: asyncio.Queue[str] = asyncio.Queue()
 

@@ -11,7 +11,8 @@ import sys
 from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
 
-from .fronts.http.app import Settings, create_app
+from .core.core import Core
+from .fronts.http.app import create_front, settings_from_env
 from .fronts.http.rsgi import RSGIApp
 from .health.protection import ExpirySettings
 
@@ -35,7 +36,7 @@ def worker_app() -> RSGIApp:
     # the collector walks all of them every few thousand allocations, which showed up as 200 ms
     # pauses under write load. Records hold no reference cycles, so collect far less often.
     gc.set_threshold(100_000, 50, 1000)
-    return RSGIApp(create_app(Settings.from_env()))
+    return RSGIApp(create_front(), Core(settings_from_env()))
 
 
 def serve(

@@ -1,19 +1,22 @@
-"""Encoded answers, cached until the change index of what they cover moves.
+"""The HTTP face of the answer cache: encoded JSON with its headers, found by the raw request.
 
-A read stores its encoded answer under its path and query together with its topic and the
-topic's index; `fronts.http.front.Front` serves a current one before any routing or parsing.
+`fronts.http.front.Front` serves a GET whose exact path and query string name a current answer
+before any routing or parsing. Those spellings are aliases of a `Query`: requests that differ only
+in junk parameters or their order share one encoding, and the aliases are bounded on their own.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 
+from ...core.answers import AnswerCache
 from ...core.registry import Registry
 from ...telemetry import REQUESTS
-from .call import asgi_headers, json_reply
+from .headers import asgi_headers, json_headers
 
-CACHE_SIZE = 4096
-Key = tuple[str, str]  # path, query string
+MAX_ALIASES = 16384
+Raw = tuple[str, str]  # path, query string
 
 
 class Answer:
@@ -23,25 +26,24 @@ class Answer:
         self.topic = topic
         self.index = index
         self.body = body
-        self.headers = json_reply(body, index).headers
+        self.headers = json_headers(index)
         self.asgi_headers = asgi_headers(self.headers, body)
         self.requests = REQUESTS.series("GET", route, 200)
 
 
 class ResponseCache:
-    def __init__(self, registry: Registry, size: int = CACHE_SIZE) -> None:
-        self._registry = registry
-        self._size = size
-        self._answers: OrderedDict[Key, Answer] = OrderedDict()
+    def __init__(self, registry: Registry, max_aliases: int = MAX_ALIASES) -> None:
+        self.answers: AnswerCache[Answer] = AnswerCache(registry.topic_index)
+        self._aliases: OrderedDict[Raw, Hashable] = OrderedDict()
+        self._max_aliases = max_aliases
 
-    def get(self, key: Key) -> Answer | None:
-        answer = self._answers.get(key)
-        if answer is None or self._registry.topic_index(answer.topic) != answer.index:
-            return None
-        return answer
+    def get_raw(self, raw: Raw) -> Answer | None:
+        key = self._aliases.get(raw)
+        return self.answers.get(key) if key is not None else None
 
-    def put(self, key: Key, answer: Answer) -> None:
-        self._answers[key] = answer
-        self._answers.move_to_end(key)
-        if len(self._answers) > self._size:
-            self._answers.popitem(last=False)
+    def alias(self, raw: Raw, key: Hashable) -> None:
+        if self._aliases.get(raw) == key:
+            return
+        self._aliases[raw] = key
+        if len(self._aliases) > self._max_aliases:
+            self._aliases.popitem(last=False)

@@ -17,13 +17,12 @@ from starlette.datastructures import QueryParams
 
 from ...errors import PayloadTooLarge
 from ...records import ErrorBody
+from .headers import JSON, Headers, json_headers
 
 if TYPE_CHECKING:
     from .context import Context
 
 MAX_BODY = 64 * 1024
-JSON = "application/json"
-Headers = list[tuple[str, str]]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -122,16 +121,8 @@ class Stream:
 
 def json_reply(body: bytes, index: int, status: int = 200) -> Reply:
     """Encoded JSON with the change index it is current at."""
-    return Reply(body, status, [("content-type", JSON), ("x-swarm-index", str(index))])
+    return Reply(body, status, json_headers(index))
 
 
 def error_reply(status: int, message: str, headers: Headers = []) -> Reply:  # noqa: B006 - never mutated
     return Reply(_encode(ErrorBody(error=message)), status, [("content-type", JSON), *headers])
-
-
-def asgi_headers(headers: Headers, body: bytes | None) -> list[tuple[bytes, bytes]]:
-    """Headers as ASGI takes them, with Content-Length when the whole body is known."""
-    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    if body is not None:
-        encoded.append((b"content-length", str(len(body)).encode()))
-    return encoded

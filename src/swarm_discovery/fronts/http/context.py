@@ -1,15 +1,19 @@
-"""What handlers work with, made once by the lifespan when the server starts."""
+"""What handlers work with while the core runs."""
 
 from __future__ import annotations
 
+from ...core.core import Core
+from ...core.lookup import Lookup
 from ...core.registry import Registry
 from .cache import ResponseCache
 
 
 class Context:
-    __slots__ = ("cache", "openapi", "registry")
+    __slots__ = ("cache", "core", "lookup", "openapi", "registry")
 
-    def __init__(self, registry: Registry, cache: ResponseCache, openapi: bytes) -> None:
-        self.registry = registry
-        self.cache = cache
+    def __init__(self, core: Core, openapi: bytes) -> None:
+        self.core = core
+        self.registry: Registry = core.registry
+        self.lookup: Lookup = core.lookup
+        self.cache = ResponseCache(core.registry)
         self.openapi = openapi

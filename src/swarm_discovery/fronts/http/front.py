@@ -4,8 +4,7 @@ A GET whose exact path and query have a current cached answer goes out straight 
 before routing or parsing: that is what makes a repeated catalog read cost about as much as
 serving a static file. Other requests find their endpoint in the `RouteTable`; errors become
 `{"error": ...}` answers here. `Front` is itself the ASGI application (`api/rsgi.py` serves the
-same `Front` over RSGI); the Starlette application behind it runs the lifespan, which starts the
-registry and hands `Front` its `Context`.
+same `Front` over RSGI). It answers 503 until a running core is attached.
 """
 
 from __future__ import annotations
@@ -17,25 +16,42 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from ... import __version__
+from ...core.core import Core
 from ...errors import BadRequest, SwarmError
 from ...telemetry import REQUESTS
 from .cache import Answer
-from .call import Call, Reply, Stream, asgi_headers, collect, error_reply
+from .call import Call, Reply, Stream, collect, error_reply
 from .context import Context
 from .dispatch import Found, RouteTable
+from .headers import asgi_headers
+from .routes import openapi_document
 
 log = logging.getLogger("swarm")
 
 
 class Front:
     def __init__(self, app: Any, routes: RouteTable) -> None:
-        self.app = app
+        self.app = app  # what serves ASGI events other than HTTP (the lifespan), if anything
         self.routes = routes
-        self.context: Context | None = None  # while the lifespan has the registry running
+        self.context: Context | None = None  # while a running core is attached
+
+    def attach(self, core: Core) -> None:
+        self.context = Context(core, openapi_document(__version__))
+        log.info(
+            "swarm %s ready: %s store at %s, index %d",
+            __version__,
+            core.store.name,
+            core.store.location,
+            core.registry.index,
+        )
+
+    def detach(self) -> None:
+        self.context = None
 
     def cached(self, path: str, query: str) -> Answer | None:
         """The current cached answer to GET path?query, if there is one."""
-        return self.context.cache.get((path, query)) if self.context is not None else None
+        return self.context.cache.get_raw((path, query)) if self.context is not None else None
 
     async def answer(self, call: Call) -> Reply | Stream:
         """Route the call to its endpoint and run it; any error becomes an `{"error"}` reply."""
@@ -66,7 +82,8 @@ class Front:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if self.app is not None:
+                await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         query = scope["query_string"].decode("latin-1")

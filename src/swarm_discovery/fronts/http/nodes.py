@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from ...core.registry import NODES
+from ...core.lookup import Query
 from ...errors import BadRequest
 from ...records import NodeSpec
-from ...selector import compile_selector
 from .call import Call, Reply, json_reply
 from .inputs import decode, name
 from .reads import read
@@ -17,19 +16,14 @@ KINDS = ("compute", "storage", "network")
 
 
 async def list_nodes(call: Call) -> Reply:
-    registry = call.context.registry
-    selector_text = call.query_params.get("selector")
-    selector = compile_selector(selector_text) if selector_text else None
     kind = call.query_params.get("kind")
     if kind is not None and kind not in KINDS:
         raise BadRequest(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    return await read(call, NODES, lambda: _encode(registry.nodes(selector=selector, kind=kind)))
+    return await read(call, Query("nodes", selector=call.query_params.get("selector") or None, node_kind=kind))
 
 
 async def get_node(call: Call) -> Reply:
-    registry = call.context.registry
-    nid = name(call, "id")
-    return await read(call, NODES, lambda: _encode(registry.node(nid)))
+    return await read(call, Query("node", id=name(call, "id")))
 
 
 async def put_node(call: Call) -> Reply:

@@ -1,42 +1,57 @@
-"""Reads: blocking queries, the X-Swarm-Index header, and the cache of encoded answers.
+"""Reads: a `Query` for the lookup, blocking with `index` and `wait`, encoded answers cached.
 
-Reads never touch the store. A blocking query's answer is cached under its query less `index`
-and `wait`, so that many watchers woken by one change share one encoding.
+Reads never touch the store. A blocking query's answer is cached under its query, so that many
+watchers woken by one change share one encoding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from urllib.parse import urlencode
+import msgspec
 
+from ...core.lookup import Found, Query
+from ...core.published import Published
 from ...telemetry import WATCHERS
-from .cache import Answer, ResponseCache
+from .cache import Answer
 from .call import Call, Reply
 from .inputs import integer, wait_seconds
 
-
-async def read(call: Call, topic: str, render: Callable[[], bytes]) -> Reply:
-    """Answer a read of `topic`, blocking first when the query carries `index`."""
-    registry = call.context.registry
-    cache: ResponseCache = call.context.cache
-    wait = wait_seconds(call)
-    index = integer(call, "index", minimum=0)
-    if index is not None:
-        WATCHERS.inc()
-        try:
-            await call.until_gone(registry.wait(topic, index, wait))
-        finally:
-            WATCHERS.dec()
-        query = urlencode([kv for kv in call.query_params.multi_items() if kv[0] not in ("index", "wait")])
-    else:
-        query = call.query_string
-    key = (call.path, query)
-    answer = cache.get(key)
-    if answer is None:
-        answer = Answer(topic, registry.topic_index(topic), render(), call.route)
-        cache.put(key, answer)
-    return Reply(answer.body, headers=answer.headers)  # the headers the cached answer already holds
+ENCODING = "json"
+_encode = msgspec.json.Encoder().encode
 
 
 def json_array(items: list[bytes]) -> bytes:
     return b"[" + b",".join(items) + b"]"
+
+
+def encode(found: Found) -> bytes:
+    items = found.items
+    if isinstance(items, Published):
+        return items.json
+    if isinstance(items, list) and items and isinstance(items[0], Published):
+        return json_array([state.json for state in items])  # type: ignore[union-attr]
+    return _encode(items)
+
+
+async def read(call: Call, query: Query) -> Reply:
+    """Answer `query`, blocking first when the request carries `index`."""
+    context = call.context
+    lookup = context.lookup
+    wait = wait_seconds(call)
+    index = integer(call, "index", minimum=0)
+    lookup.check(query)
+    if index is not None:
+        WATCHERS.inc()
+        try:
+            await call.until_gone(lookup.wait(query, index, wait))
+        finally:
+            WATCHERS.dec()
+    key = (query, ENCODING)
+    cache = context.cache
+    answer = cache.answers.get(key)
+    if answer is None:
+        found = lookup.answer(query)
+        answer = Answer(query.topic, found.index, encode(found), call.route)
+        cache.answers.put(key, answer)
+    if index is None:
+        cache.alias((call.path, call.query_string), key)
+    return Reply(answer.body, headers=answer.headers)  # the headers the cached answer already holds

@@ -14,43 +14,26 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
-from starlette.types import Message
 
+from ...core.core import Core
 from .call import Call, Reply, collect
 from .front import Front
 
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
-
 
 class RSGIApp:
-    def __init__(self, front: Front) -> None:
+    def __init__(self, front: Front, core: Core) -> None:
         self.front = front
-        self._lifespan: asyncio.Queue[Message] = asyncio.Queue()
-        self._lifespan_step: asyncio.Future[None] | None = None
-        self._lifespan_task: asyncio.Task[None] | None = None  # the app's lifespan, from startup to shutdown
+        self.core = core
 
-    # --- lifespan: granian calls these before serving and after, with the serving loop --------
+    # --- granian calls these with the serving loop, before serving and after -------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.run_until_complete(self._lifespan_event(loop, "startup", start=True))
+        loop.run_until_complete(self.core.start())
+        self.front.attach(self.core)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.run_until_complete(self._lifespan_event(loop, "shutdown"))
-
-    async def _lifespan_event(self, loop: asyncio.AbstractEventLoop, event: str, start: bool = False) -> None:
-        self._lifespan_step = loop.create_future()
-        if start:
-            scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": {}}
-            self._lifespan_task = loop.create_task(self.front(scope, self._lifespan.get, self._lifespan_send))
-        await self._lifespan.put({"type": f"lifespan.{event}"})
-        await self._lifespan_step
-
-    async def _lifespan_send(self, message: Message) -> None:
-        assert self._lifespan_step is not None
-        if message["type"].endswith(".failed"):
-            self._lifespan_step.set_exception(RuntimeError(message.get("message", "lifespan failed")))
-        else:
-            self._lifespan_step.set_result(None)
+        self.front.detach()
+        loop.run_until_complete(self.core.stop())
 
     # --- requests ---------------------------------------------------------------------------
 

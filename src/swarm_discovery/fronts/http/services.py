@@ -4,46 +4,35 @@ from __future__ import annotations
 
 import msgspec
 
-from ...core.registry import CATALOG, service_topic
-from ...locality import parse_near
+from ...core.lookup import Query
 from ...records import Heartbeat, InstanceSpec, MaintenanceRequest, Reports
-from ...selector import compile_selector
 from .call import Call, Reply, json_reply
 from .inputs import decode, flag, integer, name
-from .reads import json_array, read
+from .reads import read
 
 _encode = msgspec.json.Encoder().encode
 
 
 async def catalog(call: Call) -> Reply:
-    registry = call.context.registry
-    return await read(call, CATALOG, lambda: _encode(registry.services()))
+    return await read(call, Query("catalog"))
 
 
 async def list_instances(call: Call) -> Reply:
-    registry = call.context.registry
-    service = name(call, "service")
-    selector_text = call.query_params.get("selector")
-    selector = compile_selector(selector_text) if selector_text else None
-    near_text = call.query_params.get("near")
-    near = parse_near(near_text) if near_text is not None else None
-    tags = call.query_params.getlist("tag")
-    include_all = flag(call, "all")
-    limit = integer(call, "limit", minimum=1)
-
-    def render() -> bytes:
-        found = registry.instances(
-            service, tags=tags, selector=selector, include_all=include_all, near=near, limit=limit
-        )
-        return json_array([state.json for state in found])
-
-    return await read(call, service_topic(service), render)
+    params = call.query_params
+    query = Query(
+        "instances",
+        service=name(call, "service"),
+        tags=tuple(params.getlist("tag")),
+        selector=params.get("selector") or None,
+        include_all=flag(call, "all"),
+        near=params.get("near"),
+        limit=integer(call, "limit", minimum=1),
+    )
+    return await read(call, query)
 
 
 async def get_instance(call: Call) -> Reply:
-    registry = call.context.registry
-    service, iid = name(call, "service"), name(call, "id")
-    return await read(call, service_topic(service), lambda: registry.instance(service, iid).json)
+    return await read(call, Query("instance", service=name(call, "service"), id=name(call, "id")))
 
 
 async def reports(call: Call) -> Reply:

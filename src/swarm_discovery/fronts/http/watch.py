@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from ...core.registry import Published, Registry, service_topic
+from ...core.published import Published
+from ...core.registry import Registry, service_topic
 from ...errors import BadRequest
 from ...selector import Selector, compile_selector
 from ...telemetry import WATCHERS
@@ -88,6 +89,8 @@ class _Stream:
                 if frames:
                     yield b"".join(frames)
                 await self.registry.wait(topic, seen, KEEPALIVE_SECONDS)
+                if self.registry.changes.closed:
+                    return  # the server is stopping: the client resumes elsewhere or later
                 if self.registry.topic_index(topic) == seen:
                     yield b": keepalive\n\n"
         finally:

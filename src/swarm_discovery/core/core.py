@@ -1,0 +1,42 @@
+"""The `Core`: store, registry, health and lookup, built, started and stopped as one.
+
+`server.py` builds one per server process; every front (the HTTP API today; DNS, the Consul API
+and Prometheus service discovery next) is handed the running core and asks its `lookup`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..balance.outliers import OutlierSettings
+from ..health.monitor import HealthMonitor
+from ..health.protection import ExpirySettings
+from ..store import Store, open_store
+from .lookup import Lookup
+from .registry import Registry
+
+
+class CoreSettings(msgspec.Struct, frozen=True):
+    data_dir: str = "swarm-data"
+    store: str = "sqlite"
+    expiry: ExpirySettings = ExpirySettings()
+    outliers: OutlierSettings = OutlierSettings()
+
+
+class Core:
+    def __init__(self, settings: CoreSettings | None = None, store: Store | None = None) -> None:
+        self.settings = settings or CoreSettings()
+        self.store = store or open_store(self.settings.store, self.settings.data_dir)
+        self.registry = Registry(self.store, expiry=self.settings.expiry, outliers=self.settings.outliers)
+        self.lookup = Lookup(self.registry)
+
+    @property
+    def health(self) -> HealthMonitor:
+        return self.registry.health
+
+    async def start(self) -> None:
+        await self.registry.start()
+
+    async def stop(self) -> None:
+        """End blocking queries and watch streams at once, then stop checks and close the store."""
+        await self.registry.stop()
