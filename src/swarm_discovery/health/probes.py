@@ -20,8 +20,8 @@ from ..durations import format_duration
 from .check import CheckRuntime, ProbeResult
 
 _GRPC_STATUS = {health_pb2.HealthCheckResponse.SERVING: "passing"}
-# What a probe reads of a response body: enough to drain a health endpoint's answer, so that its
-# connection goes back to the pool, and never a stream that does not end.
+# What a probe reads of a response body (the status decides): enough for a short answer to arrive
+# in full, so that its connection goes back to the pool, and never a stream that does not end.
 MAX_BODY = 4096
 
 

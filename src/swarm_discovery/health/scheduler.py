@@ -34,7 +34,7 @@ def default_probers() -> dict[str, Prober]:
     return {"http": HttpProber(), "tcp": TcpProber(), "grpc": GrpcProber()}
 
 
-def failure(exc: Exception) -> str:
+def _failure(exc: Exception) -> str:
     """A raised error as one line of check output."""
     return " ".join(f"probe failed: {type(exc).__name__}: {exc}".split())
 
@@ -108,8 +108,8 @@ class Scheduler:
         except Exception as exc:  # a prober's bug or a target it cannot take: a failed probe all the same
             if key not in self._logged:
                 self._logged.add(key)
-                log.warning("check %s of %s: %s", check.name, key, failure(exc), exc_info=exc)
-            return ProbeResult("critical", failure(exc), time.perf_counter() - started)
+                log.warning("check %s of %s: %s", check.name, key, _failure(exc), exc_info=exc)
+            return ProbeResult("critical", _failure(exc), time.perf_counter() - started)
 
     def _finished(self, key: Hashable, task: asyncio.Task[None]) -> None:
         if self._running.get(key) is task:
