@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -140,3 +142,44 @@ class GrpcBackend:
 
     def stop(self) -> None:
         self._server.stop(grace=None)
+
+
+class StreamingBackend:
+    """An HTTP backend on the test's own event loop that answers 200 with `body_size` bytes, or with
+    a body that never ends (None); it counts what it sent, its connections and how many were closed."""
+
+    CHUNK = b"x" * 65536
+
+    def __init__(self, body_size: int | None = None) -> None:
+        self.body_size = body_size
+        self.sent = 0
+        self.connections = 0
+        self.closed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/health"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):  # the client hung up
+            while await reader.readuntil(b"\r\n\r\n"):
+                if self.body_size is None:
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    while True:  # until the client hangs up
+                        writer.write(b"%x\r\n%s\r\n" % (len(self.CHUNK), self.CHUNK))
+                        self.sent += len(self.CHUNK)
+                        await writer.drain()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.body_size)
+                writer.write(b"x" * self.body_size)
+                self.sent += self.body_size
+                await writer.drain()
+        self.closed.set()
+        writer.close()

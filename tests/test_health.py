@@ -156,6 +156,27 @@ def test_grpc_check_overall_and_named_service(shared_server: Server) -> None:
         backend.stop()
 
 
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"type": "tcp", "tcp": f"{'a' * 64}.example:80"},  # a DNS label has at most 63 characters
+        {"type": "http", "headers": {"X-Probe": "a\r\nInjected: 1"}},  # refused once connected
+    ],
+    ids=["tcp-64-character-label", "http-crlf-header"],
+)
+def test_a_probe_that_cannot_even_start_is_critical(
+    shared_server: Server, http_backend: HttpBackend, check: dict[str, object]
+) -> None:
+    http = shared_server.http
+    service = unique("unprobeable")
+    url = {"url": http_backend.url} if check["type"] == "http" else {}
+    put(http, service, "a", checks=[{**check, **url, "interval": "200ms", "initial_status": "passing"}])
+    wait_for(lambda: status_of(http, service, "a") == "critical")
+    output = http.get(f"/v1/services/{service}/instances/a/checks").json()[0]["output"]
+    assert output.startswith("probe failed: ") and "\n" not in output
+    assert http_backend.hits == 0
+
+
 def test_deregister_critical_after(shared_server: Server) -> None:
     http = shared_server.http
     service = unique("dca")

@@ -1,14 +1,26 @@
-"""Thresholds, the scheduler's timing and the expiry guard, with a fake clock and a fake prober."""
+"""Thresholds, the scheduler's timing, deadlines, probers' bounds and the expiry guard, with a fake
+clock, fake probers and backends on the test's own event loop."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+import gc
+import time
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any
 
-from swarm_discovery.health.check import CheckRuntime, ProbeResult
+import grpc
+import pytest
+
+from swarm_discovery.health.check import MAX_TIMEOUT, CheckRuntime, ProbeResult
+from swarm_discovery.health.deadlines import Deadlines
+from swarm_discovery.health.monitor import HealthMonitor
+from swarm_discovery.health.probes import GrpcProber, HttpProber, Prober, TcpProber
 from swarm_discovery.health.protection import ExpiryGuard, ExpirySettings
 from swarm_discovery.health.scheduler import Scheduler
 from swarm_discovery.records import CheckSpec
+from tests.backends import GrpcBackend, HttpBackend, StreamingBackend
+from tests.fakes import FakeClock
 
 OK = ProbeResult("passing", "ok")
 SLOW = ProbeResult("warning", "slow")
@@ -51,13 +63,19 @@ def test_output_is_bounded() -> None:
 class FakeProber:
     def __init__(self) -> None:
         self.started: list[tuple[float, str]] = []
+        self.forgotten: list[str] = []
         self.release = asyncio.Event()
 
     async def probe(self, check: CheckRuntime) -> ProbeResult:
         self.started.append((asyncio.get_running_loop().time(), check.name))
         if check.name == "slow":
             await self.release.wait()
+        if check.name == "bad":
+            raise ValueError("no\r\nsuch target")
         return OK
+
+    def forget(self, check: CheckRuntime) -> None:
+        self.forgotten.append(check.name)
 
     async def close(self) -> None:
         pass
@@ -94,9 +112,213 @@ def test_scheduler_spreads_first_probes_and_never_overlaps_a_check() -> None:
         count = [name for _, name in prober.started].count("a")
         await asyncio.sleep(0.3)
         assert [name for _, name in prober.started].count("a") == count
+        assert prober.forgotten == ["a"]  # so that the prober can drop what only "a" used
         await scheduler.stop()
 
     asyncio.run(scenario())
+
+
+def probe_check(kind: str, **fields: object) -> CheckRuntime:
+    spec = CheckSpec(type=kind, interval="100ms", **fields)  # type: ignore[arg-type]
+    return CheckRuntime(spec, 0, now=0.0)
+
+
+async def scheduled(prober: Prober, check: CheckRuntime, rounds: int = 3) -> list[ProbeResult]:
+    """What the scheduler reports for `check` over `rounds` intervals, applied to the check."""
+    results: list[ProbeResult] = []
+
+    def sink(key: Hashable, result: ProbeResult) -> None:
+        results.append(result)
+        check.observe(result, 0.0)
+
+    scheduler = Scheduler(sink, {check.spec.type: prober}, clock=asyncio.get_running_loop().time, jitter=lambda: 0.0)
+    scheduler.start()
+    scheduler.add("k", check)
+    await asyncio.sleep(check.interval * (rounds - 0.5))
+    await scheduler.stop()
+    return results
+
+
+def test_a_prober_that_raises_fails_the_probe_and_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    check = probe_check("http", url="http://x/", name="bad", initial_status="passing")
+    results = asyncio.run(scheduled(FakeProber(), check))
+    assert len(results) == 3 and {r.status for r in results} == {"critical"}
+    assert results[0].output == "probe failed: ValueError: no such target"  # one line
+    assert check.status == "critical"
+    assert len([r for r in caplog.records if r.name == "swarm.health"]) == 1  # not one per interval
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda _: probe_check("tcp", tcp=f"{'a' * 64}.example:80", initial_status="passing"), "UnicodeError"),
+        (
+            lambda url: probe_check("http", url=url, headers={"X-Probe": "a\r\nInjected: 1"}, initial_status="passing"),
+            "ValueError",
+        ),
+    ],
+    ids=["tcp-64-character-label", "http-crlf-header"],
+)
+def test_a_target_the_prober_cannot_take_goes_critical(make: Callable[[str], CheckRuntime], error: str) -> None:
+    backend = HttpBackend()
+    try:
+        check = make(backend.url)
+        prober = {"tcp": TcpProber, "http": HttpProber}[check.spec.type]()
+        results = asyncio.run(scheduled(prober, check))
+    finally:
+        backend.stop()
+    assert results and results[-1].output.startswith(f"probe failed: {error}: ")
+    assert check.status == "critical" and backend.hits == 0  # and nothing was sent
+
+
+def test_timeouts_are_capped() -> None:
+    assert probe_check("http", url="http://x/", timeout="1h").timeout == MAX_TIMEOUT == 30.0
+    assert probe_check("http", url="http://x/", timeout="300ms").timeout == 0.3
+
+
+def on_loop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(scenario())
+
+
+def test_an_endless_body_is_not_read() -> None:
+    async def scenario() -> None:
+        backend = StreamingBackend(body_size=None)
+        await backend.start()
+        prober = HttpProber()
+        started = time.perf_counter()
+        result = await prober.probe(probe_check("http", url=backend.url, timeout="2s"))
+        took = time.perf_counter() - started
+        await asyncio.wait_for(backend.closed.wait(), 2.0)  # the connection was dropped, not drained
+        await prober.close()
+        await backend.stop()
+        assert result.status == "passing" and ": 200 OK" in result.output
+        assert took < 1.0 and backend.sent < 32 * 2**20  # what socket buffers hold, not 2 s of streaming
+
+    on_loop(scenario)
+
+
+@pytest.mark.parametrize(("size", "connections"), [(1000, 1), (32 * 2**20, 3)])
+def test_short_bodies_keep_their_connection_long_ones_lose_it(size: int, connections: int) -> None:
+    async def scenario() -> None:
+        backend = StreamingBackend(body_size=size)
+        await backend.start()
+        prober = HttpProber()
+        check = probe_check("http", url=backend.url)
+        results = [await prober.probe(check) for _ in range(3)]
+        await prober.close()
+        await backend.stop()
+        assert [r.status for r in results] == ["passing"] * 3
+        assert backend.connections == connections  # a long body is not read to its end: the connection goes
+
+    on_loop(scenario)
+
+
+def test_grpc_channels_are_shared_and_closed_with_their_last_check() -> None:
+    backend = GrpcBackend()
+    backend.set("svc", True)
+
+    async def scenario() -> None:
+        prober = GrpcProber()
+        whole = probe_check("grpc", grpc=backend.target)
+        named = probe_check("grpc", grpc=f"{backend.target}/svc")
+        refused = probe_check("grpc", grpc="127.0.0.1:1", timeout="500ms")
+        for check in (whole, named, refused):
+            await prober.probe(check)
+        channel = prober._channels[backend.target]
+        assert len(prober._channels) == 2
+        prober.forget(whole)
+        assert prober._channels[backend.target] is channel  # the named check still uses it
+        assert (await prober.probe(named)).status == "passing"
+        prober.forget(named)
+        await asyncio.sleep(0.05)
+        assert backend.target not in prober._channels
+        assert channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN
+        prober.forget(refused)
+        prober.forget(refused)  # twice, or never probed: nothing to do
+        assert not prober._channels
+        await prober.close()
+
+    try:
+        on_loop(scenario)
+    finally:
+        backend.stop()
+
+
+def test_removed_checks_leave_no_grpc_channel() -> None:
+    async def scenario() -> None:
+        prober = GrpcProber()
+        scheduler = Scheduler(lambda key, result: None, {"grpc": prober}, jitter=lambda: 0.0)
+        scheduler.start()
+        for port in range(1, 201):  # distinct targets, nothing listening: each fails at once
+            scheduler.add(port, probe_check("grpc", grpc=f"127.0.0.1:{port}", timeout="200ms"))
+        await asyncio.sleep(0.3)
+        assert len(prober._channels) == 200
+        for port in range(1, 201):
+            scheduler.remove(port)
+        assert not prober._channels
+        await scheduler.stop()
+
+    on_loop(scenario)
+
+
+def test_monitor_stop_leaves_no_task_behind(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        prober = FakeProber()
+        scheduler = Scheduler(lambda key, result: monitor.report(key, result), {"http": prober}, jitter=lambda: 0.0)
+        monitor = HealthMonitor(lambda owner: None, lambda owner: None, scheduler=scheduler)
+        await monitor.stop()  # never started: nothing to stop
+        monitor.start()
+        specs = [CheckSpec(type="http", url="http://x/", name=name, interval="100ms") for name in ("slow", "bad")]
+        monitor.track(("instance", "svc", "a"), [*specs, CheckSpec(type="ttl", ttl="1s")])
+        await asyncio.sleep(0.25)
+        assert {name for _, name in prober.started} == {"slow", "bad"}  # "slow" is still in flight
+        await asyncio.wait_for(monitor.stop(), 1.0)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    on_loop(scenario)
+    gc.collect()
+    assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]  # nothing never retrieved
+
+
+def test_untrack_tells_the_prober() -> None:
+    async def scenario() -> None:
+        prober = FakeProber()
+        monitor = HealthMonitor(lambda owner: None, lambda owner: None, scheduler=Scheduler(print, {"http": prober}))
+        owner = ("instance", "svc", "a")
+        checks = monitor.track(owner, [CheckSpec(type="ttl", ttl="1s"), CheckSpec(type="http", url="http://x/")])
+        monitor.untrack(owner, checks)
+        assert prober.forgotten == ["http-1"]
+
+    on_loop(scenario)
+
+
+def test_deadlines_compact_their_heap() -> None:
+    clock = FakeClock()
+    fired: list[tuple[Hashable, float]] = []
+
+    def expire(key: Hashable, due: float) -> None:
+        if key == "bad":
+            raise RuntimeError("a callback's bug")
+        fired.append((key, due))
+
+    deadlines = Deadlines(expire, clock)
+    last: dict[Hashable, float] = {}
+    for renewal in range(100_000):  # ten keys heartbeating: every renewal pushes an entry
+        clock.advance(0.0001)
+        deadlines.set(renewal % 10, 30.0)
+        last[renewal % 10] = clock() + 30.0
+    assert len(deadlines._heap) <= 64
+    deadlines.cancel(9)
+    deadlines.set("bad", 29.0)
+    clock.advance(31.0)
+    deadlines.expire_due()  # the raising callback is logged, and the rest still fire
+    assert fired == [(key, last[key]) for key in range(9)]  # once each, at its latest deadline, in order
+    assert deadlines.next_due_in() is None
+    for key in range(1000):  # and cancelling many compacts it too
+        deadlines.set(key, 5.0)
+    for key in range(990):
+        deadlines.cancel(key)
+    assert len(deadlines._heap) <= 64
 
 
 def test_expiry_guard() -> None:

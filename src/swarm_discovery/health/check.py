@@ -14,6 +14,8 @@ from ..durations import parse_duration
 from ..records import CheckSpec, CheckState, CheckStatus, check_name
 
 MAX_OUTPUT = 512
+# A probe holds a connection and a task while it waits; past this, a target is down, not slow.
+MAX_TIMEOUT = 30.0
 _SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
 WORST: tuple[CheckStatus, CheckStatus, CheckStatus] = ("passing", "warning", "critical")
 
@@ -50,7 +52,7 @@ class CheckRuntime:
         self.spec = spec
         self.name = check_name(spec, position)
         self.interval = parse_duration(spec.interval, "interval")
-        self.timeout = parse_duration(spec.timeout, "timeout")
+        self.timeout = min(parse_duration(spec.timeout, "timeout"), MAX_TIMEOUT)
         self.ttl = parse_duration(spec.ttl, "ttl") if spec.ttl else None
         self.warn_latency = parse_duration(spec.warn_latency, "warn_latency") if spec.warn_latency else None
         dca = spec.deregister_critical_after

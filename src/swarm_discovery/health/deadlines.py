@@ -2,6 +2,9 @@
 
 Renewing pushes a new entry and leaves the old one in place; a popped entry that no longer
 matches the key's current deadline is stale and skipped (lazy deletion keeps renewals O(log n)).
+Stale entries would otherwise pile up (a heartbeat every second on a 30 s TTL leaves 30 per key),
+so once they outnumber the live deadlines the heap is rebuilt from those: O(n) at most once per
+n renewals. A callback that raises is logged, and the other deadlines still fire.
 The clock is injected so tests can drive it without sleeping.
 """
 
@@ -10,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import logging
 import time
 from collections.abc import Callable, Hashable
+
+log = logging.getLogger("swarm.health")
+COMPACT_FLOOR = 64  # below this many entries a rebuild would cost more than the stale ones
 
 
 class Deadlines:
@@ -34,9 +41,17 @@ class Deadlines:
         if not self._heap or due < self._heap[0][0]:
             self._wake.set()
         heapq.heappush(self._heap, (due, self._seq, key))
+        self._compact()
 
     def cancel(self, key: Hashable) -> None:
         self._due.pop(key, None)
+        self._compact()
+
+    def _compact(self) -> None:
+        if len(self._heap) > max(2 * len(self._due), COMPACT_FLOOR):
+            self._heap = [(due, seq, key) for seq, (key, due) in enumerate(self._due.items(), self._seq + 1)]
+            self._seq += len(self._heap)
+            heapq.heapify(self._heap)
 
     def now(self) -> float:
         return self._clock()
@@ -47,7 +62,10 @@ class Deadlines:
             due, _, key = heapq.heappop(self._heap)
             if self._due.get(key) == due:
                 del self._due[key]
-                self._on_expire(key, due)
+                try:
+                    self._on_expire(key, due)
+                except Exception:  # one bad callback must not stop every other timer
+                    log.exception("deadline %s: its callback failed", key)
 
     def next_due_in(self) -> float | None:
         return self._heap[0][0] - self._clock() if self._heap else None

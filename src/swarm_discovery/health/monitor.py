@@ -34,11 +34,13 @@ class HealthMonitor:
         self._on_critical_too_long = on_critical_too_long
         self._clock = clock
         self._checks: dict[Hashable, CheckRuntime] = {}
-        self.scheduler = scheduler or Scheduler(self.report)
+        # `is None`, not falsiness: an empty Scheduler has len() 0.
+        self.scheduler = scheduler if scheduler is not None else Scheduler(self.report)
         self.guard = guard or ExpiryGuard()
         # ("ttl", *key): a TTL lapses; ("expire", *key): a lapse has waited its window;
         # ("deregister", *key): critical for deregister_critical_after.
         self._timers = Deadlines(self._timer_fired)
+        self._timer_task: asyncio.Task[None] | None = None
 
     def track(self, owner: Owner, specs: list[CheckSpec]) -> tuple[CheckRuntime, ...]:
         if not specs:
@@ -123,5 +125,10 @@ class HealthMonitor:
         self._timer_task = asyncio.get_running_loop().create_task(self._timers.run())
 
     async def stop(self) -> None:
-        self._timer_task.cancel()
+        """Cancel and wait for the timer loop and every probe in flight, then close the probers.
+        Safe without `start`, and twice."""
+        task, self._timer_task = self._timer_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.scheduler.stop()

@@ -1,7 +1,9 @@
-"""Probers: each implements `async def probe(check) -> ProbeResult` and nothing else.
+"""Probers: each implements `async def probe(check) -> ProbeResult`, and `forget(check)` for what
+only a removed check used.
 
 Timing, thresholds and jitter belong to the scheduler. Probers share their connection pools:
-one HTTP pool (and one that skips TLS verification) and one gRPC channel per target.
+one HTTP pool (and one that skips TLS verification) and one gRPC channel per target, closed when
+the last check on that target is forgotten.
 """
 
 from __future__ import annotations
@@ -14,19 +16,35 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ..durations import format_duration
 from .check import CheckRuntime, ProbeResult
 
 _GRPC_STATUS = {health_pb2.HealthCheckResponse.SERVING: "passing"}
+# What a probe reads of a response body (the status decides): enough for a short answer to arrive
+# in full, so that its connection goes back to the pool, and never a stream that does not end.
+MAX_BODY = 4096
 
 
 class Prober(Protocol):
     async def probe(self, check: CheckRuntime) -> ProbeResult: ...
+
+    def forget(self, check: CheckRuntime) -> None: ...
 
     async def close(self) -> None: ...
 
 
 def _elapsed(started: float) -> float:
     return time.perf_counter() - started
+
+
+async def _drained(body: aiohttp.StreamReader, limit: int) -> bool:
+    """Read at most `limit` bytes of `body`; True when that was all of it."""
+    while limit > 0:
+        chunk = await body.read(limit)
+        if not chunk:
+            return True
+        limit -= len(chunk)
+    return body.at_eof()
 
 
 class HttpProber:
@@ -61,10 +79,11 @@ class HttpProber:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=check.timeout),
             ) as response:
-                await response.read()
+                if not await _drained(response.content, MAX_BODY):
+                    response.close()  # a body too long to drain: drop the connection, unread
                 code, reason = response.status, response.reason or ""
         except TimeoutError:
-            return ProbeResult("critical", f"timed out after {spec.timeout}", _elapsed(started))
+            return ProbeResult("critical", f"timed out after {format_duration(check.timeout)}", _elapsed(started))
         except aiohttp.ClientError as exc:
             return ProbeResult("critical", f"{type(exc).__name__}: {exc}", _elapsed(started))
         took = _elapsed(started)
@@ -75,6 +94,10 @@ class HttpProber:
             slow = check.warn_latency is not None and took > check.warn_latency
             return ProbeResult("warning" if slow else "passing", line + (" (slow)" if slow else ""), took)
         return ProbeResult("warning" if code == 429 else "critical", line, took)
+
+    def forget(self, check: CheckRuntime) -> None:
+        """Nothing is kept per target: idle pooled connections close after aiohttp's keep-alive
+        timeout, and its DNS cache holds a bounded number of hosts."""
 
     async def close(self) -> None:
         for session in self._sessions.values():
@@ -97,21 +120,32 @@ class TcpProber:
         writer.close()
         return ProbeResult("passing", f"TCP connect {check.spec.tcp}: success", _elapsed(started))
 
+    def forget(self, check: CheckRuntime) -> None:
+        """A TCP probe keeps nothing between probes."""
+
     async def close(self) -> None:
         pass
 
 
 class GrpcProber:
-    """The standard grpc.health.v1.Health/Check, for the server or a named service."""
+    """The standard grpc.health.v1.Health/Check, for the server or a named service.
+
+    A target's channel is shared by every check on it; it closes when the last of them is
+    forgotten, so targets that come and go do not leave channels (and their threads' buffers) behind.
+    """
 
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._users: dict[str, set[CheckRuntime]] = {}  # per target, the checks that probed it
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def probe(self, check: CheckRuntime) -> ProbeResult:
         target, _, service = (check.spec.grpc or "").partition("/")
         channel = self._channels.get(target)
         if channel is None:
             channel = self._channels[target] = grpc.aio.insecure_channel(target)
+            self._users[target] = set()
+        self._users[target].add(check)
         stub = health_pb2_grpc.HealthStub(channel)
         started = time.perf_counter()
         try:
@@ -127,7 +161,22 @@ class GrpcProber:
             _GRPC_STATUS.get(reply.status, "critical"), f"gRPC {check.spec.grpc}: {status}", _elapsed(started)
         )
 
+    def forget(self, check: CheckRuntime) -> None:
+        target = (check.spec.grpc or "").partition("/")[0]
+        users = self._users.get(target)
+        if users is None:
+            return
+        users.discard(check)
+        if not users:
+            del self._users[target]
+            # Closing is a coroutine and forget is called from synchronous registry code.
+            task = asyncio.get_running_loop().create_task(self._channels.pop(target).close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        self._users.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)

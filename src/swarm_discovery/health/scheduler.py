@@ -5,26 +5,38 @@ random point in its interval, so checks added together (a restart, a large regis
 out instead of firing at once; after that it runs at a fixed rate. Each probe runs as its own
 task with its own timeout, so a slow target delays nothing else, and a check whose previous probe
 is still running skips a round rather than piling up. Results go to one sink, the registry.
+
+A prober that raises has failed the probe: the check goes critical with the error as its output,
+and the error is logged once per check rather than every interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Hashable
+from functools import partial
 from typing import Any
 
+from ..durations import format_duration
 from ..telemetry import PROBE_LAG, PROBES
 from .check import CheckRuntime, ProbeResult
 from .deadlines import Deadlines
 from .probes import GrpcProber, HttpProber, Prober, TcpProber
 
 Sink = Callable[[Hashable, ProbeResult], None]
+log = logging.getLogger("swarm.health")
 
 
 def default_probers() -> dict[str, Prober]:
     return {"http": HttpProber(), "tcp": TcpProber(), "grpc": GrpcProber()}
+
+
+def _failure(exc: Exception) -> str:
+    """A raised error as one line of check output."""
+    return " ".join(f"probe failed: {type(exc).__name__}: {exc}".split())
 
 
 class Scheduler:
@@ -40,6 +52,7 @@ class Scheduler:
         self._jitter = jitter
         self._checks: dict[Hashable, CheckRuntime] = {}
         self._running: dict[Hashable, asyncio.Task[None]] = {}
+        self._logged: set[Hashable] = set()  # checks whose prober raised and that were logged
         self._timers = Deadlines(self._due, clock)
         self._task: asyncio.Task[None] | None = None
         self._counters: dict[tuple[str, str], Any] = {}  # labels() costs a lock and a hash per probe
@@ -49,11 +62,14 @@ class Scheduler:
         self._timers.set(key, self._jitter() * check.interval)
 
     def remove(self, key: Hashable) -> None:
-        self._checks.pop(key, None)
+        check = self._checks.pop(key, None)
         self._timers.cancel(key)
+        self._logged.discard(key)
         running = self._running.pop(key, None)
         if running is not None:
             running.cancel()
+        if check is not None and (prober := self._probers.get(check.spec.type)) is not None:
+            prober.forget(check)  # what only this check used (a gRPC channel) goes with it
 
     def __len__(self) -> int:
         return len(self._checks)
@@ -69,33 +85,46 @@ class Scheduler:
         if key in self._running:
             return
         task = asyncio.get_running_loop().create_task(self._probe(key, check))
+        task.add_done_callback(partial(self._finished, key))
         self._running[key] = task
 
     async def _probe(self, key: Hashable, check: CheckRuntime) -> None:
+        result = await self._result(key, check)
+        counter = self._counters.get((check.spec.type, result.status))
+        if counter is None:
+            counter = self._counters[(check.spec.type, result.status)] = PROBES.labels(check.spec.type, result.status)
+        counter.inc()
+        if self._checks.get(key) is check:
+            self._report(key, result)
+
+    async def _result(self, key: Hashable, check: CheckRuntime) -> ProbeResult:
+        started = time.perf_counter()
         try:
             prober = self._probers[check.spec.type]
-            try:
-                async with asyncio.timeout(check.timeout + 1.0):  # a backstop: probers time out themselves
-                    result = await prober.probe(check)
-            except TimeoutError:
-                result = ProbeResult("critical", f"timed out after {check.spec.timeout}", check.timeout)
-            counter = self._counters.get((check.spec.type, result.status))
-            if counter is None:
-                counter = self._counters[(check.spec.type, result.status)] = PROBES.labels(
-                    check.spec.type, result.status
-                )
-            counter.inc()
-            if self._checks.get(key) is check:
-                self._report(key, result)
-        finally:
-            if self._running.get(key) is asyncio.current_task():
-                del self._running[key]
+            async with asyncio.timeout(check.timeout + 1.0):  # a backstop: probers time out themselves
+                return await prober.probe(check)
+        except TimeoutError:
+            return ProbeResult("critical", f"timed out after {format_duration(check.timeout)}", check.timeout)
+        except Exception as exc:  # a prober's bug or a target it cannot take: a failed probe all the same
+            if key not in self._logged:
+                self._logged.add(key)
+                log.warning("check %s of %s: %s", check.name, key, _failure(exc), exc_info=exc)
+            return ProbeResult("critical", _failure(exc), time.perf_counter() - started)
+
+    def _finished(self, key: Hashable, task: asyncio.Task[None]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        # Retrieved here, so a sink that raised is logged now, not as "never retrieved" at exit.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("check %s: reporting a probe result failed", key, exc_info=exc)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._timers.run())
 
     async def stop(self) -> None:
+        """Cancel the timer loop and every probe in flight, wait for them, then close the probers."""
         tasks = [t for t in (self._task, *self._running.values()) if t is not None]
+        self._task = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
