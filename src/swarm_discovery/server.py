@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
 import os
 import signal
 import sys
+from typing import Any
 
+import granian._signals
 from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
 
@@ -25,6 +28,34 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+_serving: list[Core] = []  # the worker's core, for the signal handler
+
+
+def _end_waits_first() -> None:
+    """Make a worker's SIGINT and SIGTERM end blocking queries and watch streams before anything else.
+
+    granian stops a worker once its open connections have ended, and a watch stream or a
+    10-minute blocking query does not end by itself: without this a server with one watcher
+    would not stop. Its worker installs its handlers through `set_loop_signals`, which is wrapped
+    here (granian is pinned) before the worker process is forked.
+    """
+    install = granian._signals.set_loop_signals
+
+    def set_loop_signals(loop: asyncio.AbstractEventLoop) -> Any:
+        stop = install(loop)
+
+        def on_signal() -> None:
+            for core in _serving:
+                core.end_waits()
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        return stop
+
+    granian._signals.set_loop_signals = set_loop_signals
+
+
 def worker_app() -> RSGIApp:
     """The app as granian's worker process builds it.
 
@@ -36,7 +67,9 @@ def worker_app() -> RSGIApp:
     # the collector walks all of them every few thousand allocations, which showed up as 200 ms
     # pauses under write load. Records hold no reference cycles, so collect far less often.
     gc.set_threshold(100_000, 50, 1000)
-    return RSGIApp(create_front(), Core(settings_from_env()))
+    core = Core(settings_from_env())
+    _serving.append(core)
+    return RSGIApp(create_front(), core)
 
 
 def serve(
@@ -55,6 +88,7 @@ def serve(
     os.environ["SWARM_EXPIRY_SHARE"] = str(expiry.share)
     os.environ["SWARM_EXPIRY_MINIMUM"] = str(expiry.minimum)
     os.environ["SWARM_EXPIRY_WINDOW"] = f"{expiry.window}s"
+    _end_waits_first()
     Granian(
         "swarm_discovery.server:worker_app",
         factory=True,

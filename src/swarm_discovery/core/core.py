@@ -37,6 +37,10 @@ class Core:
     async def start(self) -> None:
         await self.registry.start()
 
+    def end_waits(self) -> None:
+        """Answer every blocking query and end every watch stream now: the server is stopping."""
+        self.registry.changes.close()
+
     async def stop(self) -> None:
         """End blocking queries and watch streams at once, then stop checks and close the store."""
         await self.registry.stop()
