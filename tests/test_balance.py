@@ -12,11 +12,11 @@ from swarm_discovery.balance import (
     STRATEGIES,
     ConsistentHash,
     Endpoint,
+    EndpointSet,
     LeastLoaded,
     PickRequest,
     Pool,
     RoundRobin,
-    View,
     Weighted,
 )
 
@@ -28,23 +28,23 @@ def endpoints(n: int, **fields: object) -> list[Endpoint]:
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_strategy_picks_from_the_view_and_none_from_nothing(name: str) -> None:
     strategy = STRATEGIES[name]()
-    view = View(endpoints(5))
+    view = EndpointSet(endpoints(5))
     picked = {strategy.pick(view, PickRequest(key=str(i))) for i in range(200)}  # type: ignore[union-attr]
     assert picked <= set(view.endpoints) and len(picked) >= 3
-    assert strategy.pick(View([])) is None
-    only = View(endpoints(1))
+    assert strategy.pick(EndpointSet([])) is None
+    only = EndpointSet(endpoints(1))
     assert strategy.pick(only) is only.endpoints[0]
 
 
 def test_round_robin_is_even() -> None:
-    view = View(endpoints(4))
+    view = EndpointSet(endpoints(4))
     strategy = RoundRobin()
     counts = Counter(strategy.pick(view).id for _ in range(400))  # type: ignore[union-attr]
     assert set(counts.values()) == {100}
 
 
 def test_weighted_follows_weights_smoothly() -> None:
-    view = View(
+    view = EndpointSet(
         [Endpoint("a", "x", 1, weight=100), Endpoint("b", "x", 2, weight=200), Endpoint("c", "x", 3, weight=700)]
     )
     strategy = Weighted()
@@ -56,7 +56,7 @@ def test_weighted_follows_weights_smoothly() -> None:
 
 
 def test_least_loaded_avoids_busy_endpoints() -> None:
-    view = View(endpoints(3))
+    view = EndpointSet(endpoints(3))
     busy = view.endpoints[0]
     for _ in range(10):
         view.load.started(busy)
@@ -69,21 +69,21 @@ def test_least_loaded_reads_reported_queue_depth_against_capacity() -> None:
     deep = Endpoint("deep", "x", 1, queue_depth=30, max_concurrency=32)
     roomy = Endpoint("roomy", "x", 2, queue_depth=30, max_concurrency=256)
     strategy = LeastLoaded(random.Random(1).randrange)
-    view = View([deep, roomy])
+    view = EndpointSet([deep, roomy])
     assert {strategy.pick(view).id for _ in range(50)} == {"roomy"}  # type: ignore[union-attr]
 
 
 def test_consistent_hash_keeps_keys_in_place() -> None:
     pool = endpoints(10)
     strategy = ConsistentHash()
-    view = View(pool)
+    view = EndpointSet(pool)
     before = {k: strategy.pick(view, PickRequest(key=f"user-{k}")).id for k in range(1000)}  # type: ignore[union-attr]
     again = {
-        k: ConsistentHash().pick(View(pool), PickRequest(key=f"user-{k}")).id  # type: ignore[union-attr]
+        k: ConsistentHash().pick(EndpointSet(pool), PickRequest(key=f"user-{k}")).id  # type: ignore[union-attr]
         for k in range(1000)
     }
     assert before == again
-    smaller = View([e for e in pool if e.id != "e3"])  # an unrelated instance leaves
+    smaller = EndpointSet([e for e in pool if e.id != "e3"])  # an unrelated instance leaves
     after = {k: strategy.pick(smaller, PickRequest(key=f"user-{k}")).id for k in range(1000)}  # type: ignore[union-attr]
     moved = [k for k in before if before[k] != after[k]]
     assert all(before[k] == "e3" for k in moved)  # only the keys of the one that left moved
@@ -91,7 +91,7 @@ def test_consistent_hash_keeps_keys_in_place() -> None:
 
 
 def test_consistent_hash_bounds_the_load_of_a_hot_key() -> None:
-    view = View(endpoints(8))
+    view = EndpointSet(endpoints(8))
     strategy = ConsistentHash()
     for _ in range(400):  # one hot key, 400 requests in flight
         view.load.started(strategy.pick(view, PickRequest(key="hot-prompt")))  # type: ignore[arg-type]
@@ -105,10 +105,10 @@ def test_pool_prefers_zone_then_region_then_anywhere() -> None:
     c = Endpoint("c", "x", 3, zone="us-1a", region="us")
     pool = Pool(RoundRobin, zone="eu-1a", region="eu")
     healthy = {"a", "b", "c"}
-    pool.update([a, b, c], lambda e: e.id in healthy)
+    pool.update([a, b, c], set(healthy))
     assert {pool.pick().id for _ in range(10)} == {"a"}  # type: ignore[union-attr]
     healthy.discard("a")
-    pool.update([a, b, c], lambda e: e.id in healthy)
+    pool.update([a, b, c], set(healthy))
     assert {pool.pick().id for _ in range(10)} == {"b"}  # type: ignore[union-attr]
     assert pool.pick(exclude=["b"]).id == "c"  # type: ignore[union-attr]
 
@@ -118,19 +118,19 @@ def test_pool_near_a_point() -> None:
     paris = Endpoint("paris", "x", 2, lat=48.85, lon=2.35)
     tokyo = Endpoint("tokyo", "x", 3, lat=35.7, lon=139.7)
     pool = Pool(RoundRobin, near=(51.4, -0.1))
-    pool.update([tokyo, paris, london], lambda e: True)
+    pool.update([tokyo, paris, london])
     assert {pool.pick().id for _ in range(10)} == {"london"}  # type: ignore[union-attr]
-    pool.update([tokyo, paris], lambda e: True)
+    pool.update([tokyo, paris])
     assert {pool.pick().id for _ in range(10)} == {"paris"}  # type: ignore[union-attr]
 
 
 def test_panic_mode_spreads_over_everyone() -> None:
     everyone = endpoints(10)
     pool = Pool(RoundRobin)
-    pool.update(everyone, lambda e: e.id in {"e0", "e1", "e2", "e3"})  # 4 of 10 healthy: under half
+    pool.update(everyone, {"e0", "e1", "e2", "e3"})  # 4 of 10 healthy: under half
     assert pool.panic and pool.size == 10
     assert len({pool.pick().id for _ in range(20)}) == 10  # type: ignore[union-attr]
-    pool.update(everyone, lambda e: e.id not in {"e0"})
+    pool.update(everyone, {e.id for e in everyone} - {"e0"})
     assert not pool.panic and pool.size == 9
 
 
