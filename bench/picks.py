@@ -42,7 +42,7 @@ def main() -> None:
         for name, strategy in STRATEGIES.items():
             pool = Pool(strategy, zone="eu-west-1a", region="eu-west") if locality else Pool(strategy)
             started = time.perf_counter()
-            pool.update(endpoints, lambda e: True)
+            pool.update(endpoints)
             pool.pick(keys[0])  # per-view structures (the hash ring) are built on first pick
             build = (time.perf_counter() - started) * 1000
             times = []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from swarm_discovery.sdk.balancer import Balancer
 from tests.backends import HttpBackend
 from tests.conftest import Server
 from tests.helpers import ids, put, unique
+from tests.server import free_port
 
 
 class Fleet:
@@ -223,3 +226,96 @@ def test_unknown_strategy(shared_server: Server, fleet: Fleet) -> None:
     with Client(shared_server.addr) as client, pytest.raises(ValueError, match="strategy"):
         Balancer(client, fleet.service, strategy="random-ish")
     assert httpx.get(f"{shared_server.url}/healthz").status_code == 200
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
+
+
+def test_a_request_that_fails_before_sending_leaves_no_load_behind(shared_server: Server, fleet: Fleet) -> None:
+    with Client(shared_server.addr) as client, client.balancer(fleet.service, strategy="least_loaded") as lb:
+        for _ in range(3):
+            with pytest.raises(TypeError):
+                lb.request("GET", "/health", content=object())  # httpx refuses to build it
+        assert lb.core.pool.load.outstanding == {} and lb.core.pool.load.total == 0
+        assert lb.request("GET", "/health").status_code == 200
+
+
+def test_a_cancelled_async_request_leaves_no_load_behind(shared_server: Server, fleet: Fleet) -> None:
+    for backend in fleet.backends:
+        backend.delay = 2.0
+
+    async def scenario() -> None:
+        async with AsyncClient(shared_server.addr) as client:
+            lb = await client.balancer(fleet.service, strategy="least_loaded")
+            async with lb:
+                load = lb.core.pool.load
+                task = asyncio.ensure_future(lb.request("GET", "/health"))
+                deadline = time.monotonic() + 5
+                while load.total == 0:  # until it is in flight
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert load.outstanding == {} and load.total == 0
+
+    asyncio.run(scenario())
+
+
+class GarbleProxy:
+    """Forwards to the registry its first `honest` requests, then answers 200 with garbage JSON
+    until `garbage` is cleared: a fault the SDK does not translate into an ApiError. Forwarded
+    blocking queries wait a second at most, so that none holds the registry open after the test."""
+
+    def __init__(self, upstream: str, honest: int = 1) -> None:
+        self.garbage = True
+        self.honest = honest
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if proxy.garbage and proxy.honest <= 0:
+                    status, body, index = 200, b'[{"id": "x", oops', "1"
+                else:
+                    proxy.honest -= 1
+                    answer = httpx.get(upstream + re.sub(r"wait=[^&]+", "wait=1s", self.path), timeout=10)
+                    status, body, index = answer.status_code, answer.content, answer.headers["x-swarm-index"]
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Swarm-Index", index)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.port = free_port()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_the_follow_loop_survives_any_error_and_says_so(shared_server: Server, fleet: Fleet) -> None:
+    proxy = GarbleProxy(shared_server.url)
+    try:
+        with Client(f"127.0.0.1:{proxy.port}") as client, client.balancer(fleet.service) as lb:
+            wait_for(lambda: lb.stats()["stale"] is not None)
+            assert "DecodeError" in lb.stats()["stale"]
+            assert lb.request("GET", "/health").status_code == 200  # the last view still serves
+            proxy.garbage = False
+            extra = HttpBackend()
+            try:
+                put(shared_server.http, fleet.service, "b3", address="127.0.0.1", port=extra.port)
+                wait_for(lambda: lb.stats()["instances"] == 4 and lb.stats()["stale"] is None)
+            finally:
+                extra.stop()
+    finally:
+        proxy.stop()

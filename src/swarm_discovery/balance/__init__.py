@@ -1,34 +1,31 @@
-"""Choosing one instance: strategies behind one `pick(view, request=None)`, shared by the SDK and
-the gateway, and `Pool` for locality failover and panic mode around any of them."""
+"""Choosing one instance, transport neutral: strategies behind one `pick(view, request=None)`,
+`Pool` for locality failover and panic mode around any of them, and `BalancerCore` (in `flow`)
+for retries, ejections and reports, shared by the SDK and the gateway."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from .consistent_hash import ConsistentHash
+from .endpoints import Endpoint, EndpointSet, Load, PickRequest
+from .flow import BalancerCore, NoInstance, Outcome
 from .least_loaded import LeastLoaded
-from .pool import Pool, Strategy
+from .pool import Pool
 from .round_robin import RoundRobin
-from .view import Endpoint, Load, PickRequest, View
+from .strategies import STRATEGIES, Strategy
 from .weighted import Weighted
-
-STRATEGIES: dict[str, Callable[[], Strategy]] = {
-    "round_robin": RoundRobin,
-    "weighted": Weighted,
-    "least_loaded": LeastLoaded,
-    "consistent_hash": ConsistentHash,
-}
 
 __all__ = [
     "STRATEGIES",
+    "BalancerCore",
     "ConsistentHash",
     "Endpoint",
+    "EndpointSet",
     "LeastLoaded",
     "Load",
+    "NoInstance",
+    "Outcome",
     "PickRequest",
     "Pool",
     "RoundRobin",
     "Strategy",
-    "View",
     "Weighted",
 ]

@@ -12,9 +12,9 @@ soft: a slow endpoint accumulates outstanding requests and latency, and stops be
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 
-from .view import Endpoint, PickRequest, View
+from .endpoints import NOTHING, Endpoint, EndpointSet, PickRequest
 
 DEFAULT_LATENCY = 0.001  # before the first answer: optimistic, so that new endpoints get tried
 
@@ -24,19 +24,27 @@ class LeastLoaded:
         self._rand = rand or random.Random().randrange
 
     @staticmethod
-    def load(view: View, endpoint: Endpoint) -> float:
+    def load(view: EndpointSet, endpoint: Endpoint) -> float:
         busy = view.load.of(endpoint) + endpoint.queue_depth + 1
         if endpoint.max_concurrency:
             busy /= endpoint.max_concurrency
         return busy * view.load.latency.get(endpoint.id, DEFAULT_LATENCY)
 
-    def pick(self, view: View, request: PickRequest | None = None) -> Endpoint | None:
-        endpoints = view.endpoints
+    def pick(self, view: EndpointSet, request: PickRequest | None = None) -> Endpoint | None:
+        endpoints: Sequence[Endpoint] = view.endpoints
+        skip: Collection[str] = request.exclude if request is not None else NOTHING
+        if skip and 2 * len(skip) >= len(endpoints):
+            # Mostly excluded: sampling would keep hitting the excluded, so sample among the rest.
+            endpoints, skip = [e for e in endpoints if e.id not in skip], NOTHING
         n = len(endpoints)
         if n <= 1:
-            return endpoints[0] if n else None
+            return endpoints[0] if n and endpoints[0].id not in skip else None
         a = self._rand(n)
-        b = self._rand(n - 1)
-        b += b >= a  # a second, different endpoint
+        while endpoints[a].id in skip:  # fewer than half are excluded: a few draws at most
+            a = self._rand(n)
+        b = a
+        while b == a or endpoints[b].id in skip:
+            b = self._rand(n - 1)
+            b += b >= a  # a second, different endpoint
         first, second = endpoints[a], endpoints[b]
         return first if self.load(view, first) <= self.load(view, second) else second

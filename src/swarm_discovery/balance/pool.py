@@ -4,22 +4,20 @@ Healthy endpoints are split into priority tiers: the caller's zone, then its reg
 rest (or, given a point, the nearest band, then the rest); every pick goes to the first tier that
 has anyone, through that tier's own strategy instance. When fewer than `panic_threshold` of all
 endpoints are healthy, the health signal itself is suspect (or the few left would be crushed):
-the pool spreads over every endpoint instead and says so in `panic`.
+the pool spreads over every endpoint instead and says so in `panic`. Each tier keeps its strategy
+instance for the pool's life, and an update that changes neither the endpoints nor their health
+(only metrics) leaves the tiers as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from ..locality import distance_km
-from .view import Endpoint, Load, PickRequest, View
+from .endpoints import Endpoint, EndpointSet, Load, PickRequest
+from .strategies import Strategy
 
 NEAR_BAND_KM = 100.0
-
-
-class Strategy(Protocol):
-    def pick(self, view: View, request: PickRequest | None = None) -> Endpoint | None: ...
 
 
 class Pool:
@@ -37,15 +35,22 @@ class Pool:
         self.panic_threshold = panic_threshold
         self.load = Load()
         self.panic = False
-        self._tiers: list[tuple[View, Strategy]] = []
+        self._endpoints: list[Endpoint] = []
+        self._healthy: Collection[str] | None = None
+        self._tiers: list[EndpointSet] = []
+        self._strategies: list[Strategy] = []  # one per tier position, for the pool's life
 
-    def update(self, endpoints: Iterable[Endpoint], healthy: Callable[[Endpoint], bool]) -> None:
-        """A new membership: rebuild the tiers (strategies keep nothing across a change)."""
+    def update(self, endpoints: Sequence[Endpoint], healthy: Collection[str] | None = None) -> None:
+        """The endpoints now, and the ids of those that are healthy (None: all of them)."""
         everything = list(endpoints)
-        good = [e for e in everything if healthy(e)]
+        if everything == self._endpoints and healthy == self._healthy:
+            return  # the same endpoint objects in the same health: only their metrics moved
+        self._endpoints, self._healthy = everything, healthy
+        good = everything if healthy is None else [e for e in everything if e.id in healthy]
         self.panic = bool(everything) and len(good) < self.panic_threshold * len(everything)
-        chosen = everything if self.panic else good
-        self._tiers = [(View(tier, self.load), self._strategy()) for tier in self._split(chosen) if tier]
+        self._tiers = [EndpointSet(tier, self.load) for tier in self._split(everything if self.panic else good)]
+        while len(self._strategies) < len(self._tiers):
+            self._strategies.append(self._strategy())
 
     def _split(self, endpoints: list[Endpoint]) -> list[list[Endpoint]]:
         if self.zone is None and self.region is None and self.near is None:
@@ -74,20 +79,17 @@ class Pool:
         return tiers
 
     def pick(self, request: PickRequest | None = None, exclude: Iterable[str] = ()) -> Endpoint | None:
-        """An endpoint from the first tier with anyone in it, skipping `exclude` (ids already tried)."""
-        skip = set(exclude)
-        for view, strategy in self._tiers:
-            for _ in range(3):  # a retry usually lands elsewhere at once: no filtered copy needed
-                found = strategy.pick(view, request)
-                if found is None or found.id not in skip:
-                    break
-            if found is not None and found.id not in skip:
-                return found
-            left = [e for e in view.endpoints if e.id not in skip]
-            if left:
-                return strategy.pick(View(left, self.load), request)
+        """An endpoint from the first tier with anyone left in it, skipping `exclude` (ids already tried)."""
+        skip = frozenset(exclude)
+        if skip:
+            request = PickRequest(key=request.key if request is not None else None, exclude=skip)
+        for tier, strategy in zip(self._tiers, self._strategies, strict=False):
+            if tier.endpoints:
+                found = strategy.pick(tier, request)
+                if found is not None:
+                    return found
         return None
 
     @property
     def size(self) -> int:
-        return sum(len(view) for view, _ in self._tiers)
+        return sum(len(tier) for tier in self._tiers)

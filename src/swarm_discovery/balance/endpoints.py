@@ -1,9 +1,10 @@
-"""What balancers read: an immutable list of endpoints, rebuilt when membership changes, plus
-the live load that the client and the gateway keep (outstanding requests per endpoint)."""
+"""What strategies read: endpoints, an immutable set of them (rebuilt when membership or health
+changes, kept while only metrics move), the live load that whoever sends the requests keeps, and
+what one pick may depend on."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import msgspec
 
@@ -11,7 +12,11 @@ from ..records import InstanceView
 
 
 class Endpoint:
-    """One instance as a balancer sees it."""
+    """One instance as a balancer sees it.
+
+    `queue_depth` is live: its owner refreshes it in place as heartbeat metrics arrive, so a
+    metrics change costs no rebuild. Everything else is fixed for the life of the object.
+    """
 
     __slots__ = ("address", "id", "lat", "lon", "max_concurrency", "port", "queue_depth", "region", "weight", "zone")
 
@@ -64,7 +69,7 @@ LATENCY_DECAY = 0.3  # weight of the newest sample in the moving average
 
 
 class Load:
-    """Outstanding requests and recent latency per endpoint id, kept by whoever sends the requests.
+    """Outstanding requests and recent latency per endpoint id.
 
     Latency is a moving average that jumps up at once and decays slowly ("peak EWMA", as in
     Finagle and Linkerd), so one slow answer is believed and one fast answer is not.
@@ -73,7 +78,7 @@ class Load:
     __slots__ = ("latency", "outstanding", "total")
 
     def __init__(self) -> None:
-        self.outstanding: dict[str, int] = {}
+        self.outstanding: dict[str, int] = {}  # only endpoints with a request in flight
         self.latency: dict[str, float] = {}
         self.total = 0
 
@@ -82,7 +87,11 @@ class Load:
         self.total += 1
 
     def finished(self, endpoint: Endpoint, latency: float | None = None) -> None:
-        self.outstanding[endpoint.id] = self.outstanding.get(endpoint.id, 1) - 1
+        left = self.outstanding.get(endpoint.id, 1) - 1
+        if left > 0:
+            self.outstanding[endpoint.id] = left
+        else:
+            self.outstanding.pop(endpoint.id, None)
         self.total -= 1
         if latency is not None:
             average = self.latency.get(endpoint.id)
@@ -94,9 +103,14 @@ class Load:
     def of(self, endpoint: Endpoint) -> int:
         return self.outstanding.get(endpoint.id, 0)
 
+    def retain(self, ids: Collection[str]) -> None:
+        """Forget endpoints that left (`ids` are those still there), but not while a request to one is in flight."""
+        for gone in [i for i in self.latency if i not in ids and i not in self.outstanding]:
+            del self.latency[gone]
 
-class View:
-    """An immutable pool of endpoints; strategies may keep per-view structures while `endpoints` is the same."""
+
+class EndpointSet:
+    """An immutable set of endpoints; strategies may keep structures built for it while it is the same."""
 
     __slots__ = ("endpoints", "ids", "load")
 
@@ -109,7 +123,12 @@ class View:
         return len(self.endpoints)
 
 
+NOTHING: frozenset[str] = frozenset()
+
+
 class PickRequest(msgspec.Struct, frozen=True):
-    """What a pick may depend on: a hash key (session, user, prompt prefix) for affinity."""
+    """What a pick may depend on: a hash key (session, user, prompt prefix) for affinity, and the
+    ids not to pick (those a retry already tried), which strategies skip without a filtered copy."""
 
     key: str | None = None
+    exclude: frozenset[str] = NOTHING
