@@ -25,6 +25,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+STOP_WITHIN = 5.0
+
+
 class Server:
     """One `swarm serve` process; restartable on the same port and data directory."""
 
@@ -83,15 +86,18 @@ class Server:
                 return
         raise RuntimeError("server still answers after kill -9")
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, within: float = STOP_WITHIN) -> None:
+        """SIGTERM, as a service manager stops it; a server that does not exit in time fails the test."""
         self.http.close()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(within)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"server on {self.addr} did not stop within {within} s of SIGTERM") from None
 
     def worker_pid(self) -> int:
         """The granian worker, which holds the registry."""

@@ -9,7 +9,7 @@ import pytest
 from swarm_discovery.durations import parse_duration
 from swarm_discovery.errors import BadRequest
 from swarm_discovery.fronts.http.dispatch import Found, RouteTable, WrongMethod
-from swarm_discovery.fronts.http.routes import ENDPOINTS
+from swarm_discovery.fronts.http.routes import ROUTES
 from swarm_discovery.health.deadlines import Deadlines
 from swarm_discovery.locality import Near, distance_km, parse_near, sort_near
 from swarm_discovery.records import Location
@@ -94,7 +94,7 @@ def test_selector_is_compiled_once_and_errors_do_not_match() -> None:
 
 
 def test_route_table_matches_segments_and_tells_wrong_methods() -> None:
-    table = RouteTable(ENDPOINTS)
+    table = RouteTable(ROUTES)
     found = table.find("PUT", "/v1/services/llm/instances/i-1/heartbeat")
     assert isinstance(found, Found)
     assert found.endpoint.path == "/v1/services/{service}/instances/{id}/heartbeat"

@@ -144,7 +144,7 @@ class BalancerCore:
             )
         self.stale = why
         self._failures += 1
-        return min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX)
+        return min(BACKOFF_FIRST * 2.0 ** (self._failures - 1), BACKOFF_MAX)
 
     # --- one request ------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from ..health.protection import ExpiryGuard, ExpirySettings
 from ..locality import Near, sort_near
 from ..records import (
     CheckState,
+    CheckStatus,
     Ejection,
     Heartbeat,
     InstanceRecord,
@@ -46,6 +47,7 @@ from ..records import (
     Report,
     ReportsAccepted,
     ServiceSummary,
+    Status,
     validate_capabilities,
     validate_checks,
 )
@@ -86,7 +88,7 @@ class _Instance(msgspec.Struct, gc=False):
     updated_at: float
     published: Published = None  # type: ignore[assignment]  # Registry._publish sets it before any read
 
-    def status(self, node: _Node | None) -> str:
+    def status(self, node: _Node | None) -> Status:
         if self.record.maintenance is not None:
             return "maintenance"
         if not self.checks and node is None:
@@ -105,14 +107,14 @@ class _Node:
         self.updated_at = now
         self.republish()
 
-    def status(self) -> str:
+    def status(self) -> CheckStatus:
         return worst([c.status for c in self.checks])
 
     def republish(self) -> None:
         record = self.record
         self.view = NodeView(
             **msgspec.structs.asdict(record.spec),
-            status=self.status(),  # type: ignore[arg-type]
+            status=self.status(),
             check_states=tuple(c.state() for c in self.checks),
             index=self.index,
             registered_at=record.registered_at,
@@ -331,7 +333,7 @@ class Registry:
         node = self._nodes.get(spec.node or "")
         view = InstanceView(
             **fields,
-            status=entry.status(node),  # type: ignore[arg-type]
+            status=entry.status(node),
             check_states=tuple(c.state() for c in entry.checks),
             maintenance=record.maintenance,
             ejected=self._ejection(spec.service or "", spec.id or ""),

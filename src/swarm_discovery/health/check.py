@@ -73,6 +73,7 @@ class CheckRuntime:
         self.last_checked = now
         self.duration = result.duration
         spec = self.spec
+        new: CheckStatus
         if result.status == "critical":
             self.failures += 1
             self.successes = 0

@@ -91,8 +91,7 @@ class HealthMonitor:
             self._on_change(key[:-1])  # type: ignore[index]
 
     def _timer_fired(self, timer: Hashable, due: float) -> None:
-        kind, *rest = timer  # type: ignore[misc]
-        key = tuple(rest)
+        kind, key = timer[0], tuple(timer[1:])  # type: ignore[index]
         check = self._checks.get(key)
         if check is None:
             return

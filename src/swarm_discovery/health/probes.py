@@ -17,9 +17,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..durations import format_duration
+from ..records import CheckStatus
 from .check import CheckRuntime, ProbeResult
 
-_GRPC_STATUS = {health_pb2.HealthCheckResponse.SERVING: "passing"}
+_GRPC_STATUS: dict[int, CheckStatus] = {health_pb2.HealthCheckResponse.SERVING: "passing"}
 # What a probe reads of a response body (the status decides): enough for a short answer to arrive
 # in full, so that its connection goes back to the pool, and never a stream that does not end.
 MAX_BODY = 4096
@@ -61,7 +62,7 @@ class HttpProber:
     def _session(self, verify: bool) -> aiohttp.ClientSession:
         session = self._sessions.get(verify)
         if session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=None if verify else False)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=verify)
             session = self._sessions[verify] = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
             )

@@ -29,7 +29,16 @@ REPORT_EVERY = 1.0
 class RegistryClient(Protocol):
     """What the balancer needs from a `Client`."""
 
-    def instances_at(self, service: str, **query: Any) -> tuple[list[InstanceView], int]: ...
+    def instances_at(
+        self,
+        service: str,
+        *,
+        selector: str | None = ...,
+        tags: list[str] | None = ...,
+        all: bool = ...,
+        index: int | None = ...,
+        wait: float | None = ...,
+    ) -> tuple[list[InstanceView], int]: ...
 
     def report(self, reports: list[Report]) -> Any: ...
 
@@ -37,7 +46,16 @@ class RegistryClient(Protocol):
 class AsyncRegistryClient(Protocol):
     """What the balancer needs from an `AsyncClient`."""
 
-    async def instances_at(self, service: str, **query: Any) -> tuple[list[InstanceView], int]: ...
+    async def instances_at(
+        self,
+        service: str,
+        *,
+        selector: str | None = ...,
+        tags: list[str] | None = ...,
+        all: bool = ...,
+        index: int | None = ...,
+        wait: float | None = ...,
+    ) -> tuple[list[InstanceView], int]: ...
 
     async def report(self, reports: list[Report]) -> Any: ...
 

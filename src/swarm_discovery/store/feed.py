@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 
-from . import Compacted, WatchBatch
+from .protocol import Compacted, WatchBatch
 
 HISTORY_BATCHES = 4096
 HISTORY_BYTES = 16 * 1024 * 1024

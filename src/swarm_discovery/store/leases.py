@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from . import LeaseNotFound
+from .protocol import LeaseNotFound
 
 
 class _Lease:

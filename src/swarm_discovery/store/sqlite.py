@@ -29,7 +29,9 @@ from typing import Any
 
 from ..errors import StoreError
 from ..telemetry import COMMIT_BATCH
-from . import (
+from .feed import Feed
+from .leases import Leases
+from .protocol import (
     Compare,
     Delete,
     KeyValue,
@@ -41,8 +43,6 @@ from . import (
     TxnResult,
     WatchBatch,
 )
-from .feed import Feed
-from .leases import Leases
 
 log = logging.getLogger("swarm.store")
 
@@ -91,7 +91,8 @@ class SqliteStore:
 
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
-        self.location = os.path.join(data_dir, "registry.db")
+        self.path = os.path.join(data_dir, "registry.db")
+        self.location: str | None = self.path
         self._db: sqlite3.Connection | None = None
         self._lock_file: int | None = None
         self._work: queue.SimpleQueue[tuple[Callable[[], object], asyncio.Future[None]] | None] = queue.SimpleQueue()
@@ -126,7 +127,7 @@ class SqliteStore:
         self._lock()
         try:
             # One connection, used by one batch at a time: rows from the loop, then COMMIT from the thread.
-            db = self._db = sqlite3.connect(self.location, isolation_level=None, check_same_thread=False)
+            db = self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
@@ -136,7 +137,7 @@ class SqliteStore:
             row = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
             leases = db.execute("SELECT id, ttl FROM leases").fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.location}: {exc}") from None
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
         self._revision = max([row[0] if row else 0, *(kv.mod_revision for kv in items)])
         self._feed = Feed(self._revision)
         for lease, ttl in leases:

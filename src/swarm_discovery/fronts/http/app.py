@@ -19,7 +19,7 @@ from ...durations import parse_duration
 from ...health.protection import ExpirySettings
 from .dispatch import RouteTable
 from .front import Front
-from .routes import ENDPOINTS
+from .routes import ROUTES
 
 log = logging.getLogger("swarm")
 
@@ -41,7 +41,7 @@ def settings_from_env() -> CoreSettings:
 
 def create_front() -> Front:
     """The HTTP front, answering 503 until a core is attached."""
-    return Front(None, RouteTable(ENDPOINTS))
+    return Front(None, RouteTable(ROUTES))
 
 
 def create_app(settings: CoreSettings | None = None) -> Front:
@@ -58,5 +58,5 @@ def create_app(settings: CoreSettings | None = None) -> Front:
             front.detach()
             await core.stop()
 
-    front = Front(Starlette(lifespan=lifespan), RouteTable(ENDPOINTS))
+    front = Front(Starlette(lifespan=lifespan), RouteTable(ROUTES))
     return front

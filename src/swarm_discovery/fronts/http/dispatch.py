@@ -8,15 +8,20 @@ of a registration's in-process time, so `fronts.http.front.Front` dispatches wit
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, Protocol
 
 
 class Routable(Protocol):
-    method: str
-    path: str
-    handler: Any
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def handler(self) -> Any: ...
 
 
 def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
@@ -70,7 +75,7 @@ class WrongMethod:
 
 
 class RouteTable:
-    def __init__(self, endpoints: list[Routable]) -> None:
+    def __init__(self, endpoints: Sequence[Routable]) -> None:
         templates: dict[str, _Template] = {}
         for endpoint in endpoints:
             template = templates.setdefault(endpoint.path, _Template(endpoint.path))

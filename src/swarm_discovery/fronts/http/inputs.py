@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -16,7 +16,7 @@ MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
 T = TypeVar("T")
 
-_decoders: dict[type, msgspec.json.Decoder] = {}  # type: ignore[type-arg]
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 _ID = re.compile(ID_PATTERN)
 _AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
 _FIELD = re.compile(r"^Object (contains unknown|missing required) field `(.*)`$")

@@ -28,7 +28,7 @@ def encode(found: Found) -> bytes:
     if isinstance(items, Published):
         return items.json
     if isinstance(items, list) and items and isinstance(items[0], Published):
-        return json_array([state.json for state in items])  # type: ignore[union-attr]
+        return json_array([state.json for state in items])
     return _encode(items)
 
 

@@ -26,7 +26,7 @@ from . import nodes, services, system, watch
 BLOCKING = ("index", "wait")
 
 
-class Endpoint(msgspec.Struct, frozen=True):
+class Route(msgspec.Struct, frozen=True):
     method: str
     path: str
     handler: Callable[..., Any]
@@ -37,8 +37,8 @@ class Endpoint(msgspec.Struct, frozen=True):
     media_type: str = "application/json"
 
 
-ENDPOINTS = [
-    Endpoint(
+ROUTES = [
+    Route(
         "GET",
         "/v1/services/{service}/instances/{id}",
         services.get_instance,
@@ -46,7 +46,7 @@ ENDPOINTS = [
         response=InstanceView,
         query=BLOCKING,
     ),
-    Endpoint(
+    Route(
         "PUT",
         "/v1/services/{service}/instances/{id}",
         services.register,
@@ -54,8 +54,8 @@ ENDPOINTS = [
         body=InstanceSpec,
         response=InstanceView,
     ),
-    Endpoint("DELETE", "/v1/services/{service}/instances/{id}", services.deregister, "Deregister an instance"),
-    Endpoint(
+    Route("DELETE", "/v1/services/{service}/instances/{id}", services.deregister, "Deregister an instance"),
+    Route(
         "PUT",
         "/v1/services/{service}/instances/{id}/heartbeat",
         services.heartbeat,
@@ -63,7 +63,7 @@ ENDPOINTS = [
         body=Heartbeat,
         response=InstanceView,
     ),
-    Endpoint(
+    Route(
         "PUT",
         "/v1/services/{service}/instances/{id}/maintenance",
         services.maintenance,
@@ -71,14 +71,14 @@ ENDPOINTS = [
         body=MaintenanceRequest,
         response=InstanceView,
     ),
-    Endpoint(
+    Route(
         "GET",
         "/v1/services/{service}/instances/{id}/checks",
         services.list_checks,
         "The live state of an instance's checks",
         response=list[CheckState],
     ),
-    Endpoint(
+    Route(
         "GET",
         "/v1/services",
         services.catalog,
@@ -86,7 +86,7 @@ ENDPOINTS = [
         response=list[ServiceSummary],
         query=BLOCKING,
     ),
-    Endpoint(
+    Route(
         "GET",
         "/v1/services/{service}",
         services.list_instances,
@@ -94,7 +94,7 @@ ENDPOINTS = [
         response=list[InstanceView],
         query=("tag", "selector", "all", "near", "limit", *BLOCKING),
     ),
-    Endpoint(
+    Route(
         "POST",
         "/v1/reports",
         services.reports,
@@ -102,7 +102,7 @@ ENDPOINTS = [
         body=Reports,
         response=ReportsAccepted,
     ),
-    Endpoint(
+    Route(
         "GET",
         "/v1/watch",
         watch.watch,
@@ -110,25 +110,25 @@ ENDPOINTS = [
         query=("service", "selector", "all", "index"),
         media_type="text/event-stream",
     ),
-    Endpoint(
+    Route(
         "GET", "/v1/nodes", nodes.list_nodes, "Nodes", response=list[NodeView], query=("selector", "kind", *BLOCKING)
     ),
-    Endpoint("GET", "/v1/nodes/{id}", nodes.get_node, "One node", response=NodeView, query=BLOCKING),
-    Endpoint("PUT", "/v1/nodes/{id}", nodes.put_node, "Register or replace a node", body=NodeSpec, response=NodeView),
-    Endpoint("DELETE", "/v1/nodes/{id}", nodes.delete_node, "Remove a node"),
-    Endpoint("GET", "/v1/server", system.server_info, "Version, store and change index", response=ServerInfo),
-    Endpoint("GET", "/healthz", system.healthz, "Liveness"),
-    Endpoint("GET", "/metrics", system.metrics, "Prometheus metrics", media_type="text/plain"),
-    Endpoint("GET", "/v1/openapi.json", system.openapi, "This document"),
+    Route("GET", "/v1/nodes/{id}", nodes.get_node, "One node", response=NodeView, query=BLOCKING),
+    Route("PUT", "/v1/nodes/{id}", nodes.put_node, "Register or replace a node", body=NodeSpec, response=NodeView),
+    Route("DELETE", "/v1/nodes/{id}", nodes.delete_node, "Remove a node"),
+    Route("GET", "/v1/server", system.server_info, "Version, store and change index", response=ServerInfo),
+    Route("GET", "/healthz", system.healthz, "Liveness"),
+    Route("GET", "/metrics", system.metrics, "Prometheus metrics", media_type="text/plain"),
+    Route("GET", "/v1/openapi.json", system.openapi, "This document"),
 ]
 
 
 def openapi_document(version: str) -> bytes:
-    types = [t for e in ENDPOINTS for t in (e.body, e.response) if t is not None] + [ErrorBody]
+    types = [t for e in ROUTES for t in (e.body, e.response) if t is not None] + [ErrorBody]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     by_type = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
-    for e in ENDPOINTS:
+    for e in ROUTES:
         operation: dict[str, Any] = {
             "summary": e.summary,
             "operationId": e.handler.__name__,
