@@ -1,11 +1,15 @@
-"""/v1/server, /healthz, /metrics, the OpenAPI document, and the app under a plain ASGI server."""
+"""/v1/server, /healthz, /metrics, the OpenAPI document, the app under a plain ASGI server, stopping."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from swarm_discovery.core.core import CoreSettings
 from swarm_discovery.fronts.http.app import create_app
@@ -111,3 +115,26 @@ async def watch_until_first_event(app: Any) -> tuple[int, bytes]:
     scope = {"type": "http", "method": "GET", "path": "/v1/watch", "query_string": b"service=a", "headers": []}
     await asyncio.wait_for(app(scope, receive, send), timeout=5)
     return sent[0]["status"], sent[1]["body"]
+
+
+def test_sigterm_ends_watches_and_blocking_queries_at_once(server: Server) -> None:
+    """A service manager's SIGTERM stops the server within a second or two, even with clients waiting."""
+    index = server.http.get("/v1/services/held").headers["x-swarm-index"]
+    with ThreadPoolExecutor(2) as pool:
+        params = {"index": index, "wait": "5m"}
+        blocking = pool.submit(httpx.get, server.url + "/v1/services/held", params=params, timeout=10)
+        watch = pool.submit(_first_lines_until_closed, server.url + "/v1/watch?service=held")
+        deadline = time.monotonic() + 10
+        while server.http.get("/v1/server").json()["watchers"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        began = time.monotonic()
+        server.stop(within=3.0)
+        assert time.monotonic() - began < 3.0
+        answered = blocking.result(timeout=5)
+        assert answered.status_code == 200 and answered.json() == []
+        assert watch.result(timeout=5)[:2] == ["id: " + index, "event: snapshot"]
+
+
+def _first_lines_until_closed(url: str) -> list[str]:
+    with httpx.stream("GET", url, timeout=httpx.Timeout(10, read=None)) as response:
+        return [line for line in response.iter_lines() if line]
