@@ -35,6 +35,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.checks
 	$(BIN)/python -m bench.picks
+	$(BIN)/python -m bench.balance_core
 	$(BIN)/python -m bench.balancer
 
 clean:
