@@ -5,6 +5,7 @@ SwarmError
 ├── NotFound        404
 ├── Conflict        409: the record kept changing under a write; nothing was written
 ├── PayloadTooLarge 413
+├── UnsupportedMediaType 415: the body is not JSON
 ├── StoreError      503: the durable store failed; nothing was acknowledged
 └── ApiError        what the SDK raises for an error answer; carries the server's status
     └── Unreachable the server did not answer at all (connection refused, timeout)
@@ -35,6 +36,10 @@ class Conflict(SwarmError):
 
 class PayloadTooLarge(SwarmError):
     status_code = 413
+
+
+class UnsupportedMediaType(SwarmError):
+    status_code = 415
 
 
 class StoreError(SwarmError):

@@ -8,7 +8,7 @@ from ...core.lookup import Query
 from ...errors import BadRequest
 from ...records import NodeSpec
 from .call import Call, Reply, json_reply
-from .inputs import decode, name
+from .inputs import json_body, name
 from .reads import read
 
 _encode = msgspec.json.Encoder().encode
@@ -29,7 +29,7 @@ async def get_node(call: Call) -> Reply:
 async def put_node(call: Call) -> Reply:
     registry = call.context.registry
     nid = name(call, "id")
-    spec = decode(await call.body(), NodeSpec)
+    spec = await json_body(call, NodeSpec)
     view = await registry.put_node(nid, spec)
     return json_reply(_encode(view), registry.index)
 

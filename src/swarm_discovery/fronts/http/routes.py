@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from ...records import (
+    ID_PATTERN,
     CheckState,
     ErrorBody,
     Heartbeat,
@@ -21,9 +22,35 @@ from ...records import (
     ServerInfo,
     ServiceSummary,
 )
+from ...selector import MAX_SELECTOR_LENGTH
 from . import nodes, services, system, watch
+from .inputs import MAX_DIGITS
+from .nodes import KINDS
 
 BLOCKING = ("index", "wait")
+
+
+class Deregistered(msgspec.Struct):
+    deregistered: bool
+
+
+class Deleted(msgspec.Struct):
+    deleted: bool
+
+
+class Liveness(msgspec.Struct):
+    status: str
+
+
+TEXT = {"type": "string"}
+SSE_EVENT = {  # each event of the stream, as OpenAPI tools read text/event-stream
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "the change index"},
+        "event": {"type": "string", "enum": ["snapshot", "put", "delete"]},
+        "data": {"type": "string", "description": "JSON: the instances, one instance, or {service, id}"},
+    },
+}
 
 
 class Route(msgspec.Struct, frozen=True):
@@ -33,8 +60,9 @@ class Route(msgspec.Struct, frozen=True):
     summary: str
     body: Any = None
     response: Any = None
-    query: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()  # names described in _DESCRIBED
     media_type: str = "application/json"
+    body_required: bool = True
 
 
 ROUTES = [
@@ -54,13 +82,20 @@ ROUTES = [
         body=InstanceSpec,
         response=InstanceView,
     ),
-    Route("DELETE", "/v1/services/{service}/instances/{id}", services.deregister, "Deregister an instance"),
+    Route(
+        "DELETE",
+        "/v1/services/{service}/instances/{id}",
+        services.deregister,
+        "Deregister an instance",
+        response=Deregistered,
+    ),
     Route(
         "PUT",
         "/v1/services/{service}/instances/{id}/heartbeat",
         services.heartbeat,
         "Renew TTL checks and replace live metrics",
         body=Heartbeat,
+        body_required=False,
         response=InstanceView,
     ),
     Route(
@@ -107,7 +142,7 @@ ROUTES = [
         "/v1/watch",
         watch.watch,
         "Server-Sent Events: a snapshot, then every change",
-        query=("service", "selector", "all", "index"),
+        query=("service", "selector", "all", "index", "Last-Event-ID"),
         media_type="text/event-stream",
     ),
     Route(
@@ -115,40 +150,66 @@ ROUTES = [
     ),
     Route("GET", "/v1/nodes/{id}", nodes.get_node, "One node", response=NodeView, query=BLOCKING),
     Route("PUT", "/v1/nodes/{id}", nodes.put_node, "Register or replace a node", body=NodeSpec, response=NodeView),
-    Route("DELETE", "/v1/nodes/{id}", nodes.delete_node, "Remove a node"),
+    Route("DELETE", "/v1/nodes/{id}", nodes.delete_node, "Remove a node", response=Deleted),
     Route("GET", "/v1/server", system.server_info, "Version, store and change index", response=ServerInfo),
-    Route("GET", "/healthz", system.healthz, "Liveness"),
+    Route("GET", "/healthz", system.healthz, "Liveness", response=Liveness),
     Route("GET", "/metrics", system.metrics, "Prometheus metrics", media_type="text/plain"),
     Route("GET", "/v1/openapi.json", system.openapi, "This document"),
 ]
 
 
+_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+_INDEX = {"type": "integer", "minimum": 0, "maximum": 10**MAX_DIGITS - 1}
+_DESCRIBED: dict[str, dict[str, Any]] = {
+    "index": {"in": "query", "schema": _INDEX, "description": "block until what the read covers moves past it"},
+    "wait": {"in": "query", "schema": {"type": "string", "pattern": _DURATION}, "description": "at most 10m"},
+    "tag": {"in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "explode": True},
+    "selector": {"in": "query", "schema": {"type": "string", "maxLength": MAX_SELECTOR_LENGTH}},
+    "all": {"in": "query", "schema": {"type": "string", "enum": ["true", "false", "1", "0", ""]}},
+    "near": {"in": "query", "schema": {"type": "string"}, "description": "a zone, a region or lat,lon"},
+    "limit": {"in": "query", "schema": {**_INDEX, "minimum": 1}},
+    "kind": {"in": "query", "schema": {"type": "string", "enum": list(KINDS)}},
+    "service": {"in": "query", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}},
+    "Last-Event-ID": {"in": "header", "schema": {"type": "string", "pattern": r"^[0-9]{1,18}$"}},
+}
+_ANSWERED_WITH_INDEX = {"X-Swarm-Index": {"schema": {"type": "integer"}, "description": "the change index"}}
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    path = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
+        for p in ("service", "id")
+        if "{" + p + "}" in route.path
+    ]
+    return path + [{"name": q, **_DESCRIBED[q]} for q in route.query]
+
+
 def openapi_document(version: str) -> bytes:
-    types = [t for e in ROUTES for t in (e.body, e.response) if t is not None] + [ErrorBody]
+    types = [t for r in ROUTES for t in (r.body, r.response) if t is not None] + [ErrorBody]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     by_type = dict(zip(types, schemas, strict=True))
+    error = {"content": {"application/json": {"schema": by_type[ErrorBody]}}}
     paths: dict[str, dict[str, Any]] = {}
-    for e in ROUTES:
+    for r in ROUTES:
+        default = SSE_EVENT if r.media_type == "text/event-stream" else TEXT
+        schema = by_type.get(r.response, default if r.media_type.startswith("text/") else {"type": "object"})
+        ok: dict[str, Any] = {"description": "OK", "content": {r.media_type: {"schema": schema}}}
+        if r.media_type == "application/json":
+            ok["headers"] = _ANSWERED_WITH_INDEX
         operation: dict[str, Any] = {
-            "summary": e.summary,
-            "operationId": e.handler.__name__,
-            "parameters": [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in ("service", "id")
-                if "{" + p + "}" in e.path
-            ]
-            + [{"name": q, "in": "query", "schema": {"type": "string"}} for q in e.query],
+            "summary": r.summary,
+            "operationId": r.handler.__name__,
+            "parameters": _parameters(r),
             "responses": {
-                "200": {"description": "OK", "content": {e.media_type: {"schema": by_type.get(e.response, {})}}},
-                "4XX": {
-                    "description": "Bad input, naming the field",
-                    "content": {"application/json": {"schema": by_type[ErrorBody]}},
-                },
+                "200": ok,
+                "4XX": {"description": "Bad input, naming the field; or not found, not allowed, too large", **error},
+                "503": {"description": "Starting or stopping, or the store could not commit", **error},
             },
         }
-        if e.body is not None:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": by_type[e.body]}}}
-        paths.setdefault(e.path, {})[e.method.lower()] = operation
+        if r.body is not None:
+            content = {"application/json": {"schema": by_type[r.body]}}
+            operation["requestBody"] = {"required": r.body_required, "content": content}
+        paths.setdefault(r.path, {})[r.method.lower()] = operation
     document = {
         "openapi": "3.1.0",
         "info": {"title": "Swarm Service Discovery", "version": version},

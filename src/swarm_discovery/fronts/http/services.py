@@ -7,7 +7,7 @@ import msgspec
 from ...core.lookup import Query
 from ...records import Heartbeat, InstanceSpec, MaintenanceRequest, Reports
 from .call import Call, Reply, json_reply
-from .inputs import decode, flag, integer, name
+from .inputs import flag, integer, json_body, name
 from .reads import read
 
 _encode = msgspec.json.Encoder().encode
@@ -37,7 +37,7 @@ async def get_instance(call: Call) -> Reply:
 
 async def reports(call: Call) -> Reply:
     registry = call.context.registry
-    body = decode(await call.body(), Reports)
+    body = await json_body(call, Reports)
     return json_reply(_encode(registry.report(body)), registry.index)
 
 
@@ -51,7 +51,7 @@ async def list_checks(call: Call) -> Reply:
 async def register(call: Call) -> Reply:
     registry = call.context.registry
     service, iid = name(call, "service"), name(call, "id")
-    spec = decode(await call.body(), InstanceSpec)
+    spec = await json_body(call, InstanceSpec)
     published = await registry.register(service, iid, spec)
     return json_reply(published.json, registry.index)
 
@@ -65,7 +65,7 @@ async def deregister(call: Call) -> Reply:
 async def heartbeat(call: Call) -> Reply:
     registry = call.context.registry
     service, iid = name(call, "service"), name(call, "id")
-    beat = decode(await call.body(), Heartbeat, empty=Heartbeat())
+    beat = await json_body(call, Heartbeat, empty=Heartbeat())
     published = registry.heartbeat(service, iid, beat)
     return json_reply(published.json, registry.index)
 
@@ -73,6 +73,6 @@ async def heartbeat(call: Call) -> Reply:
 async def maintenance(call: Call) -> Reply:
     registry = call.context.registry
     service, iid = name(call, "service"), name(call, "id")
-    body = decode(await call.body(), MaintenanceRequest)
+    body = await json_body(call, MaintenanceRequest)
     published = await registry.set_maintenance(service, iid, body.enable, body.reason)
     return json_reply(published.json, registry.index)

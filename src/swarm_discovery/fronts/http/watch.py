@@ -19,7 +19,7 @@ from ...errors import BadRequest
 from ...selector import Selector, compile_selector
 from ...telemetry import WATCHERS
 from .call import Call, Stream
-from .inputs import flag, name
+from .inputs import MAX_DIGITS, flag, name
 from .reads import json_array
 
 KEEPALIVE_SECONDS = 15.0
@@ -107,7 +107,7 @@ async def watch(call: Call) -> Stream:
     selector_text = call.query_params.get("selector")
     selector = compile_selector(selector_text) if selector_text else None
     last = call.header("last-event-id") or call.query_params.get("index")
-    if last is not None and not last.isdigit():
+    if last is not None and not (last.isascii() and last.isdigit() and len(last) <= MAX_DIGITS):
         raise BadRequest(f"Last-Event-ID: expected a change index, got {last!r}")
     stream = _Stream(registry, service, selector, flag(call, "all"))
     headers = [

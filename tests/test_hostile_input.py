@@ -1,0 +1,105 @@
+"""Input a fuzzer or an attacker sends: odd digits, huge numbers, bytes that are not UTF-8, deep
+nesting, ids with a newline, bodies that say they are not JSON. Each is a 4xx naming what is
+wrong, never a 500, and nothing is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Server
+from tests.helpers import instance, put, unique
+
+ODD_NUMBERS = ["%C2%B2", "%EF%BC%91", "%D9%A3", "9" * 5000, "1" * 19, "-1", "1e3"]  # ², fullwidth 1, Arabic-Indic 3
+
+
+@pytest.mark.parametrize("number", ODD_NUMBERS)
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/v1/services/{s}", "limit"),
+        ("/v1/services/{s}", "index"),
+        ("/v1/services", "index"),
+        ("/v1/services/{s}/instances/a", "index"),
+        ("/v1/nodes", "index"),
+        ("/v1/nodes/n", "index"),
+    ],
+)
+def test_numbers_are_ascii_digits_of_bounded_length(shared_server: Server, path: str, param: str, number: str) -> None:
+    service = unique("num")
+    put(shared_server.http, service, "a")
+    response = shared_server.http.get(f"{path.format(s=service)}?{param}={number}&wait=0s")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(f"{param}:")
+
+
+def test_a_watch_resumes_only_from_an_ascii_index(shared_server: Server) -> None:
+    for last in ["1" * 19, "12a"]:
+        response = shared_server.http.get("/v1/watch?service=w", headers={"Last-Event-ID": last})
+        assert response.status_code == 400 and response.json()["error"].startswith("Last-Event-ID")
+    for number in ODD_NUMBERS[:4]:
+        response = shared_server.http.get(f"/v1/watch?service=w&index={number}")
+        assert response.status_code == 400 and response.json()["error"].startswith("Last-Event-ID")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/v1/services/{s}/instances/a", b'{"address": "10.0.0.1", "port": 80, "tags": ["\xff\xfe"]}'),
+        ("PUT", "/v1/services/{s}/instances/a/heartbeat", b'{"output": "\xc3\x28"}'),
+        ("PUT", "/v1/services/{s}/instances/a/maintenance", b'{"enable": true, "reason": "\xe2\x82"}'),
+        ("PUT", "/v1/nodes/{s}", b'{"labels": {"k": "\xf0\x28\x8c\x28"}}'),
+        ("POST", "/v1/reports", b'[{"service": "\xff", "id": "a", "ok": false}]'),
+    ],
+)
+def test_bodies_that_are_not_utf8_are_400(shared_server: Server, method: str, path: str, body: bytes) -> None:
+    service = unique("utf")
+    put(shared_server.http, service, "a", port=1234)
+    response = shared_server.http.request(method, path.format(s=service), content=body)
+    assert response.status_code == 400, response.text
+    assert "UTF-8" in response.json()["error"] or "invalid" in response.json()["error"].lower()
+    assert shared_server.http.get(f"/v1/services/{service}/instances/a").json()["port"] == 1234
+
+
+def test_deeply_nested_bodies_are_400(shared_server: Server) -> None:
+    service = unique("deep")
+    nested = '{"x":' * 990 + "1" + "}" * 990  # deeper than Python's json module can even write
+    body = '{"address": "10.0.0.1", "port": 80, "capabilities": ' + nested + "}"
+    response = shared_server.http.put(f"/v1/services/{service}/instances/a", content=body)
+    assert response.status_code == 400 and response.json()["error"].startswith(("body", "capabilities"))
+    assert shared_server.http.get(f"/v1/services/{service}").json() == []
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/services/s/instances/nl%0A", "/v1/services/nl%0A/instances/a", "/v1/nodes/n1%0A"]
+)
+def test_ids_with_a_trailing_newline_are_refused(shared_server: Server, path: str) -> None:
+    body = {"kind": "compute"} if path.startswith("/v1/nodes") else instance()
+    response = shared_server.http.put(path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(("id:", "service:"))
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "multipart/form-data; boundary=x"])
+def test_a_body_that_says_it_is_not_json_is_415(shared_server: Server, content_type: str) -> None:
+    service = unique("ct")
+    response = shared_server.http.put(
+        f"/v1/services/{service}/instances/a",
+        content=json.dumps(instance()),
+        headers={"content-type": content_type},
+    )
+    assert response.status_code == 415 and response.json()["error"].startswith("Content-Type")
+    assert shared_server.http.get(f"/v1/services/{service}").json() == []
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "application/json; charset=utf-8", "application/x-www-form-urlencoded"]
+)
+def test_json_and_curls_default_are_accepted(shared_server: Server, content_type: str | None) -> None:
+    service = unique("ok")
+    headers = {"content-type": content_type} if content_type else {}
+    response = shared_server.http.put(
+        f"/v1/services/{service}/instances/a", content=json.dumps(instance()), headers=headers
+    )
+    assert response.status_code == 200, response.text
