@@ -16,6 +16,7 @@ share: a registrant with thousands of instances weighs no more than one with a f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 
 import msgspec
@@ -55,7 +56,7 @@ class _Tally:
 class ExpiryGuard:
     def __init__(self, settings: ExpirySettings | None = None) -> None:
         self.settings = s = settings or ExpirySettings()
-        cap = max(-(-s.minimum // max(s.owners, 1)), 1)
+        cap = max(math.ceil(s.minimum / max(s.owners, 1)), 1)
         self._registrants: dict[Hashable, str] = {}  # every TTL check's registrant
         self._waiting: set[Hashable] = set()
         self._all = _Tally(cap)

@@ -89,14 +89,14 @@ class TargetPolicy:
         self._allow = networks(allow)
         self._deny = networks(deny)
         own = _address(server[0]) if server else None
+        self._own = own if own is not None and not own.is_unspecified else None  # 0.0.0.0 is in loopback
         self._own_port = server[1] if server else None
-        self._own = {a for a in (own,) if a is not None and not a.is_unspecified}
         self._loopback = networks(["loopback"])
         self._getaddrinfo = getaddrinfo
 
     def refusal(self, address: Address, port: int) -> str | None:
         """Why a probe may not connect to address:port, or None when it may."""
-        if port == self._own_port and (address in self._own or any(address in n for n in self._loopback)):
+        if port == self._own_port and (address == self._own or any(address in n for n in self._loopback)):
             return f"target denied: {address}:{port} is this server's own address"
         for network in self._deny:
             if address in network:
