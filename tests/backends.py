@@ -183,3 +183,35 @@ class StreamingBackend:
                 await writer.drain()
         self.closed.set()
         writer.close()
+
+
+class BlackHole:
+    """Accepts connections on `ports` loopback ports and never answers; `held` counts what it holds."""
+
+    def __init__(self, ports: int = 1) -> None:
+        self._socks: list[socket.socket] = []
+        self._held: list[socket.socket] = []
+        self.urls: list[str] = []
+        for _ in range(ports):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(1024)
+            self._socks.append(sock)
+            self.urls.append(f"http://127.0.0.1:{sock.getsockname()[1]}/health")
+            threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+
+    def stop(self) -> None:
+        for sock in (*self._socks, *self._held):
+            sock.close()

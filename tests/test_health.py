@@ -236,14 +236,24 @@ def test_bad_check_definitions(shared_server: Server, check: dict[str, object], 
     assert response.status_code == 400 and response.json()["error"].startswith(names)
 
 
-def fleet(http: httpx.Client, service: str, count: int, ttl: str = "600ms") -> None:
+FLEET = 4  # services a fleet spreads over: a network cut silences many registrants at once
+
+
+def fleet(http: httpx.Client, name: str, count: int, services: int = FLEET) -> None:
+    """`count` instances with TTL checks, i0, i1, ... spread over services `name-0`, `name-1`, ..."""
     for i in range(count):
-        put(http, service, f"i{i}", checks=[{"type": "ttl", "ttl": ttl}])
+        put(http, f"{name}-{i % services}", f"i{i}", checks=[{"type": "ttl", "ttl": "600ms"}])
 
 
-def beat(http: httpx.Client, service: str, members: range) -> None:
+def beat(http: httpx.Client, name: str, members: range, services: int = FLEET) -> None:
     for i in members:
-        http.put(f"/v1/services/{service}/instances/i{i}/heartbeat")
+        http.put(f"/v1/services/{name}-{i % services}/instances/i{i}/heartbeat")
+
+
+def listed(http: httpx.Client, name: str, services: int = FLEET) -> list[str]:
+    """The healthy instances of a fleet, in instance order."""
+    found = [i for s in range(services) for i in ids(http.get(f"/v1/services/{name}-{s}"))]
+    return sorted(found, key=lambda i: int(i[1:]))
 
 
 @pytest.fixture
@@ -259,12 +269,21 @@ def test_mass_expiry_is_held_then_released(guarded_server: Server) -> None:
     fleet(http, "fleet", 12)
     beat(http, "fleet", range(12))
     time.sleep(1.5)  # nobody heartbeats: every TTL lapses together
-    assert len(ids(http.get("/v1/services/fleet"))) == 12
+    assert len(listed(http, "fleet")) == 12
     assert http.get("/v1/server").json()["expiry_protection"] is True
     assert "swarm_expiry_protection 1.0" in http.get("/metrics").text
     beat(http, "fleet", range(1, 12))  # heartbeats come back, except from i0
     wait_for(lambda: http.get("/v1/server").json()["expiry_protection"] is False)
-    wait_for(lambda: ids(http.get("/v1/services/fleet")) == [f"i{i}" for i in range(1, 12)], timeout=3)
+    wait_for(lambda: listed(http, "fleet") == [f"i{i}" for i in range(1, 12)], timeout=3)
+
+
+def test_one_registrants_silence_does_not_hold_expiry(guarded_server: Server) -> None:
+    http = guarded_server.http
+    fleet(http, "alone", 30, services=1)  # 30 instances of one service, none of which heartbeats
+    took = wait_for(lambda: listed(http, "alone", services=1) == [], timeout=3)
+    assert took < 0.6 + 0.4 + 1.0  # TTL + window, and slack
+    assert http.get("/v1/server").json()["expiry_protection"] is False
+    assert status_of(http, "alone-0", "i29") == "critical"
 
 
 def test_a_lone_silent_instance_still_expires(guarded_server: Server) -> None:
@@ -274,14 +293,14 @@ def test_a_lone_silent_instance_still_expires(guarded_server: Server) -> None:
     while time.monotonic() < deadline:  # all but i0 keep heartbeating
         beat(http, "fleet", range(1, 12))
         time.sleep(0.15)
-    assert "i0" not in ids(http.get("/v1/services/fleet"))
+    assert "i0" not in listed(http, "fleet")
     assert http.get("/v1/server").json()["expiry_protection"] is False
 
 
 def test_few_instances_are_not_protected(guarded_server: Server) -> None:
     http = guarded_server.http
     fleet(http, "small", 5)  # all five stop: too few for the fault to be the server's
-    wait_for(lambda: ids(http.get("/v1/services/small")) == [], timeout=3)
+    wait_for(lambda: listed(http, "small") == [], timeout=3)
     assert http.get("/v1/server").json()["expiry_protection"] is False
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
+import socket
 import time
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
@@ -14,10 +16,12 @@ import pytest
 
 from swarm_discovery.health.check import MAX_TIMEOUT, CheckRuntime, ProbeResult
 from swarm_discovery.health.deadlines import Deadlines
+from swarm_discovery.health.limits import ProbeGate, ProbeSettings
 from swarm_discovery.health.monitor import HealthMonitor
 from swarm_discovery.health.probes import GrpcProber, HttpProber, Prober, TcpProber
 from swarm_discovery.health.protection import ExpiryGuard, ExpirySettings
 from swarm_discovery.health.scheduler import Scheduler
+from swarm_discovery.health.targets import TargetDenied, TargetPolicy, networks
 from swarm_discovery.records import CheckSpec
 from tests.backends import GrpcBackend, HttpBackend, StreamingBackend
 from tests.fakes import FakeClock
@@ -25,6 +29,7 @@ from tests.fakes import FakeClock
 OK = ProbeResult("passing", "ok")
 SLOW = ProbeResult("warning", "slow")
 FAIL = ProbeResult("critical", "boom")
+OPEN = TargetPolicy()  # probes may go anywhere
 
 
 def runtime(**fields: object) -> CheckRuntime:
@@ -97,7 +102,9 @@ def test_scheduler_spreads_first_probes_and_never_overlaps_a_check() -> None:
         begin = loop.time()
         for name in ("a", "b", "slow"):
             scheduler.add(
-                name, CheckRuntime(CheckSpec(type="http", url="http://x/", name=name, interval="200ms"), 0, now=0.0)
+                name,
+                CheckRuntime(CheckSpec(type="http", url="http://x/", name=name, interval="200ms"), 0, now=0.0),
+                "svc",
             )
         await asyncio.sleep(0.75)
         offsets = {name: round(at - begin, 2) for at, name in prober.started if name in "ab" and at - begin < 0.2}
@@ -133,7 +140,7 @@ async def scheduled(prober: Prober, check: CheckRuntime, rounds: int = 3) -> lis
 
     scheduler = Scheduler(sink, {check.spec.type: prober}, clock=asyncio.get_running_loop().time, jitter=lambda: 0.0)
     scheduler.start()
-    scheduler.add("k", check)
+    scheduler.add("k", check, "svc")
     await asyncio.sleep(check.interval * (rounds - 0.5))
     await scheduler.stop()
     return results
@@ -163,7 +170,7 @@ def test_a_target_the_prober_cannot_take_goes_critical(make: Callable[[str], Che
     backend = HttpBackend()
     try:
         check = make(backend.url)
-        prober = {"tcp": TcpProber, "http": HttpProber}[check.spec.type]()
+        prober = TcpProber(OPEN) if check.spec.type == "tcp" else HttpProber(OPEN, 16)
         results = asyncio.run(scheduled(prober, check))
     finally:
         backend.stop()
@@ -184,7 +191,7 @@ def test_an_endless_body_is_not_read() -> None:
     async def scenario() -> None:
         backend = StreamingBackend(body_size=None)
         await backend.start()
-        prober = HttpProber()
+        prober = HttpProber(OPEN, 16)
         started = time.perf_counter()
         result = await prober.probe(probe_check("http", url=backend.url, timeout="2s"))
         took = time.perf_counter() - started
@@ -202,7 +209,7 @@ def test_short_bodies_keep_their_connection_long_ones_lose_it(size: int, connect
     async def scenario() -> None:
         backend = StreamingBackend(body_size=size)
         await backend.start()
-        prober = HttpProber()
+        prober = HttpProber(OPEN, 16)
         check = probe_check("http", url=backend.url)
         results = [await prober.probe(check) for _ in range(3)]
         await prober.close()
@@ -218,16 +225,16 @@ def test_grpc_channels_are_shared_and_closed_with_their_last_check() -> None:
     backend.set("svc", True)
 
     async def scenario() -> None:
-        prober = GrpcProber()
+        prober = GrpcProber(OPEN)
         whole = probe_check("grpc", grpc=backend.target)
         named = probe_check("grpc", grpc=f"{backend.target}/svc")
         refused = probe_check("grpc", grpc="127.0.0.1:1", timeout="500ms")
         for check in (whole, named, refused):
             await prober.probe(check)
-        channel = prober._channels[backend.target]
+        channel = prober._channels[backend.target][1]
         assert len(prober._channels) == 2
         prober.forget(whole)
-        assert prober._channels[backend.target] is channel  # the named check still uses it
+        assert prober._channels[backend.target][1] is channel  # the named check still uses it
         assert (await prober.probe(named)).status == "passing"
         prober.forget(named)
         await asyncio.sleep(0.05)
@@ -246,11 +253,11 @@ def test_grpc_channels_are_shared_and_closed_with_their_last_check() -> None:
 
 def test_removed_checks_leave_no_grpc_channel() -> None:
     async def scenario() -> None:
-        prober = GrpcProber()
+        prober = GrpcProber(OPEN)
         scheduler = Scheduler(lambda key, result: None, {"grpc": prober}, jitter=lambda: 0.0)
         scheduler.start()
         for port in range(1, 201):  # distinct targets, nothing listening: each fails at once
-            scheduler.add(port, probe_check("grpc", grpc=f"127.0.0.1:{port}", timeout="200ms"))
+            scheduler.add(port, probe_check("grpc", grpc=f"127.0.0.1:{port}", timeout="200ms"), "svc")
         await asyncio.sleep(0.3)
         assert len(prober._channels) == 200
         for port in range(1, 201):
@@ -324,7 +331,7 @@ def test_deadlines_compact_their_heap() -> None:
 def test_expiry_guard() -> None:
     guard = ExpiryGuard(ExpirySettings(share=0.5, minimum=3))
     for key in range(6):
-        guard.expect(key)
+        guard.expect(key, f"svc-{key}")
     guard.lapsed(0)
     guard.lapsed(1)
     guard.lapsed(2)
@@ -334,8 +341,119 @@ def test_expiry_guard() -> None:
     guard.renewed(3)
     assert not guard.holds()
     small = ExpiryGuard(ExpirySettings(share=0.5, minimum=3))
-    small.expect("a")
-    small.expect("b")
+    small.expect("a", "svc-a")
+    small.expect("b", "svc-b")
     small.lapsed("a")
     small.lapsed("b")
     assert not small.holds()  # all of them, but too few to mean anything
+
+
+def test_one_registrants_silence_does_not_hold_expiry() -> None:
+    guard = ExpiryGuard(ExpirySettings(share=0.5, minimum=10, owners=3))  # each counts at most 4 checks
+    for i in range(30):
+        guard.expect(("big", i), "svc-big")
+        guard.lapsed(("big", i))
+    assert not guard.holds()  # all 30 lapsed, but they are one registrant's
+    for name in ("a", "b"):
+        for i in range(4):
+            guard.expect((name, i), f"svc-{name}")
+            guard.lapsed((name, i))
+    assert guard.holds()  # three registrants, all silent at once: more likely the server's fault
+    for name in "cdefgh":
+        for i in range(4):
+            guard.expect((name, i), f"svc-{name}")
+    assert not guard.holds()  # 12 of 36 counted; uncapped, svc-big's 30 would make it 38 of 62
+    for i in range(30):
+        guard.forget(("big", i))
+    assert (guard._all.capped, guard._lapsed.capped, guard._lapsed.counts) == (32, 8, {"svc-a": 4, "svc-b": 4})
+
+
+def test_a_skipped_probe_changes_only_the_output() -> None:
+    check = runtime(initial_status="passing")
+    assert not check.observe(ProbeResult("critical", "probe skipped: busy", skipped=True), 1)
+    assert (check.status, check.output, check.failures) == ("passing", "probe skipped: busy", 0)
+    assert check.last_checked is None  # it was not checked
+
+
+def test_probe_gate_bounds_in_flight_per_target_and_registrant() -> None:
+    gate = ProbeGate(ProbeSettings(per_target=2, per_registrant=3))
+    one, two, three = ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)
+    assert gate.admit("a", one) is None and gate.admit("a", one) is None
+    assert gate.admit("a", one) == "probe skipped: 127.0.0.1:1 has 2 probes in flight (--probe-per-target)"
+    assert gate.admit("a", two) is None
+    assert gate.admit("a", three) == "probe skipped: a has 3 probes in flight (--probe-per-registrant)"
+    assert gate.admit("b", three) is None  # another registrant has its own share
+    assert gate.admit("b", one) is not None
+    gate.release("a", one)
+    assert gate.admit("b", one) is None
+    for registrant, target in (("a", one), ("a", two), ("b", three), ("b", one)):
+        gate.release(registrant, target)
+    assert (gate._in_flight, gate._per_target, gate._per_registrant) == (0, {}, {})
+
+
+def test_probe_gate_meters_each_registrant() -> None:
+    clock = FakeClock()
+    gate = ProbeGate(ProbeSettings(rate=5), clock)
+    target = ("127.0.0.1", 1)
+    gate.join("a")
+    results = [gate.admit("a", target) for _ in range(6)]
+    assert results[:5] == [None] * 5  # a burst of one second's worth
+    assert results[5] == "probe skipped: a is over 5 probes/s (--probe-rate)"
+    assert gate.admit("b", target) is None
+    clock.advance(0.2)
+    assert gate.admit("a", target) is None and gate.admit("a", target) is not None
+    gate.leave("a")
+    assert "a" not in gate._buckets  # a registrant's bucket goes with its last check
+
+
+def test_target_policy() -> None:
+    assert len(networks(["loopback", "link-local", "10.0.0.0/8"])) == 7
+    with pytest.raises(ValueError, match="expected a CIDR"):
+        networks(["127.0.0.0/33"])
+    policy = TargetPolicy(allow=["127.0.0.0/8"], deny=["127.0.0.2"], server=("127.0.0.1", 8500))
+    assert policy.refusal(ipaddress.ip_address("127.0.0.1"), 80) is None
+    assert (
+        policy.refusal(ipaddress.ip_address("127.0.0.2"), 80) == "target denied by --probe-deny 127.0.0.2/32: 127.0.0.2"
+    )
+    assert policy.refusal(ipaddress.ip_address("::1"), 80) == "target denied: ::1 is outside every --probe-allow"
+    own = "target denied: 127.0.0.5:8500 is this server's own address"
+    assert policy.refusal(ipaddress.ip_address("127.0.0.5"), 8500) == own
+
+
+def test_names_are_resolved_once_and_only_allowed_addresses_used() -> None:
+    asked: list[str] = []
+
+    async def getaddrinfo(host: str, port: int, **_: object) -> list[tuple[Any, ...]]:
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("127.0.0.2", "127.0.0.3")]
+
+    async def scenario() -> None:
+        policy = TargetPolicy(deny=["127.0.0.2"], getaddrinfo=getaddrinfo)
+        assert await policy.resolve("svc.test", 80) == [(socket.AF_INET, "127.0.0.3")]
+        assert await policy.resolve("::ffff:7f00:3", 80) == [(socket.AF_INET6, "::ffff:7f00:3")]
+        with pytest.raises(TargetDenied, match=r"^target denied by --probe-deny 127.0.0.2/32: 127.0.0.2$"):
+            await policy.resolve("::ffff:7f00:2", 80)  # 127.0.0.2, written as IPv6
+        strict = TargetPolicy(deny=["127.0.0.0/8"], getaddrinfo=getaddrinfo)
+        with pytest.raises(TargetDenied, match=r"127\.0\.0\.2"):
+            await strict.resolve("svc.test", 80)
+        assert asked == ["svc.test", "svc.test"]  # addresses need no lookup
+
+    on_loop(scenario)
+
+
+def test_an_http_probe_to_a_denied_name_sends_nothing() -> None:
+    backend = HttpBackend()
+
+    async def scenario() -> None:
+        prober = HttpProber(TargetPolicy(deny=["loopback"]), 16)
+        by_name = await prober.probe(probe_check("http", url=f"http://localhost:{backend.port}/health"))
+        by_address = await prober.probe(probe_check("http", url=backend.url))
+        await prober.close()
+        assert by_name.status == "critical" and by_name.output.startswith("target denied by --probe-deny ")
+        assert by_address.output == "target denied by --probe-deny 127.0.0.0/8: 127.0.0.1"
+
+    try:
+        on_loop(scenario)
+    finally:
+        backend.stop()
+    assert backend.hits == 0

@@ -11,12 +11,14 @@ import sys
 from typing import Any
 
 import granian._signals
+import msgspec
 from granian import Granian
 from granian.constants import Interfaces, Loops, TaskImpl
 
 from .core.core import Core
 from .fronts.http.app import create_front, settings_from_env
 from .fronts.http.rsgi import RSGIApp
+from .health.limits import ProbeSettings
 from .health.protection import ExpirySettings
 
 _PR_SET_PDEATHSIG = 1
@@ -80,6 +82,7 @@ def serve(
     log_level: str = "info",
     expiry: ExpirySettings | None = None,
     ejection_base: float = 30.0,
+    probes: ProbeSettings | None = None,
 ) -> None:
     expiry = expiry or ExpirySettings()
     os.environ["SWARM_EJECTION_BASE"] = f"{ejection_base}s"
@@ -88,6 +91,8 @@ def serve(
     os.environ["SWARM_EXPIRY_SHARE"] = str(expiry.share)
     os.environ["SWARM_EXPIRY_MINIMUM"] = str(expiry.minimum)
     os.environ["SWARM_EXPIRY_WINDOW"] = f"{expiry.window}s"
+    os.environ["SWARM_EXPIRY_OWNERS"] = str(expiry.owners)
+    os.environ["SWARM_PROBES"] = msgspec.json.encode(probes or ProbeSettings()).decode()
     _end_waits_first()
     Granian(
         "swarm_discovery.server:worker_app",

@@ -95,12 +95,27 @@ def serve(
         int, typer.Option(help="... and at least this many (a lone silent instance always expires).")
     ] = 10,
     expiry_window: Annotated[str, typer.Option(help="How long a lapsed TTL waits before it expires.")] = "5s",
+    expiry_owners: Annotated[
+        int, typer.Option(help="... and only when the lapses span at least this many registrants.")
+    ] = 3,
     ejection_base: Annotated[
         str, typer.Option(help="How long clients' reports eject a failing instance, times its ejection count.")
     ] = "30s",
+    probe_allow: Annotated[
+        list[str] | None,
+        typer.Option(help="A network probes may reach (CIDR, or loopback, link-local, private); repeat. Default: all."),
+    ] = None,
+    probe_deny: Annotated[
+        list[str] | None, typer.Option(help="A network probes may not reach; repeat. Deny wins over allow.")
+    ] = None,
+    probe_per_target: Annotated[int, typer.Option(help="Probes in flight to one host:port at most.")] = 128,
+    probe_per_registrant: Annotated[int, typer.Option(help="Probes in flight for one registrant at most.")] = 256,
+    probe_rate: Annotated[float, typer.Option(help="Probes a second for one registrant at most.")] = 2000.0,
 ) -> None:
     """Run the server on the embedded SQLite store."""
+    from ..health.limits import ProbeSettings
     from ..health.protection import ExpirySettings
+    from ..health.targets import networks
     from ..server import serve as run_server
 
     host, _, port = http.rpartition(":")
@@ -113,9 +128,32 @@ def serve(
         _fail(exc.message)
     if not 0 < expiry_share <= 1:
         _fail("--expiry-share: must be in (0, 1]")
+    for option, given in (("--probe-allow", probe_allow), ("--probe-deny", probe_deny)):
+        try:
+            networks(given or ())
+        except ValueError as exc:
+            _fail(f"{option}: {exc}")
+    for option, number in (
+        ("--expiry-owners", expiry_owners),
+        ("--probe-per-target", probe_per_target),
+        ("--probe-per-registrant", probe_per_registrant),
+        ("--probe-rate", probe_rate),
+    ):
+        if number <= 0:
+            _fail(f"{option}: must be positive")
     errors.print(f"swarm: serving on http://{host}:{port}, data in {data_dir.resolve()}")
-    expiry = ExpirySettings(share=expiry_share, minimum=expiry_minimum, window=window)
-    run_server(host, int(port), str(data_dir), log_level=log_level, expiry=expiry, ejection_base=ejection)
+    expiry = ExpirySettings(share=expiry_share, minimum=expiry_minimum, window=window, owners=expiry_owners)
+    probes = ProbeSettings(
+        per_target=probe_per_target,
+        per_registrant=probe_per_registrant,
+        rate=probe_rate,
+        allow=tuple(probe_allow or ()),
+        deny=tuple(probe_deny or ()),
+        server=(host, int(port)),
+    )
+    run_server(
+        host, int(port), str(data_dir), log_level=log_level, expiry=expiry, ejection_base=ejection, probes=probes
+    )
 
 
 @app.command()

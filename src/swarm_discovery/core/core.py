@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from ..balance.outliers import OutlierSettings
+from ..health.limits import ProbeSettings
 from ..health.monitor import HealthMonitor
 from ..health.protection import ExpirySettings
 from ..store import Store, open_store
@@ -21,13 +22,16 @@ class CoreSettings(msgspec.Struct, frozen=True):
     store: str = "sqlite"
     expiry: ExpirySettings = ExpirySettings()
     outliers: OutlierSettings = OutlierSettings()
+    probes: ProbeSettings = ProbeSettings()
 
 
 class Core:
     def __init__(self, settings: CoreSettings | None = None, store: Store | None = None) -> None:
         self.settings = settings or CoreSettings()
         self.store = store or open_store(self.settings.store, self.settings.data_dir)
-        self.registry = Registry(self.store, expiry=self.settings.expiry, outliers=self.settings.outliers)
+        self.registry = Registry(
+            self.store, expiry=self.settings.expiry, outliers=self.settings.outliers, probes=self.settings.probes
+        )
         self.lookup = Lookup(self.registry)
 
     @property

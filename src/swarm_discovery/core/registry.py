@@ -28,6 +28,7 @@ import msgspec
 from ..balance.outliers import OutlierDetector, OutlierSettings
 from ..errors import BadRequest, Conflict, NotFound
 from ..health.check import CheckRuntime, worst
+from ..health.limits import ProbeSettings
 from ..health.monitor import HealthMonitor, Owner
 from ..health.protection import ExpiryGuard, ExpirySettings
 from ..locality import Near, sort_near
@@ -149,6 +150,7 @@ class Registry:
         clock: Callable[[], float] = time.time,
         expiry: ExpirySettings | None = None,
         outliers: OutlierSettings | None = None,
+        probes: ProbeSettings | None = None,
     ) -> None:
         self.store = store
         self._clock = clock
@@ -156,7 +158,9 @@ class Registry:
         self._services: dict[str, dict[str, _Instance]] = {}
         self._nodes: dict[str, _Node] = {}
         self._node_services: dict[str, dict[str, int]] = {}  # node id -> service -> instance count
-        self.health = HealthMonitor(self._health_changed, self._critical_too_long, guard=ExpiryGuard(expiry))
+        self.health = HealthMonitor(
+            self._health_changed, self._critical_too_long, guard=ExpiryGuard(expiry), probes=probes
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._outlier_settings = outliers or OutlierSettings()

@@ -3,7 +3,8 @@
 A probe result moves the consecutive counts; the status changes only when a threshold is
 crossed: `success_before_passing` successes to pass, `failures_before_warning` failures to warn,
 `failures_before_critical` failures to go critical. A probe that passed slowly (`warn_latency`) or
-answered 429 counts as a success that reports warning.
+answered 429 counts as a success that reports warning. A skipped probe (over a limit, see
+`limits`) did not run: it changes the output and nothing else.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import msgspec
 
 from ..durations import parse_duration
 from ..records import CheckSpec, CheckState, CheckStatus, check_name
+from .targets import target_of
 
 MAX_OUTPUT = 512
 # A probe holds a connection and a task while it waits; past this, a target is down, not slow.
@@ -28,6 +30,7 @@ class ProbeResult(msgspec.Struct, frozen=True):
     status: CheckStatus  # what this one probe saw
     output: str
     duration: float = 0.0
+    skipped: bool = False  # the probe did not run; `output` says why
 
 
 class CheckRuntime:
@@ -43,6 +46,7 @@ class CheckRuntime:
         "spec",
         "status",
         "successes",
+        "target",
         "timeout",
         "ttl",
         "warn_latency",
@@ -54,6 +58,7 @@ class CheckRuntime:
         self.interval = parse_duration(spec.interval, "interval")
         self.timeout = min(parse_duration(spec.timeout, "timeout"), MAX_TIMEOUT)
         self.ttl = parse_duration(spec.ttl, "ttl") if spec.ttl else None
+        self.target = target_of(spec) if spec.type != "ttl" else None
         self.warn_latency = parse_duration(spec.warn_latency, "warn_latency") if spec.warn_latency else None
         dca = spec.deregister_critical_after
         self.deregister_after = parse_duration(dca, "deregister_critical_after") if dca else None
@@ -70,6 +75,8 @@ class CheckRuntime:
     def observe(self, result: ProbeResult, now: float) -> bool:
         """Apply one probe result; True when the status changed."""
         self.output = result.output[:MAX_OUTPUT]
+        if result.skipped:
+            return False
         self.last_checked = now
         self.duration = result.duration
         spec = self.spec

@@ -4,6 +4,10 @@ The registry hands the monitor the checks of each owner (an instance or a node) 
 through two callbacks, that an owner's health changed (republish it) or that it has been critical
 for longer than `deregister_critical_after` (deregister it). Active probes come from the
 `Scheduler`; TTL lapses from a timer heap, watched by `ExpiryGuard` against mass expiry.
+
+Each check also has a registrant, whoever registered it, which the scheduler's limits and the
+guard share things out by. There are no accounts yet, so by default it is the instance's service
+(or the node); the registry can pass another (a token's id) to `track`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,16 @@ from collections.abc import Callable, Hashable, Sequence
 from ..records import CheckSpec, CheckStatus
 from .check import CheckRuntime, ProbeResult
 from .deadlines import Deadlines
+from .limits import ProbeSettings
 from .protection import ExpiryGuard
 from .scheduler import Scheduler
 
 Owner = tuple[str, ...]  # ("instance", service, id) or ("node", id)
+
+
+def registrant_of(owner: Owner) -> str:
+    """Until there are accounts: an instance's service, or a node."""
+    return f"service {owner[1]}" if owner[0] == "instance" else f"node {owner[1]}"
 
 
 class HealthMonitor:
@@ -29,22 +39,24 @@ class HealthMonitor:
         scheduler: Scheduler | None = None,
         guard: ExpiryGuard | None = None,
         clock: Callable[[], float] = time.time,
+        probes: ProbeSettings | None = None,
     ) -> None:
         self._on_change = on_change
         self._on_critical_too_long = on_critical_too_long
         self._clock = clock
         self._checks: dict[Hashable, CheckRuntime] = {}
         # `is None`, not falsiness: an empty Scheduler has len() 0.
-        self.scheduler = scheduler if scheduler is not None else Scheduler(self.report)
+        self.scheduler = scheduler if scheduler is not None else Scheduler(self.report, settings=probes)
         self.guard = guard or ExpiryGuard()
         # ("ttl", *key): a TTL lapses; ("expire", *key): a lapse has waited its window;
         # ("deregister", *key): critical for deregister_critical_after.
         self._timers = Deadlines(self._timer_fired)
         self._timer_task: asyncio.Task[None] | None = None
 
-    def track(self, owner: Owner, specs: list[CheckSpec]) -> tuple[CheckRuntime, ...]:
+    def track(self, owner: Owner, specs: list[CheckSpec], registrant: str | None = None) -> tuple[CheckRuntime, ...]:
         if not specs:
             return ()
+        registrant = registrant or registrant_of(owner)
         now = self._clock()
         runtimes = tuple(CheckRuntime(spec, position, now) for position, spec in enumerate(specs))
         for position, check in enumerate(runtimes):
@@ -52,9 +64,9 @@ class HealthMonitor:
             self._checks[key] = check
             if check.ttl is not None:
                 self._timers.set(("ttl", *key), check.ttl)
-                self.guard.expect(key)
+                self.guard.expect(key, registrant)
             else:
-                self.scheduler.add(key, check)
+                self.scheduler.add(key, check, registrant)
             self._arm_deregistration(key, check)
         return runtimes
 

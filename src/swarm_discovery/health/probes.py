@@ -3,22 +3,26 @@ only a removed check used.
 
 Timing, thresholds and jitter belong to the scheduler. Probers share their connection pools:
 one HTTP pool (and one that skips TLS verification) and one gRPC channel per target, closed when
-the last check on that target is forgotten.
+the last check on that target is forgotten. Every prober connects only to addresses the
+`TargetPolicy` allows; a denied target fails the probe at once, with the policy's reason as output.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Protocol
 
 import aiohttp
 import grpc
+from aiohttp.abc import AbstractResolver, ResolveResult
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..durations import format_duration
 from ..records import CheckStatus
 from .check import CheckRuntime, ProbeResult
+from .targets import TargetDenied, TargetPolicy, is_address
 
 _GRPC_STATUS: dict[int, CheckStatus] = {health_pb2.HealthCheckResponse.SERVING: "passing"}
 # What a probe reads of a response body (the status decides): enough for a short answer to arrive
@@ -48,21 +52,44 @@ async def _drained(body: aiohttp.StreamReader, limit: int) -> bool:
     return body.at_eof()
 
 
+class _FencedResolver(AbstractResolver):
+    """aiohttp's name lookups, through the policy: a connection opens only to an allowed address."""
+
+    def __init__(self, policy: TargetPolicy) -> None:
+        self._policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=address, port=port, family=found, proto=0, flags=socket.AI_NUMERICHOST)
+            for found, address in await self._policy.resolve(host, port)
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
 class HttpProber:
     """2xx passes (warning when slower than warn_latency), 429 warns, anything else is critical.
 
     aiohttp rather than httpx here: httpx's pool rescans every queued request against every
     connection, which took a whole core at a few hundred probes/s; aiohttp's connector does not.
+    Its pool is as large as the scheduler's bound on probes in flight, so a probe never waits in
+    it for a connection (and never spends its timeout there).
     """
 
-    def __init__(self, max_connections: int = 512) -> None:
+    def __init__(self, policy: TargetPolicy, max_connections: int) -> None:
+        self._policy = policy
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._max_connections = max_connections
 
     def _session(self, verify: bool) -> aiohttp.ClientSession:
         session = self._sessions.get(verify)
         if session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=verify)
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ssl=verify, resolver=_FencedResolver(self._policy)
+            )
             session = self._sessions[verify] = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
             )
@@ -72,7 +99,10 @@ class HttpProber:
         spec = check.spec
         session = self._session(verify=not spec.tls_skip_verify)
         started = time.perf_counter()
+        host, port = check.target or ("", 0)
         try:
+            if is_address(host):  # aiohttp asks no resolver about an address: the policy must
+                await self._policy.resolve(host, port)
             async with session.request(
                 spec.method,
                 spec.url or "",
@@ -83,8 +113,14 @@ class HttpProber:
                 if not await _drained(response.content, MAX_BODY):
                     response.close()  # a body too long to drain: drop the connection, unread
                 code, reason = response.status, response.reason or ""
+        except TargetDenied as exc:
+            return ProbeResult("critical", str(exc), _elapsed(started))
         except TimeoutError:
             return ProbeResult("critical", f"timed out after {format_duration(check.timeout)}", _elapsed(started))
+        except aiohttp.ClientConnectorError as exc:  # a denied name arrives here, wrapped by the connector
+            denied = isinstance(exc.os_error, TargetDenied)
+            output = str(exc.os_error) if denied else f"{type(exc).__name__}: {exc}"
+            return ProbeResult("critical", output, _elapsed(started))
         except aiohttp.ClientError as exc:
             return ProbeResult("critical", f"{type(exc).__name__}: {exc}", _elapsed(started))
         took = _elapsed(started)
@@ -107,19 +143,35 @@ class HttpProber:
 
 
 class TcpProber:
-    """Passes when a connection opens within the timeout."""
+    """Passes when a connection opens within the timeout, to any of the target's allowed addresses."""
+
+    def __init__(self, policy: TargetPolicy) -> None:
+        self._policy = policy
 
     async def probe(self, check: CheckRuntime) -> ProbeResult:
-        host, _, port = (check.spec.tcp or "").rpartition(":")
+        host, port = check.target or ("", 0)
         started = time.perf_counter()
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), check.timeout)
+            async with asyncio.timeout(check.timeout):
+                writer = await self._connect(host, port)
+        except TargetDenied as exc:
+            return ProbeResult("critical", str(exc), _elapsed(started))
         except TimeoutError:
             return ProbeResult("critical", f"TCP connect {check.spec.tcp}: timed out", _elapsed(started))
         except OSError as exc:
             return ProbeResult("critical", f"TCP connect {check.spec.tcp}: {exc.strerror or exc}", _elapsed(started))
         writer.close()
         return ProbeResult("passing", f"TCP connect {check.spec.tcp}: success", _elapsed(started))
+
+    async def _connect(self, host: str, port: int) -> asyncio.StreamWriter:
+        """The first allowed address that takes the connection; the last one's error if none does."""
+        *others, last = await self._policy.resolve(host, port)
+        for _, address in others:
+            try:
+                return (await asyncio.open_connection(address, port))[1]
+            except OSError:
+                continue
+        return (await asyncio.open_connection(last[1], port))[1]
 
     def forget(self, check: CheckRuntime) -> None:
         """A TCP probe keeps nothing between probes."""
@@ -133,22 +185,31 @@ class GrpcProber:
 
     A target's channel is shared by every check on it; it closes when the last of them is
     forgotten, so targets that come and go do not leave channels (and their threads' buffers) behind.
+    The channel connects to an address the policy allowed (gRPC would otherwise resolve the name
+    again itself), and is replaced when a probe finds that address no longer among the target's.
     """
 
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+    def __init__(self, policy: TargetPolicy) -> None:
+        self._policy = policy
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}  # target -> (address, channel)
         self._users: dict[str, set[CheckRuntime]] = {}  # per target, the checks that probed it
         self._closing: set[asyncio.Task[None]] = set()
 
     async def probe(self, check: CheckRuntime) -> ProbeResult:
         target, _, service = (check.spec.grpc or "").partition("/")
-        channel = self._channels.get(target)
-        if channel is None:
-            channel = self._channels[target] = grpc.aio.insecure_channel(target)
-            self._users[target] = set()
-        self._users[target].add(check)
-        stub = health_pb2_grpc.HealthStub(channel)
+        host, port = check.target or ("", 0)
         started = time.perf_counter()
+        try:
+            async with asyncio.timeout(check.timeout):
+                addresses = [address for _, address in await self._policy.resolve(host, port)]
+        except TargetDenied as exc:
+            return ProbeResult("critical", str(exc), _elapsed(started))
+        except TimeoutError:
+            return ProbeResult("critical", f"gRPC {check.spec.grpc}: resolving timed out", _elapsed(started))
+        except OSError as exc:
+            return ProbeResult("critical", f"gRPC {check.spec.grpc}: {exc.strerror or exc}", _elapsed(started))
+        stub = health_pb2_grpc.HealthStub(self._channel(target, addresses, port))
+        self._users.setdefault(target, set()).add(check)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=check.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -162,6 +223,26 @@ class GrpcProber:
             _GRPC_STATUS.get(reply.status, "critical"), f"gRPC {check.spec.grpc}: {status}", _elapsed(started)
         )
 
+    def _channel(self, target: str, addresses: list[str], port: int) -> grpc.aio.Channel:
+        pinned = self._channels.get(target)
+        if pinned is not None and pinned[0] in addresses:
+            return pinned[1]
+        if pinned is not None:
+            self._close_later(pinned[1])
+        address = addresses[0]
+        channel = grpc.aio.insecure_channel(
+            f"[{address}]:{port}" if ":" in address else f"{address}:{port}",
+            options=[("grpc.default_authority", target)],  # what the target's server expects to be called
+        )
+        self._channels[target] = (address, channel)
+        return channel
+
+    def _close_later(self, channel: grpc.aio.Channel) -> None:
+        # Closing is a coroutine and forget is called from synchronous registry code.
+        task = asyncio.get_running_loop().create_task(channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     def forget(self, check: CheckRuntime) -> None:
         target = (check.spec.grpc or "").partition("/")[0]
         users = self._users.get(target)
@@ -170,13 +251,10 @@ class GrpcProber:
         users.discard(check)
         if not users:
             del self._users[target]
-            # Closing is a coroutine and forget is called from synchronous registry code.
-            task = asyncio.get_running_loop().create_task(self._channels.pop(target).close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_later(self._channels.pop(target)[1])
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for _, channel in self._channels.values():
             await channel.close()
         self._channels.clear()
         self._users.clear()

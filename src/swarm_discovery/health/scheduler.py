@@ -4,7 +4,9 @@ Every active check has one entry in a timer heap (`Deadlines`). A check's first 
 random point in its interval, so checks added together (a restart, a large registration) spread
 out instead of firing at once; after that it runs at a fixed rate. Each probe runs as its own
 task with its own timeout, so a slow target delays nothing else, and a check whose previous probe
-is still running skips a round rather than piling up. Results go to one sink, the registry.
+is still running skips a round rather than piling up, and so does a probe the `ProbeGate` does not
+admit (too many in flight for its target or registrant, or over its registrant's rate): the sink
+hears a skipped result, which changes no status. Results go to one sink, the registry.
 
 A prober that raises has failed the probe: the check goes critical with the error as its output,
 and the error is logged once per check rather than every interval.
@@ -24,14 +26,16 @@ from ..durations import format_duration
 from ..telemetry import PROBE_LAG, PROBES
 from .check import CheckRuntime, ProbeResult
 from .deadlines import Deadlines
+from .limits import MAX_IN_FLIGHT, ProbeGate, ProbeSettings
 from .probes import GrpcProber, HttpProber, Prober, TcpProber
+from .targets import TargetPolicy
 
 Sink = Callable[[Hashable, ProbeResult], None]
 log = logging.getLogger("swarm.health")
 
 
-def default_probers() -> dict[str, Prober]:
-    return {"http": HttpProber(), "tcp": TcpProber(), "grpc": GrpcProber()}
+def default_probers(policy: TargetPolicy) -> dict[str, Prober]:
+    return {"http": HttpProber(policy, MAX_IN_FLIGHT), "tcp": TcpProber(policy), "grpc": GrpcProber(policy)}
 
 
 def _failure(exc: Exception) -> str:
@@ -46,55 +50,77 @@ class Scheduler:
         probers: dict[str, Prober] | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        settings: ProbeSettings | None = None,
     ) -> None:
+        settings = settings or ProbeSettings()
         self._report = report
-        self._probers = probers if probers is not None else default_probers()
+        if probers is None:
+            probers = default_probers(TargetPolicy(settings.allow, settings.deny, settings.server))
+        self._probers = probers
         self._jitter = jitter
-        self._checks: dict[Hashable, CheckRuntime] = {}
+        self._gate = ProbeGate(settings, clock)
+        self._checks: dict[Hashable, tuple[CheckRuntime, str]] = {}  # key -> (check, its registrant)
         self._running: dict[Hashable, asyncio.Task[None]] = {}
         self._logged: set[Hashable] = set()  # checks whose prober raised and that were logged
         self._timers = Deadlines(self._due, clock)
         self._task: asyncio.Task[None] | None = None
         self._counters: dict[tuple[str, str], Any] = {}  # labels() costs a lock and a hash per probe
 
-    def add(self, key: Hashable, check: CheckRuntime) -> None:
-        self._checks[key] = check
+    def add(self, key: Hashable, check: CheckRuntime, registrant: str) -> None:
+        self.remove(key)  # so that a replaced check leaves its registrant's count
+        self._checks[key] = (check, registrant)
+        self._gate.join(registrant)
         self._timers.set(key, self._jitter() * check.interval)
 
     def remove(self, key: Hashable) -> None:
-        check = self._checks.pop(key, None)
+        entry = self._checks.pop(key, None)
         self._timers.cancel(key)
         self._logged.discard(key)
         running = self._running.pop(key, None)
         if running is not None:
             running.cancel()
-        if check is not None and (prober := self._probers.get(check.spec.type)) is not None:
+        if entry is None:
+            return
+        check, registrant = entry
+        self._gate.leave(registrant)
+        if (prober := self._probers.get(check.spec.type)) is not None:
             prober.forget(check)  # what only this check used (a gRPC channel) goes with it
 
     def __len__(self) -> int:
         return len(self._checks)
 
     def _due(self, key: Hashable, due: float) -> None:
-        check = self._checks.get(key)
-        if check is None:
+        entry = self._checks.get(key)
+        if entry is None:
             return
+        check, registrant = entry
         now = self._timers.now()
         PROBE_LAG.observe(max(now - due, 0.0))
         # Fixed rate, but a loop that fell behind does not fire a burst of catch-up probes.
         self._timers.set_at(key, max(due + check.interval, now))
         if key in self._running:
             return
+        target = check.target or ("", 0)
+        refusal = self._gate.admit(registrant, target)
+        if refusal is not None:
+            self._count(check, "skipped")
+            self._report(key, ProbeResult(check.status, refusal, skipped=True))
+            return
         task = asyncio.get_running_loop().create_task(self._probe(key, check))
-        task.add_done_callback(partial(self._finished, key))
+        task.add_done_callback(partial(self._finished, key, registrant, target))
         self._running[key] = task
+
+    def _count(self, check: CheckRuntime, result: str) -> None:
+        counter = self._counters.get((check.spec.type, result))
+        if counter is None:
+            counter = self._counters[(check.spec.type, result)] = PROBES.labels(check.spec.type, result)
+        counter.inc()
 
     async def _probe(self, key: Hashable, check: CheckRuntime) -> None:
         result = await self._result(key, check)
-        counter = self._counters.get((check.spec.type, result.status))
-        if counter is None:
-            counter = self._counters[(check.spec.type, result.status)] = PROBES.labels(check.spec.type, result.status)
-        counter.inc()
-        if self._checks.get(key) is check:
+        self._count(check, result.status)
+        entry = self._checks.get(key)
+        if entry is not None and entry[0] is check:
             self._report(key, result)
 
     async def _result(self, key: Hashable, check: CheckRuntime) -> ProbeResult:
@@ -111,7 +137,8 @@ class Scheduler:
                 log.warning("check %s of %s: %s", check.name, key, _failure(exc), exc_info=exc)
             return ProbeResult("critical", _failure(exc), time.perf_counter() - started)
 
-    def _finished(self, key: Hashable, task: asyncio.Task[None]) -> None:
+    def _finished(self, key: Hashable, registrant: str, target: tuple[str, int], task: asyncio.Task[None]) -> None:
+        self._gate.release(registrant, target)  # also when cancelled: whatever ends a probe frees its place
         if self._running.get(key) is task:
             del self._running[key]
         # Retrieved here, so a sink that raised is logged now, not as "never retrieved" at exit.

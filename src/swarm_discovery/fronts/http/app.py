@@ -11,11 +11,13 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
+import msgspec
 from starlette.applications import Starlette
 
 from ...balance.outliers import OutlierSettings
 from ...core.core import Core, CoreSettings
 from ...durations import parse_duration
+from ...health.limits import ProbeSettings
 from ...health.protection import ExpirySettings
 from .dispatch import RouteTable
 from .front import Front
@@ -25,18 +27,24 @@ log = logging.getLogger("swarm")
 
 
 def settings_from_env() -> CoreSettings:
-    """What `swarm serve` hands its worker process: SWARM_DATA_DIR, SWARM_STORE, SWARM_EXPIRY_*."""
+    """What `swarm serve` hands its worker process: SWARM_DATA_DIR, SWARM_STORE, SWARM_EXPIRY_*,
+    SWARM_PROBES (ProbeSettings as JSON)."""
     given = {"data_dir": os.environ.get("SWARM_DATA_DIR"), "store": os.environ.get("SWARM_STORE")}
-    share, minimum, window = (os.environ.get(f"SWARM_EXPIRY_{k}") for k in ("SHARE", "MINIMUM", "WINDOW"))
+    share, minimum, window, owners = (
+        os.environ.get(f"SWARM_EXPIRY_{k}") for k in ("SHARE", "MINIMUM", "WINDOW", "OWNERS")
+    )
     default = ExpirySettings()
     expiry = ExpirySettings(
         share=float(share) if share else default.share,
         minimum=int(minimum) if minimum else default.minimum,
         window=parse_duration(window, "SWARM_EXPIRY_WINDOW") if window else default.window,
+        owners=int(owners) if owners else default.owners,
     )
+    probes_json = os.environ.get("SWARM_PROBES")
+    probes = msgspec.json.decode(probes_json, type=ProbeSettings) if probes_json else ProbeSettings()
     base = os.environ.get("SWARM_EJECTION_BASE")
     outliers = OutlierSettings(base=parse_duration(base, "SWARM_EJECTION_BASE")) if base else OutlierSettings()
-    return CoreSettings(**{k: v for k, v in given.items() if v}, expiry=expiry, outliers=outliers)
+    return CoreSettings(**{k: v for k, v in given.items() if v}, expiry=expiry, outliers=outliers, probes=probes)
 
 
 def create_front() -> Front:
