@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from ... import __version__
 from ...core.core import Core
-from ...errors import BadRequest, SwarmError
+from ...errors import BadRequest, PayloadTooLarge, SwarmError
 from ...telemetry import REQUESTS
 from .cache import Answer
 from .call import Call, Reply, Stream, collect, error_reply
@@ -64,6 +64,9 @@ class Front:
             call.params = found.params
             try:
                 return await found.endpoint.handler(call)  # type: ignore[no-any-return]
+            except PayloadTooLarge as exc:
+                # The rest of the body is never read, so the connection cannot carry another request.
+                return error_reply(exc.status_code, exc.message, [("connection", "close")])
             except SwarmError as exc:
                 return error_reply(exc.status_code, exc.message)
             except Exception:
