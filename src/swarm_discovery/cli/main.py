@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..durations import parse_duration
+from ..durations import format_duration, parse_duration
 from ..errors import ApiError, BadRequest
+from ..fronts.http.limits import Limits
 from ..records import InstanceView
 from ..sdk.client import Client
 
@@ -32,6 +33,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 AddrOption = Annotated[str | None, typer.Option("--addr", envvar="SWARM_ADDR", help="Server address.")]
+_LIMITS = Limits()  # the defaults
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
 
@@ -98,6 +100,22 @@ def serve(
     ejection_base: Annotated[
         str, typer.Option(help="How long clients' reports eject a failing instance, times its ejection count.")
     ] = "30s",
+    max_connections: Annotated[int, typer.Option(help="Connections served at once; more wait to be accepted.")] = (
+        _LIMITS.connections
+    ),
+    max_long_reads: Annotated[
+        int, typer.Option(help="Open blocking queries and watch streams, in all (429 past it).")
+    ] = _LIMITS.long_reads,
+    max_long_reads_per_client: Annotated[
+        int, typer.Option(help="... from one client address.")
+    ] = _LIMITS.long_reads_per_client,
+    watch_buffer: Annotated[
+        int, typer.Option(help="Bytes a watch stream may have sent that its client has not yet taken.")
+    ] = _LIMITS.watch_buffer,
+    client_timeout: Annotated[
+        str,
+        typer.Option(help="How long a client may take over a request head, idle, or take nothing that is sent."),
+    ] = format_duration(_LIMITS.client_timeout),
 ) -> None:
     """Run the server on the embedded SQLite store."""
     from ..health.protection import ExpirySettings
@@ -109,13 +127,20 @@ def serve(
     try:
         window = parse_duration(expiry_window, "--expiry-window")
         ejection = parse_duration(ejection_base, "--ejection-base")
+        timeout = parse_duration(client_timeout, "--client-timeout")
     except BadRequest as exc:
         _fail(exc.message)
     if not 0 < expiry_share <= 1:
         _fail("--expiry-share: must be in (0, 1]")
+    limits = Limits(max_connections, max_long_reads, max_long_reads_per_client, watch_buffer, timeout)
+    problem = limits.problem()
+    if problem is not None:
+        _fail(problem)
     errors.print(f"swarm: serving on http://{host}:{port}, data in {data_dir.resolve()}")
     expiry = ExpirySettings(share=expiry_share, minimum=expiry_minimum, window=window)
-    run_server(host, int(port), str(data_dir), log_level=log_level, expiry=expiry, ejection_base=ejection)
+    run_server(
+        host, int(port), str(data_dir), log_level=log_level, expiry=expiry, ejection_base=ejection, limits=limits
+    )
 
 
 @app.command()
