@@ -257,3 +257,22 @@ def test_content_length_beside_chunked_cannot_smuggle_a_request(shared_server: S
         assert closed_within(sock, 5.0)
     assert shared_server.http.get(f"/v1/services/{service}/instances/a").status_code == 200
     assert shared_server.http.get(f"/v1/services/{service}/instances/smuggled").status_code == 404
+
+
+def test_sigterm_stops_the_server_in_time_with_a_watcher_that_never_reads(tmp_path: Path) -> None:
+    """Its connection would end only at the client timeout (10 s): the worker is not waited for."""
+    server = Server(tmp_path / "data")
+    server.start()
+    stalled = connect(server, receive_buffer=4096)
+    send_get(stalled, "/v1/watch?service=big")
+    until(lambda: long_reads(server) == 1)
+    for n in range(40):
+        server.http.put(f"/v1/services/big/instances/i{n % 10}", json=instance(capabilities={"blob": "x" * 60_000}))
+    began = time.monotonic()
+    server.stop(within=5.0)
+    assert time.monotonic() - began < 5.0
+    stalled.close()
+    restarted = Server(tmp_path / "data")  # the data directory is free again, every write kept
+    restarted.start()
+    assert len(restarted.http.get("/v1/services/big").json()) == 10
+    restarted.stop()

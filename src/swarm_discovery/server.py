@@ -27,6 +27,7 @@ from .health.protection import ExpirySettings
 
 log = logging.getLogger("swarm")
 MAX_REQUEST_HEAD = 16 * 1024  # granian's default lets a connection buffer 400 KiB of headers
+STOP_WITHIN_SECONDS = 3
 _SPARE_FILES = 1024  # descriptors beyond the connections: the store, probes' connections, logs
 
 _PR_SET_PDEATHSIG = 1
@@ -156,5 +157,9 @@ def serve(
             header_read_timeout=int(limits.client_timeout * 1000), max_buffer_size=MAX_REQUEST_HEAD
         ),
         backpressure=limits.connections,  # granian serves at most this many connections at once
+        # A stopping worker waits for its connections to end, and one whose client takes nothing
+        # ends only at the client timeout. Every acknowledged write is durable, so past this the
+        # worker is killed rather than waited for.
+        workers_kill_timeout=STOP_WITHIN_SECONDS,
         user_timeout=limits.client_timeout,
     ).serve()
