@@ -94,9 +94,10 @@ class RsgiCall(Call):
 async def _pump(parts: AsyncIterator[bytes], transport: Any, unsent: Unsent) -> None:
     try:
         async for part in parts:
-            if not await unsent.room(len(part)):
+            size = len(part)
+            if not unsent.fits(size) and not await unsent.room(size):
                 return  # the client takes nothing: end the stream rather than queue more for it
-            unsent.sending(len(part))
+            unsent.sent += size
             await transport.send_bytes(part)
     except ProtocolClosed:  # the client is gone: `until_gone` notices it too
         pass

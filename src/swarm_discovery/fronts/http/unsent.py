@@ -108,26 +108,22 @@ class Unsent:
             # Chunk framing counts as acknowledged too, so a drained stream reads as <= 0 behind.
             self.acked = acked - self._base
 
-    def _fits(self, size: int) -> bool:
+    def fits(self, size: int) -> bool:
+        """Whether `size` more bytes fit, by what was last known to be acknowledged."""
         behind = self.sent - self.acked
         return behind <= 0 or behind + size <= self.buffer  # one part larger than the buffer goes alone
 
     async def room(self, size: int) -> bool:
         """Wait until `size` more bytes fit; False if the client has not made room within `patience`."""
-        if self._fits(size):
-            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.patience
         delay = 0.005
         while True:
             self._refresh()
-            if self._fits(size):
+            if self.fits(size):
                 return True
             if loop.time() >= deadline:
                 return False
             # A client that has stopped reading is asked less and less often.
             await asyncio.sleep(min(delay, deadline - loop.time()))
             delay = min(delay * 2, _LONGEST_POLL)
-
-    def sending(self, size: int) -> None:
-        self.sent += size
