@@ -5,21 +5,32 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import logging
 import os
+import resource
 import signal
+import socket
 import sys
 from typing import Any
 
 import granian._signals
 import msgspec
-from granian import Granian
-from granian.constants import Interfaces, Loops, TaskImpl
+from granian._granian import ListenerSpec
+from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
+from granian.http import HTTP1Settings
+from granian.server.mp import MPServer
 
 from .core.core import Core
 from .fronts.http.app import create_front, settings_from_env
+from .fronts.http.limits import Limits
 from .fronts.http.rsgi import RSGIApp
 from .health.limits import ProbeSettings
 from .health.protection import ExpirySettings
+
+log = logging.getLogger("swarm")
+MAX_REQUEST_HEAD = 16 * 1024  # granian's default lets a connection buffer 400 KiB of headers
+STOP_WITHIN_SECONDS = 3
+_SPARE_FILES = 1024  # descriptors beyond the connections: the store, probes' connections, logs
 
 _PR_SET_PDEATHSIG = 1
 
@@ -71,7 +82,42 @@ def worker_app() -> RSGIApp:
     gc.set_threshold(100_000, 50, 1000)
     core = Core(settings_from_env())
     _serving.append(core)
-    return RSGIApp(create_front(), core)
+    return RSGIApp(create_front(Limits.from_env()), core)
+
+
+class _Granian(MPServer):
+    """granian whose listening socket drops connections that take nothing for `user_timeout` seconds.
+
+    A client that stops reading leaves what is sent to it in the server's buffers for as long as
+    the connection lives, and TCP keeps a silent-but-alive peer's connection forever (zero-window
+    probes are answered). TCP_USER_TIMEOUT, which accepted connections inherit, makes the kernel
+    drop it instead. On Linux granian binds a listener in each worker, out of reach; here it is
+    bound once in the main process and shared (what granian does on other systems), with the
+    option set before anything can connect.
+    """
+
+    def __init__(self, *args: Any, user_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user_timeout = user_timeout
+
+    def _init_shared_socket(self) -> None:
+        holder = ListenerSpec(self.bind_addr, self.bind_port, self.backlog).build()
+        listener = socket.socket(fileno=holder.get_fd())
+        listener.set_inheritable(True)  # the worker is forked with it
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.user_timeout * 1000))
+        # granian's own attributes for a shared listener, as its `_init_shared_socket` sets them
+        self._shd, self._sfd, self._sso = holder, listener.fileno(), listener  # type: ignore[assignment]
+
+
+def _allow_open_files(connections: int) -> None:
+    """Raise the soft limit on open files (often 1,024) as far as allowed: each connection takes one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _SPARE_FILES
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning("at most %d open files allowed: fewer than --max-connections %d needs", hard, connections)
+        wanted = hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def serve(
@@ -83,8 +129,11 @@ def serve(
     expiry: ExpirySettings | None = None,
     ejection_base: float = 30.0,
     probes: ProbeSettings | None = None,
+    limits: Limits | None = None,
 ) -> None:
     expiry = expiry or ExpirySettings()
+    limits = limits or Limits()
+    os.environ.update(limits.to_env())
     os.environ["SWARM_EJECTION_BASE"] = f"{ejection_base}s"
     os.environ["SWARM_DATA_DIR"] = os.path.abspath(data_dir)
     os.environ["SWARM_STORE"] = store
@@ -94,7 +143,8 @@ def serve(
     os.environ["SWARM_EXPIRY_OWNERS"] = str(expiry.owners)
     os.environ["SWARM_PROBES"] = msgspec.json.encode(probes or ProbeSettings()).decode()
     _end_waits_first()
-    Granian(
+    _allow_open_files(limits.connections)
+    _Granian(
         "swarm_discovery.server:worker_app",
         factory=True,
         address=host,
@@ -103,5 +153,18 @@ def serve(
         workers=1,
         loop=Loops.uvloop,
         task_impl=TaskImpl.rust,
-        log_level=log_level,  # type: ignore[arg-type]
+        log_level=log_level,
+        # HTTP/1 only: with HTTP/2 allowed too, granian reads a connection's first bytes to tell
+        # which it speaks with no timeout at all, so a socket that sends nothing stays forever.
+        http=HTTPModes.http1,
+        # The header timeout also covers a request head sent slowly and idle keep-alive connections.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(limits.client_timeout * 1000), max_buffer_size=MAX_REQUEST_HEAD
+        ),
+        backpressure=limits.connections,  # granian serves at most this many connections at once
+        # A stopping worker waits for its connections to end, and one whose client takes nothing
+        # ends only at the client timeout. Every acknowledged write is durable, so past this the
+        # worker is killed rather than waited for.
+        workers_kill_timeout=STOP_WITHIN_SECONDS,
+        user_timeout=limits.client_timeout,
     ).serve()

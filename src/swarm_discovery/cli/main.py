@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..durations import parse_duration
+from ..durations import format_duration, parse_duration
 from ..errors import ApiError, BadRequest
+from ..fronts.http.limits import Limits
 from ..records import InstanceView
 from ..sdk.client import Client
 
@@ -32,6 +33,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 AddrOption = Annotated[str | None, typer.Option("--addr", envvar="SWARM_ADDR", help="Server address.")]
+_LIMITS = Limits()  # the defaults
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
 
@@ -111,6 +113,22 @@ def serve(
     probe_per_target: Annotated[int, typer.Option(help="Probes in flight to one host:port at most.")] = 128,
     probe_per_registrant: Annotated[int, typer.Option(help="Probes in flight for one registrant at most.")] = 256,
     probe_rate: Annotated[float, typer.Option(help="Probes a second for one registrant at most.")] = 2000.0,
+    max_connections: Annotated[int, typer.Option(help="Connections served at once; more wait to be accepted.")] = (
+        _LIMITS.connections
+    ),
+    max_long_reads: Annotated[
+        int, typer.Option(help="Open blocking queries and watch streams, in all (429 past it).")
+    ] = _LIMITS.long_reads,
+    max_long_reads_per_client: Annotated[
+        int, typer.Option(help="... from one client address.")
+    ] = _LIMITS.long_reads_per_client,
+    watch_buffer: Annotated[
+        int, typer.Option(help="Bytes a watch stream may have sent that its client has not yet taken.")
+    ] = _LIMITS.watch_buffer,
+    client_timeout: Annotated[
+        str,
+        typer.Option(help="How long a client may take over a request head, idle, or take nothing that is sent."),
+    ] = format_duration(_LIMITS.client_timeout),
 ) -> None:
     """Run the server on the embedded SQLite store."""
     from ..health.limits import ProbeSettings
@@ -124,6 +142,7 @@ def serve(
     try:
         window = parse_duration(expiry_window, "--expiry-window")
         ejection = parse_duration(ejection_base, "--ejection-base")
+        timeout = parse_duration(client_timeout, "--client-timeout")
     except BadRequest as exc:
         _fail(exc.message)
     if not 0 < expiry_share <= 1:
@@ -141,6 +160,10 @@ def serve(
     ):
         if number <= 0:
             _fail(f"{option}: must be positive")
+    limits = Limits(max_connections, max_long_reads, max_long_reads_per_client, watch_buffer, timeout)
+    problem = limits.problem()
+    if problem is not None:
+        _fail(problem)
     errors.print(f"swarm: serving on http://{host}:{port}, data in {data_dir.resolve()}")
     expiry = ExpirySettings(share=expiry_share, minimum=expiry_minimum, window=window, owners=expiry_owners)
     probes = ProbeSettings(
@@ -152,7 +175,14 @@ def serve(
         server=(host, int(port)),
     )
     run_server(
-        host, int(port), str(data_dir), log_level=log_level, expiry=expiry, ejection_base=ejection, probes=probes
+        host,
+        int(port),
+        str(data_dir),
+        log_level=log_level,
+        expiry=expiry,
+        ejection_base=ejection,
+        probes=probes,
+        limits=limits,
     )
 
 

@@ -21,6 +21,7 @@ from ...health.limits import ProbeSettings
 from ...health.protection import ExpirySettings
 from .dispatch import RouteTable
 from .front import Front
+from .limits import Limits
 from .routes import ROUTES
 
 log = logging.getLogger("swarm")
@@ -47,12 +48,12 @@ def settings_from_env() -> CoreSettings:
     return CoreSettings(**{k: v for k, v in given.items() if v}, expiry=expiry, outliers=outliers, probes=probes)
 
 
-def create_front() -> Front:
+def create_front(limits: Limits | None = None) -> Front:
     """The HTTP front, answering 503 until a core is attached."""
-    return Front(None, RouteTable(ROUTES))
+    return Front(None, RouteTable(ROUTES), limits or Limits())
 
 
-def create_app(settings: CoreSettings | None = None) -> Front:
+def create_app(settings: CoreSettings | None = None, limits: Limits | None = None) -> Front:
     """The ASGI application with a core of its own, run by the lifespan."""
 
     @contextlib.asynccontextmanager
@@ -66,5 +67,5 @@ def create_app(settings: CoreSettings | None = None) -> Front:
             front.detach()
             await core.stop()
 
-    front = Front(Starlette(lifespan=lifespan), RouteTable(ROUTES))
+    front = Front(Starlette(lifespan=lifespan), RouteTable(ROUTES), limits or Limits())
     return front

@@ -21,6 +21,7 @@ from .headers import JSON, Headers, json_headers
 
 if TYPE_CHECKING:
     from .context import Context
+    from .limits import Slot
 
 MAX_BODY = 64 * 1024
 
@@ -56,6 +57,11 @@ class Call:
 
     def header(self, name: str) -> str | None:
         """The value of a header, by its lower-case name."""
+        raise NotImplementedError
+
+    @property
+    def client(self) -> str:
+        """The client's address (no port): what the per-client caps count by."""
         raise NotImplementedError
 
     async def body(self) -> bytes:
@@ -109,13 +115,17 @@ class Reply:
 
 
 class Stream:
-    """An answer sent in parts as they come (Server-Sent Events), until they end or the client goes."""
+    """An answer sent in parts as they come (Server-Sent Events), until they end or the client goes.
 
-    __slots__ = ("headers", "parts", "status")
+    `slot` is the long-read slot it holds; the server releases it when the stream is over.
+    """
 
-    def __init__(self, parts: AsyncIterator[bytes], headers: Headers, status: int = 200) -> None:
+    __slots__ = ("headers", "parts", "slot", "status")
+
+    def __init__(self, parts: AsyncIterator[bytes], headers: Headers, slot: Slot, status: int = 200) -> None:
         self.parts = parts
         self.headers = headers
+        self.slot = slot
         self.status = status
 
 

@@ -6,14 +6,16 @@ from ...core.core import Core
 from ...core.lookup import Lookup
 from ...core.registry import Registry
 from .cache import ResponseCache
+from .limits import Limits, LongReads
 
 
 class Context:
-    __slots__ = ("cache", "core", "lookup", "openapi", "registry")
+    __slots__ = ("cache", "core", "long_reads", "lookup", "openapi", "registry")
 
-    def __init__(self, core: Core, openapi: bytes) -> None:
+    def __init__(self, core: Core, openapi: bytes, limits: Limits) -> None:
         self.core = core
         self.registry: Registry = core.registry
         self.lookup: Lookup = core.lookup
         self.cache = ResponseCache(core.registry)
+        self.long_reads = LongReads(limits)
         self.openapi = openapi

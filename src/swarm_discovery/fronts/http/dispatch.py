@@ -82,6 +82,7 @@ class RouteTable:
             template.methods[endpoint.method] = endpoint
             if endpoint.method == "GET":
                 template.methods.setdefault("HEAD", endpoint)
+        self.methods = frozenset(m for template in templates.values() for m in template.methods)
         self._by_length: dict[int, list[_Template]] = {}
         for template in templates.values():
             self._by_length.setdefault(len(template.path.split("/")), []).append(template)

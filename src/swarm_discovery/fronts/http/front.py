@@ -5,6 +5,10 @@ before routing or parsing: that is what makes a repeated catalog read cost about
 serving a static file. Other requests find their endpoint in the `RouteTable`; errors become
 `{"error": ...}` answers here. `Front` is itself the ASGI application (`api/rsgi.py` serves the
 same `Front` over RSGI). It answers 503 until a running core is attached.
+
+Requests are counted by method, route and status code, each from a fixed set, so that no client
+can grow /metrics: methods the route table does not know count as "OTHER", paths it does not
+know as "unmatched".
 """
 
 from __future__ import annotations
@@ -24,20 +28,22 @@ from .cache import Answer
 from .call import Call, Reply, Stream, collect, error_reply
 from .context import Context
 from .dispatch import Found, RouteTable
-from .headers import asgi_headers
+from .headers import Headers, asgi_headers
+from .limits import Limits, TooBusy
 from .routes import openapi_document
 
 log = logging.getLogger("swarm")
 
 
 class Front:
-    def __init__(self, app: Any, routes: RouteTable) -> None:
+    def __init__(self, app: Any, routes: RouteTable, limits: Limits) -> None:
         self.app = app  # what serves ASGI events other than HTTP (the lifespan), if anything
         self.routes = routes
+        self.limits = limits
         self.context: Context | None = None  # while a running core is attached
 
     def attach(self, core: Core) -> None:
-        self.context = Context(core, openapi_document(__version__))
+        self.context = Context(core, openapi_document(__version__), self.limits)
         log.info(
             "swarm %s ready: %s store at %s, index %d",
             __version__,
@@ -68,7 +74,7 @@ class Front:
                 # The rest of the body is never read, so the connection cannot carry another request.
                 return error_reply(exc.status_code, exc.message, [("connection", "close")])
             except SwarmError as exc:
-                return error_reply(exc.status_code, exc.message)
+                return error_reply(exc.status_code, exc.message, _headers_for(exc))
             except Exception:
                 log.exception("unexpected error on %s %s", call.method, call.path)
                 return error_reply(500, "internal error; see the server log")
@@ -77,9 +83,12 @@ class Front:
         allowed = ", ".join(found.allowed)
         return error_reply(405, f"method {call.method} not allowed here (allowed: {allowed})", [("allow", allowed)])
 
-    @staticmethod
-    def observe(call: Call, status: int, started: float) -> None:
-        REQUESTS.series(call.method, call.route, status).observe(time.perf_counter() - started)
+    def done(self, call: Call, reply: Reply | Stream, started: float) -> None:
+        """The call is over: count it, and free the long-read slot a stream held."""
+        method = call.method if call.method in self.routes.methods else "OTHER"
+        REQUESTS.series(method, call.route, reply.status).observe(time.perf_counter() - started)
+        if isinstance(reply, Stream):
+            reply.slot.release()
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -102,7 +111,15 @@ class Front:
         try:
             await _send(call, reply, send)
         finally:
-            self.observe(call, reply.status, started)
+            self.done(call, reply, started)
+
+
+def _headers_for(error: SwarmError) -> Headers:
+    if isinstance(error, TooBusy):
+        return [("retry-after", str(error.retry_after))]
+    if isinstance(error, PayloadTooLarge):
+        return [("connection", "close")]  # the rest of the body is never read: the connection is done
+    return []
 
 
 class AsgiCall(Call):
@@ -119,6 +136,11 @@ class AsgiCall(Call):
             if key == wanted:
                 return value.decode("latin-1")  # type: ignore[no-any-return]
         return None
+
+    @property
+    def client(self) -> str:
+        client = self._scope.get("client")  # ASGI leaves it out when the server does not know it
+        return str(client[0]) if client else ""
 
     def _read(self, length_known: bool) -> Awaitable[bytes]:
         return collect(self._chunks())

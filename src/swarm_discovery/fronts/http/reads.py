@@ -1,7 +1,8 @@
 """Reads: a `Query` for the lookup, blocking with `index` and `wait`, encoded answers cached.
 
 Reads never touch the store. A blocking query's answer is cached under its query, so that many
-watchers woken by one change share one encoding.
+watchers woken by one change share one encoding. A blocking query holds a long-read slot
+(`limits.py`) while it waits.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ async def read(call: Call, query: Query) -> Reply:
     index = integer(call, "index", minimum=0)
     lookup.check(query)
     if index is not None:
-        WATCHERS.inc()
-        try:
-            await call.until_gone(lookup.wait(query, index, wait))
-        finally:
-            WATCHERS.dec()
+        with context.long_reads.hold(call.client):
+            WATCHERS.inc()
+            try:
+                await call.until_gone(lookup.wait(query, index, wait))
+            finally:
+                WATCHERS.dec()
     key = (query, ENCODING)
     cache = context.cache
     answer = cache.answers.get(key)

@@ -4,6 +4,10 @@ RSGI hands a request over with far less Python work than ASGI's message dicts (g
 bare app: about 45,000 instructions a request against 73,000). Every request is served natively
 here: a cached read straight from the cache, anything else as an `RsgiCall` through the same
 `Front.answer` that the ASGI side uses, so the app itself stays a plain ASGI callable too.
+
+A stream's parts go out no faster than its client takes them (`unsent.py`): granian's stream
+transport would queue them in memory without bound. A client that leaves the stream's buffer full
+for the client timeout has its stream ended; it resumes with Last-Event-ID.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 from ...core.core import Core
 from .call import Call, Reply, collect
 from .front import Front
+from .unsent import Unsent
 
 
 class RSGIApp:
@@ -54,21 +59,29 @@ class RSGIApp:
             if isinstance(reply, Reply):
                 proto.response_bytes(reply.status, reply.headers, reply.body)
             else:
-                await call.until_gone(_pump(reply.parts, proto.response_stream(reply.status, reply.headers)))
+                limits = front.limits
+                unsent = Unsent(scope.server, scope.client, limits.watch_buffer, limits.client_timeout)
+                transport = proto.response_stream(reply.status, reply.headers)
+                await call.until_gone(_pump(reply.parts, transport, unsent))
         finally:
-            front.observe(call, reply.status, started)
+            front.done(call, reply, started)
 
 
 class RsgiCall(Call):
-    __slots__ = ("_headers", "_proto")
+    __slots__ = ("_headers", "_proto", "_scope")
 
     def __init__(self, scope: Scope, proto: HTTPProtocol) -> None:
         super().__init__(scope.method, scope.path, scope.query_string)
+        self._scope = scope
         self._headers = scope.headers
         self._proto = proto
 
     def header(self, name: str) -> str | None:
         return self._headers.get(name)  # type: ignore[no-any-return]
+
+    @property
+    def client(self) -> str:
+        return self._scope.client.rpartition(":")[0].strip("[]")  # "10.0.0.1:5123", "[::1]:5123"
 
     def _read(self, length_known: bool) -> Awaitable[bytes]:
         # With a Content-Length (already checked against the limit) the body is exactly that long.
@@ -78,9 +91,13 @@ class RsgiCall(Call):
         await self._proto.client_disconnect()
 
 
-async def _pump(parts: AsyncIterator[bytes], transport: Any) -> None:
+async def _pump(parts: AsyncIterator[bytes], transport: Any, unsent: Unsent) -> None:
     try:
         async for part in parts:
+            size = len(part)
+            if not unsent.fits(size) and not await unsent.room(size):
+                return  # the client takes nothing: end the stream rather than queue more for it
+            unsent.sent += size
             await transport.send_bytes(part)
     except ProtocolClosed:  # the client is gone: `until_gone` notices it too
         pass

@@ -5,11 +5,15 @@ events as they happen, each with `id:` = its change index. Reconnecting with `La
 replays what was missed from the registry's history, or sends a fresh snapshot when the history
 no longer reaches back that far. An instance that stops matching (it failed its checks, or no
 longer fits the selector) is sent as a `delete` to the streams that had it.
+
+Events go out in parts of at most about BATCH_BYTES, each only once the client has room for it
+(`rsgi.py`): a stream that falls behind stays behind in the registry's bounded history, not in
+frames queued for it, and past the history's reach it gets one fresh snapshot instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import msgspec
 
@@ -23,6 +27,7 @@ from .inputs import MAX_DIGITS, flag, name
 from .reads import json_array
 
 KEEPALIVE_SECONDS = 15.0
+BATCH_BYTES = 64 * 1024
 _encode = msgspec.json.Encoder().encode
 
 
@@ -42,6 +47,7 @@ class _Stream:
         self.selector = selector
         self.include_all = include_all
         self.visible: set[str] = set()
+        self.cursor = 0  # the change index the client has been sent everything up to
 
     def wanted(self, state: Published) -> bool:
         if not self.include_all and not state.healthy:
@@ -53,22 +59,36 @@ class _Stream:
         self.visible = {state.view.id or "" for state in found}
         return _frame("snapshot", self.registry.index, json_array([state.json for state in found]))
 
-    def catch_up(self, cursor: int) -> tuple[list[bytes], int]:
-        """Frames for what happened after `cursor`, and the new cursor."""
+    def catch_up(self, cursor: int) -> Iterator[bytes]:
+        """Frames for what happened after `cursor`, in order; `self.cursor` follows what was made."""
         events = self.registry.history_since(cursor)
         if events is None:
-            return [self.snapshot()], self.registry.index
-        frames = []
+            self.cursor = self.registry.index
+            yield self.snapshot()
+            return
         for event in events:
+            self.cursor = event.index
             if event.service != self.service:
                 continue
             if event.state is not None and self.wanted(event.state):
                 self.visible.add(event.id)
-                frames.append(_frame("put", event.index, event.state.json))
+                yield _frame("put", event.index, event.state.json)
             elif event.id in self.visible:
                 self.visible.discard(event.id)
-                frames.append(_frame("delete", event.index, _encode(_Gone(self.service, event.id))))
-        return frames, events[-1].index if events else cursor
+                yield _frame("delete", event.index, _encode(_Gone(self.service, event.id)))
+
+    def parts(self) -> Iterator[bytes]:
+        """What happened since `self.cursor`, framed, in parts of about BATCH_BYTES."""
+        batch: list[bytes] = []
+        size = 0
+        for frame in self.catch_up(self.cursor):
+            batch.append(frame)
+            size += len(frame)
+            if size >= BATCH_BYTES:
+                yield b"".join(batch)
+                batch, size = [], 0
+        if batch:
+            yield b"".join(batch)
 
     async def run(self, resume_from: int | None) -> AsyncIterator[bytes]:
         topic = service_topic(self.service)
@@ -76,18 +96,17 @@ class _Stream:
         try:
             missed = None if resume_from is None else self.registry.history_since(resume_from)
             if missed is None:
-                cursor = self.registry.index
+                self.cursor = self.registry.index
                 yield self.snapshot()
             else:
                 # The client may hold anything that exists now or changed since: deletes must reach it.
                 everything = self.registry.instances(self.service, include_all=True)
                 self.visible = {s.view.id or "" for s in everything} | {e.id for e in missed}
-                cursor = resume_from or 0
+                self.cursor = resume_from or 0
             while True:
                 seen = self.registry.topic_index(topic)
-                frames, cursor = self.catch_up(cursor)
-                if frames:
-                    yield b"".join(frames)
+                for part in self.parts():
+                    yield part
                 await self.registry.wait(topic, seen, KEEPALIVE_SECONDS)
                 if self.registry.changes.closed:
                     return  # the server is stopping: the client resumes elsewhere or later
@@ -110,10 +129,11 @@ async def watch(call: Call) -> Stream:
     if last is not None and not (last.isascii() and last.isdigit() and len(last) <= MAX_DIGITS):
         raise BadRequest(f"Last-Event-ID: expected a change index, got {last!r}")
     stream = _Stream(registry, service, selector, flag(call, "all"))
+    slot = call.context.long_reads.hold(call.client)
     headers = [
         ("content-type", "text/event-stream; charset=utf-8"),
         ("cache-control", "no-cache"),
         ("x-swarm-index", str(registry.index)),
         ("x-accel-buffering", "no"),
     ]
-    return Stream(stream.run(int(last) if last is not None else None), headers)
+    return Stream(stream.run(int(last) if last is not None else None), headers, slot)
