@@ -68,6 +68,9 @@ def test_every_answer_is_documented_and_none_is_a_server_error(
     def fuzz(case: schemathesis.Case) -> None:
         if case.query and "index" in case.query:
             case.query["wait"] = "0s"  # a blocking query would otherwise hold the test for up to 10 minutes
-        case.call_and_validate(base_url=fuzzed_server.url, checks=checks, timeout=30)
+        response = case.call(base_url=fuzzed_server.url, timeout=30)
+        if response.status_code == 431:
+            return  # a request head over the limit: granian answers that itself, before the API
+        case.validate_response(response, checks=checks)
 
     fuzz()

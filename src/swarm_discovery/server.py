@@ -28,7 +28,9 @@ from .health.limits import ProbeSettings
 from .health.protection import ExpirySettings
 
 log = logging.getLogger("swarm")
-MAX_REQUEST_HEAD = 16 * 1024  # granian's default lets a connection buffer 400 KiB of headers
+# granian's default lets a connection buffer 400 KiB of headers; a 2,048-character selector of
+# 4-byte characters, percent-encoded, takes 24 KiB of a request line.
+MAX_REQUEST_HEAD = 32 * 1024
 STOP_WITHIN_SECONDS = 3
 _SPARE_FILES = 1024  # descriptors beyond the connections: the store, probes' connections, logs
 
