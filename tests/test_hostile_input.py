@@ -103,3 +103,14 @@ def test_json_and_curls_default_are_accepted(shared_server: Server, content_type
         f"/v1/services/{service}/instances/a", content=json.dumps(instance()), headers=headers
     )
     assert response.status_code == 200, response.text
+
+
+def test_selectors_that_cannot_work_say_so(shared_server: Server) -> None:
+    service = unique("sel")
+    put(shared_server.http, service, "a", capabilities={"l": list(range(200)), "s": "abc"})
+    for selector, says in [
+        ('instance.capabilities.s.matches("[")', "regular expression"),
+        ("instance.capabilities.l.all(x, instance.capabilities.l.all(y, x + y >= 0))", "10,000 iterations"),
+    ]:
+        response = shared_server.http.get(f"/v1/services/{service}", params={"selector": selector})
+        assert response.status_code == 400 and says in response.json()["error"], response.text

@@ -3,6 +3,9 @@
 An expression that fails to compile is a BadRequest that quotes CEL's own pointer to the spot.
 An expression that errors on one record (a missing field, a type mismatch) does not match it:
 a selector asking for `instance.capabilities.gpu.memory_gb >= 80` simply skips CPU-only instances.
+Errors that are the expression's own fault, whatever the record (an invalid regular expression,
+more than CEL's 10,000 iterations in one evaluation), are a BadRequest: they would otherwise
+quietly match nothing.
 Selectors within the common subset of CEL run as generated Python (see `cel_subset`).
 """
 
@@ -18,6 +21,10 @@ from .errors import BadRequest
 
 MAX_SELECTOR_LENGTH = 2048
 _CACHE_SIZE = 1024
+_SELECTORS_FAULT = {  # CEL's runtime errors that no record can cause or avoid
+    "Iteration budget exceeded": "more than CEL's 10,000 iterations in one evaluation; it is too costly",
+    "invalid regular expression": "an invalid regular expression",
+}
 
 _env = cel.NewEnv(variables={"instance": cel.Type.DYN, "node": cel.Type.DYN})
 
@@ -66,7 +73,11 @@ class Selector:
     def matches_in_cel(self, bindings: Bindings) -> bool:
         try:
             return self._expr.eval(bindings.activation).value() is True
-        except RuntimeError:
+        except RuntimeError as exc:
+            message = str(exc)
+            for known, meaning in _SELECTORS_FAULT.items():
+                if known in message:
+                    raise BadRequest(f"selector: {meaning}") from None
             return False
 
 
