@@ -21,6 +21,7 @@ from .errors import BadRequest
 
 MAX_SELECTOR_LENGTH = 2048
 _CACHE_SIZE = 1024
+_ERROR = cel.Type.ERROR
 _SELECTORS_FAULT = {  # CEL's runtime errors that no record can cause or avoid
     "Iteration budget exceeded": "more than CEL's 10,000 iterations in one evaluation; it is too costly",
     "invalid regular expression": "an invalid regular expression",
@@ -72,13 +73,20 @@ class Selector:
 
     def matches_in_cel(self, bindings: Bindings) -> bool:
         try:
-            return self._expr.eval(bindings.activation).value() is True
-        except RuntimeError as exc:
-            message = str(exc)
-            for known, meaning in _SELECTORS_FAULT.items():
-                if known in message:
-                    raise BadRequest(f"selector: {meaning}") from None
+            result = self._expr.eval(bindings.activation)
+        except RuntimeError as exc:  # how CEL reports running out of its iteration budget
+            _raise_if_the_selectors_fault(str(exc))
             return False
+        if result.type() == _ERROR:  # how it reports most other errors: as the value
+            _raise_if_the_selectors_fault(str(result.value()))
+            return False
+        return result.value() is True
+
+
+def _raise_if_the_selectors_fault(message: str) -> None:
+    for known, meaning in _SELECTORS_FAULT.items():
+        if known in message:
+            raise BadRequest(f"selector: {meaning}")
 
 
 _compiled: OrderedDict[str, Selector] = OrderedDict()
