@@ -11,7 +11,7 @@ import pytest
 
 from tests.backends import GrpcBackend, HttpBackend, TcpBackend, self_signed
 from tests.conftest import Server
-from tests.helpers import ids, put, unique
+from tests.helpers import ids, instance, put, unique
 
 
 @pytest.fixture
@@ -157,24 +157,24 @@ def test_grpc_check_overall_and_named_service(shared_server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    "check",
+    ("check", "field"),
     [
-        {"type": "tcp", "tcp": f"{'a' * 64}.example:80"},  # a DNS label has at most 63 characters
-        {"type": "http", "headers": {"X-Probe": "a\r\nInjected: 1"}},  # refused once connected
+        ({"type": "tcp", "tcp": f"{'a' * 64}.example:80"}, "checks[0].tcp"),  # a DNS label has at most 63
+        ({"type": "tcp", "tcp": "127.0.0.1:99999"}, "checks[0].tcp"),  # once probed port 34463
+        ({"type": "http", "url": "http://10.0.0.1:99999/"}, "checks[0].url"),
+        ({"type": "http", "url": "http://x/", "headers": {"X-Probe": "a\r\nInjected: 1"}}, "checks[0].headers"),
+        ({"type": "http", "url": "http://x/", "headers": {"Bad Name": "v"}}, "checks[0].headers"),
     ],
-    ids=["tcp-64-character-label", "http-crlf-header"],
+    ids=["tcp-64-character-label", "tcp-port-out-of-range", "url-port-out-of-range", "crlf-header", "header-name"],
 )
-def test_a_probe_that_cannot_even_start_is_critical(
-    shared_server: Server, http_backend: HttpBackend, check: dict[str, object]
+def test_a_check_that_could_never_be_probed_is_refused_at_registration(
+    shared_server: Server, check: dict[str, object], field: str
 ) -> None:
     http = shared_server.http
     service = unique("unprobeable")
-    url = {"url": http_backend.url} if check["type"] == "http" else {}
-    put(http, service, "a", checks=[{**check, **url, "interval": "200ms", "initial_status": "passing"}])
-    wait_for(lambda: status_of(http, service, "a") == "critical")
-    output = http.get(f"/v1/services/{service}/instances/a/checks").json()[0]["output"]
-    assert output.startswith("probe failed: ") and "\n" not in output
-    assert http_backend.hits == 0
+    response = http.put(f"/v1/services/{service}/instances/a", json=instance(checks=[check]))
+    assert response.status_code == 400 and response.json()["error"].startswith(field), response.text
+    assert http.get(f"/v1/services/{service}", params={"all": "true"}).json() == []
 
 
 def test_deregister_critical_after(shared_server: Server) -> None:

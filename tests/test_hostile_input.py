@@ -114,3 +114,39 @@ def test_selectors_that_cannot_work_say_so(shared_server: Server) -> None:
     ]:
         response = shared_server.http.get(f"/v1/services/{service}", params={"selector": selector})
         assert response.status_code == 400 and says in response.json()["error"], response.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"address": "10.0.0.1\u0000"}, "address"),
+        ({"address": "evil\u001b[2J"}, "address"),
+        ({"tags": ["ok", "a\u202eb"]}, "tags[1]"),
+        ({"tags": ["bell\u0007"]}, "tags[0]"),
+        ({"meta": {"owner": "x\u2066y"}}, "meta"),
+        ({"node": "n1\n"}, "node"),
+        ({"version": "1.0\u0000"}, "version"),
+    ],
+)
+def test_control_and_bidi_characters_are_refused(shared_server: Server, fields: dict[str, object], field: str) -> None:
+    service = unique("ctl")
+    response = shared_server.http.put(f"/v1/services/{service}/instances/a", json=instance(**fields))
+    assert response.status_code == 400 and response.json()["error"].startswith(field), response.text
+    assert shared_server.http.get(f"/v1/services/{service}").json() == []
+
+
+def test_free_text_keeps_its_line_breaks(shared_server: Server) -> None:
+    service = unique("text")
+    response = shared_server.http.put(f"/v1/services/{service}/instances/a", json=instance(meta={"note": "a\nb\tc"}))
+    assert response.status_code == 200 and response.json()["meta"]["note"] == "a\nb\tc"
+
+
+def test_capabilities_nest_at_most_32_deep_and_nodes_count_sanely(shared_server: Server) -> None:
+    service = unique("nest")
+    nested: object = 1
+    for _ in range(33):
+        nested = {"x": nested}
+    response = shared_server.http.put(f"/v1/services/{service}/instances/a", json=instance(capabilities=nested))
+    assert response.status_code == 400 and "32 deep" in response.json()["error"]
+    response = shared_server.http.put(f"/v1/nodes/{unique('n')}", json={"resources": {"cpu_cores": 2**70}})
+    assert response.status_code == 400 and response.json()["error"].startswith("resources.cpu_cores")

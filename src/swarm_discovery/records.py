@@ -6,7 +6,9 @@ edge, so that nothing past this module sees an invalid record.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -20,15 +22,37 @@ MAX_META = 64
 MAX_CHECKS = 16
 MAX_METRICS = 64
 MIN_CHECK_INTERVAL = 0.1
-_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^:/\s]+):\d{1,5}$")
+MAX_NESTING = 32  # of capabilities: deeper is no capability anyone selects on, only a way to exhaust the stack
+MAX_CPU_CORES = 1 << 20
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+(?:%[A-Za-z0-9._-]+)?\]|[^:/\s\[\]]+):(\d{1,5})$")
+_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110)
+# Python's `$` also matches before a final newline, which no id may end with; (?!\n) works in
+# JSON Schema's regular expressions too.
+_NAME = ID_PATTERN[:-1] + r"(?!\n)$"
+# No control characters (they rewrite terminals and logs) and no bidirectional overrides (they
+# make one string look like another); free text keeps tabs and line breaks.
+_PRINTABLE = r"^[^\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069]*$"
+_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]*$"
 
-Name = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-Short = Annotated[str, msgspec.Meta(max_length=128)]
-Text = Annotated[str, msgspec.Meta(max_length=512)]
-Address = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+_ADDRESS = r"^[A-Za-z0-9._:%\[\]-]+$"
+PATTERNS = {  # what each pattern means, for error messages
+    _NAME: f"must match {ID_PATTERN}",
+    _PRINTABLE: "control characters and bidirectional overrides are not allowed",
+    _TEXT: "control characters (other than tab and line breaks) and bidirectional overrides are not allowed",
+    _ADDRESS: "expected a host name or an IP address",
+}
+
+Name = Annotated[str, msgspec.Meta(pattern=_NAME)]
+Short = Annotated[str, msgspec.Meta(max_length=128, pattern=_PRINTABLE)]
+Text = Annotated[str, msgspec.Meta(max_length=512, pattern=_TEXT)]
+# A host name or an IP address (with an IPv6 zone): nothing a resolver or a log could misread.
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_ADDRESS)]
+Target = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_PRINTABLE)]  # see validate_checks
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Duration = Annotated[str, msgspec.Meta(max_length=32)]
-Tags = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]], msgspec.Meta(max_length=MAX_TAGS)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
+Tags = Annotated[list[Tag], msgspec.Meta(max_length=MAX_TAGS)]
 Meta = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
 Labels = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
 Metrics = Annotated[dict[Short, float], msgspec.Meta(max_length=MAX_METRICS)]
@@ -64,8 +88,8 @@ class CheckSpec(Spec, kw_only=True):
     type: Literal["http", "tcp", "grpc", "ttl"]
     name: Short | None = None
     url: Text | None = None
-    tcp: Address | None = None
-    grpc: Address | None = None
+    tcp: Target | None = None
+    grpc: Target | None = None
     ttl: Duration | None = None
     method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
     headers: Annotated[dict[Short, Text], msgspec.Meta(max_length=32)] = {}
@@ -110,7 +134,7 @@ class Gpu(Spec, kw_only=True):
 
 class Resources(Spec, kw_only=True):
     gpus: Annotated[list[Gpu], msgspec.Meta(max_length=64)] = []
-    cpu_cores: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    cpu_cores: Annotated[int, msgspec.Meta(ge=0, le=MAX_CPU_CORES)] | None = None
     memory_gb: Annotated[float, msgspec.Meta(ge=0)] | None = None
     storage_gb: Annotated[float, msgspec.Meta(ge=0)] | None = None
     storage_kind: Short | None = None
@@ -271,10 +295,55 @@ def validate_checks(checks: list[CheckSpec]) -> None:
             parse_duration(check.warn_latency, f"{field}.warn_latency")
         if check.type == "http" and not check.url.startswith(("http://", "https://")):  # type: ignore[union-attr]
             raise BadRequest(f"{field}.url: must start with http:// or https://")
-        if check.type == "tcp" and not _HOST_PORT.match(check.tcp or ""):
-            raise BadRequest(f"{field}.tcp: expected host:port")
-        if check.type == "grpc" and not _HOST_PORT.match((check.grpc or "").split("/", 1)[0]):
-            raise BadRequest(f"{field}.grpc: expected host:port or host:port/service")
+        if check.type == "tcp":
+            _check_host_port(check.tcp or "", f"{field}.tcp", "host:port")
+        if check.type == "grpc":
+            _check_host_port((check.grpc or "").split("/", 1)[0], f"{field}.grpc", "host:port or host:port/service")
+        if check.type == "http":
+            _check_url(check.url or "", f"{field}.url")
+        for name, value in check.headers.items():
+            if not _TOKEN.match(name):
+                raise BadRequest(f"{field}.headers: {name!r} is not a header name")
+            if any(c in value for c in "\r\n\x00"):
+                raise BadRequest(f"{field}.headers.{name}: line breaks and NUL cannot be sent in a header")
+
+
+def _check_host(host: str, field: str) -> None:
+    """A host name of valid labels, or an IP address (IPv6 in brackets or bare)."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.strip("[]").split("%", 1)[0])
+        except ValueError:
+            raise BadRequest(f"{field}: {host!r} is not an IPv6 address") from None
+        return
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise BadRequest(f"{field}: {host!r} is not a host name (labels of 1 to 63 letters, digits, - or _)")
+
+
+def _check_port(port: int | None, field: str) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        raise BadRequest(f"{field}: port {port} is out of range (1-65535)")
+
+
+def _check_host_port(target: str, field: str, expected: str) -> None:
+    match = _HOST_PORT.match(target)
+    if match is None:
+        raise BadRequest(f"{field}: expected {expected}")
+    _check_host(match.group(1), field)
+    _check_port(int(match.group(2)), field)
+
+
+def _check_url(url: str, field: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise BadRequest(f"{field}: the port is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise BadRequest(f"{field}: no host")
+    _check_host(parts.hostname, field)
+    _check_port(port, field)
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -283,14 +352,14 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def validate_capabilities(capabilities: dict[str, Any]) -> None:
     """Free-form capabilities must be values selectors can read: CEL refuses a whole record whose
     integers do not fit in 64 bits, so such a record could never match any selector."""
-    pending: list[Any] = [capabilities]
+    pending: list[tuple[Any, int]] = [(capabilities, 1)]
     while pending:  # a loop, not a call per value: this runs on every registration
-        value = pending.pop()
+        value, depth = pending.pop()
         kind = type(value)
-        if kind is dict:
-            pending.extend(value.values())
-        elif kind is list:
-            pending.extend(value)
+        if kind is dict or kind is list:
+            if depth > MAX_NESTING:
+                raise BadRequest(f"capabilities: nested more than {MAX_NESTING} deep")
+            pending.extend((item, depth + 1) for item in (value.values() if kind is dict else value))
         elif kind is int and not INT64_MIN <= value <= INT64_MAX:
             raise BadRequest(f"capabilities{_oversized_integer(capabilities)}: integers must fit in 64 bits")
 

@@ -9,7 +9,7 @@ import msgspec
 
 from ...durations import parse_duration
 from ...errors import BadRequest, UnsupportedMediaType
-from ...records import ID_PATTERN
+from ...records import ID_PATTERN, PATTERNS
 from .call import Call
 
 MAX_WAIT = 600.0
@@ -19,6 +19,8 @@ T = TypeVar("T")
 _decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 _ID = re.compile(ID_PATTERN)
 _AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
+_PATTERN = re.compile(r"^Expected `str` matching regex '(.*)'$")
+_MEANINGS = {repr(pattern)[1:-1]: meaning for pattern, meaning in PATTERNS.items()}  # msgspec quotes the repr
 _FIELD = re.compile(r"^Object (contains unknown|missing required) field `(.*)`$")
 
 
@@ -61,6 +63,9 @@ def _name_the_field(message: str) -> str:
     """Rewrite msgspec's "Expected `int` - at `$.location.lat`" as "location.lat: Expected `int`"."""
     match = _AT.match(message)
     message, path = (match.group(1), match.group(2)) if match else (message, "")
+    pattern = _PATTERN.match(message)
+    if pattern and pattern.group(1) in _MEANINGS:
+        message = _MEANINGS[pattern.group(1)]
     field = _FIELD.search(message)
     if field:
         path = f"{path}.{field.group(2)}" if path else field.group(2)
