@@ -125,6 +125,31 @@ def test_watch_resumes_from_last_event_id_without_loss(shared_server: Server) ->
     assert [(e["event"], json.loads(e["data"])["id"]) for e in missed] == [("put", "b"), ("delete", "a")]
 
 
+def test_changes_at_one_index_carry_it_on_their_last_frame_only(shared_server: Server) -> None:
+    """A node's change republishes every instance on it at one index: a client cut off inside that
+    group must resume before it (and get all of it again), not after it with part of it missing."""
+    http = shared_server.http
+    service, node = unique("group"), unique("node")
+    http.put(f"/v1/nodes/{node}", json={"kind": "compute"})
+    for i in range(5):
+        put(http, service, f"i{i}", node=node)
+    with httpx.Client(base_url=shared_server.url, timeout=10).stream(
+        "GET", "/v1/watch", params={"service": service}
+    ) as response:
+        events = _events(response)
+        before = next(events)["id"]
+        http.put(f"/v1/nodes/{node}", json={"kind": "compute", "labels": {"rack": "7"}})
+        group = [next(events) for _ in range(5)]
+    assert [e["event"] for e in group] == ["put"] * 5
+    assert ["id" in e for e in group] == [False] * 4 + [True] and int(group[-1]["id"]) > int(before)
+    with httpx.Client(base_url=shared_server.url, timeout=10).stream(
+        "GET", "/v1/watch", params={"service": service}, headers={"Last-Event-ID": before}
+    ) as response:
+        events = _events(response)
+        again = [next(events) for _ in range(5)]  # resuming from the last id seen replays the whole group
+    assert sorted(json.loads(e["data"])["id"] for e in again) == [f"i{i}" for i in range(5)]
+
+
 def test_watch_with_unknown_history_sends_a_snapshot(shared_server: Server) -> None:
     service = unique("fresh")
     put(shared_server.http, service, "a")

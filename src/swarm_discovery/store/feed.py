@@ -73,11 +73,13 @@ class Feed:
             watcher.backlog.extend(self._since(from_revision))
         self._watchers.add(watcher)
         try:
-            while not self._closed:
+            while True:
                 while watcher.backlog:
                     yield watcher.backlog.popleft()
                 if watcher.behind:
                     raise Compacted("the watcher fell behind the feed's history")
+                if self._closed:
+                    return  # after everything published before the close
                 watcher.wake.clear()
                 await watcher.wake.wait()
         finally:

@@ -36,7 +36,9 @@ class _Gone(msgspec.Struct):
     id: str
 
 
-def _frame(event: str, index: int, data: bytes) -> bytes:
+def _frame(event: str, index: int | None, data: bytes) -> bytes:
+    if index is None:
+        return b"event: %s\ndata: %s\n\n" % (event.encode(), data)
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (index, event.encode(), data)
 
 
@@ -66,16 +68,24 @@ class _Stream:
             self.cursor = self.registry.index
             yield self.snapshot()
             return
+        # Changes made at one index (a node's change republishes all its instances) carry the
+        # index only on their last frame: a client cut off inside the group resumes before it
+        # and gets all of it again, rather than resuming after it with part of it missing.
+        group: list[tuple[str, bytes]] = []
         for event in events:
+            if group and event.index != self.cursor:
+                yield from _grouped(group, self.cursor)
+                group = []
             self.cursor = event.index
             if event.service != self.service:
                 continue
             if event.state is not None and self.wanted(event.state):
                 self.visible.add(event.id)
-                yield _frame("put", event.index, event.state.json)
+                group.append(("put", event.state.json))
             elif event.id in self.visible:
                 self.visible.discard(event.id)
-                yield _frame("delete", event.index, _encode(_Gone(self.service, event.id)))
+                group.append(("delete", _encode(_Gone(self.service, event.id))))
+        yield from _grouped(group, self.cursor)
 
     def parts(self) -> Iterator[bytes]:
         """What happened since `self.cursor`, framed, in parts of about BATCH_BYTES."""
@@ -114,6 +124,11 @@ class _Stream:
                     yield b": keepalive\n\n"
         finally:
             WATCHERS.dec()
+
+
+def _grouped(group: list[tuple[str, bytes]], index: int) -> Iterator[bytes]:
+    for position, (event, data) in enumerate(group, 1):
+        yield _frame(event, index if position == len(group) else None, data)
 
 
 async def watch(call: Call) -> Stream:
