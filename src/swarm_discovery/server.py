@@ -154,7 +154,9 @@ def serve(
         interface=Interfaces.RSGI,
         workers=1,
         loop=Loops.uvloop,
-        task_impl=TaskImpl.rust,
+        # Not TaskImpl.rust: with granian 2.8 it keeps every request that awaited its body alive
+        # (the finished coroutine, its future and context: about 1 KB per PUT, forever).
+        task_impl=TaskImpl.asyncio,
         log_level=log_level,
         # HTTP/1 only: with HTTP/2 allowed too, granian reads a connection's first bytes to tell
         # which it speaks with no timeout at all, so a socket that sends nothing stays forever.

@@ -4,6 +4,11 @@ Every change takes the next index. It touches *topics* ("catalog", "service/NAME
 topic remembers the index of its last change and wakes whoever waits on it (blocking queries,
 watch streams), and response caches are valid while a topic's index is unchanged. Changes to
 instances also go into a bounded history, from which a watch stream resumes.
+
+Only the latest `RECENT` changes keep the version they made: a stream that keeps up replays
+each version exactly, while an older change holds just which instance it touched (a `Change`),
+so the history never keeps 50,000 superseded versions alive. Replaying those, the registry sends
+what the instance is now, once, at its last change (see `Registry.history_since`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import msgspec
 from .published import Published
 
 HISTORY_SIZE = 50_000
+RECENT = 4096
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -32,6 +38,15 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     state: Published | None
 
 
+class Change(msgspec.Struct, frozen=True, gc=False):
+    """An older change to one instance, without the version it made (a later change replaced it,
+    or that version is the instance's current one)."""
+
+    index: int
+    service: str
+    id: str
+
+
 class _Waiting:
     """Everyone blocked on one topic: one future, dropped when the last of them leaves."""
 
@@ -43,18 +58,21 @@ class _Waiting:
 
 
 class ChangeLog:
-    def __init__(self, history_size: int = HISTORY_SIZE) -> None:
+    def __init__(self, history_size: int = HISTORY_SIZE, recent: int = RECENT) -> None:
         self.index = 0
         self._topics: dict[str, int] = {}
         self._waiters: dict[str, _Waiting] = {}
         self.closed = False
-        self._history: deque[Event] = deque(maxlen=history_size)
+        self._recent: deque[Event] = deque()
+        self._recent_size = min(recent, history_size)
+        self._older: deque[Change] = deque(maxlen=history_size - self._recent_size)
         self._floor = 0  # the history holds every event after this index
 
     def restart_at(self, index: int) -> None:
         """After loading the store: indexes go on from here, and no history reaches back."""
         self.index = index
-        self._history.clear()
+        self._recent.clear()
+        self._older.clear()
         self._floor = index
 
     def next(self) -> int:
@@ -99,19 +117,32 @@ class ChangeLog:
         return len(self._waiters)
 
     def record(self, event: Event) -> None:
-        if len(self._history) == self._history.maxlen:
-            self._floor = self._history[0].index
-        self._history.append(event)
+        self._recent.append(event)
+        if len(self._recent) <= self._recent_size:
+            return
+        aged = self._recent.popleft()
+        older = self._older
+        if older.maxlen == 0:
+            self._floor = aged.index
+            return
+        if len(older) == older.maxlen:
+            self._floor = older[0].index
+        older.append(Change(aged.index, aged.service, aged.id))
 
-    def since(self, index: int) -> list[Event] | None:
+    def since(self, index: int) -> list[Event | Change] | None:
         """Changes after `index`, oldest first; None when the history no longer reaches back that far."""
         if index < self._floor or index > self.index:
             return None
-        events: list[Event] = []
-        for event in reversed(self._history):
+        events: list[Event | Change] = []
+        for event in reversed(self._recent):
             if event.index <= index:
                 break
             events.append(event)
+        else:
+            for change in reversed(self._older):
+                if change.index <= index:
+                    break
+                events.append(change)
         events.reverse()
         return events
 

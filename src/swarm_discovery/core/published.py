@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -11,45 +12,85 @@ from ..selector import Bindings, Selector
 
 _encode = msgspec.json.Encoder().encode
 
-_DEFAULTS: dict[type, dict[str, Any]] = {}
-
 
 def plain(view: msgspec.Struct) -> dict[str, Any]:
-    """What selectors see: top-level fields with their defaults, so `instance.tags` exists when empty.
+    """What selectors see: every top-level field, so `instance.tags` exists when empty.
 
-    The encoding leaves defaults out; they are filled in from one shared, read-only dict per type.
+    Shallow: the record's own dicts, lists and strings are shared, not copied (they are never
+    changed); only Structs, and lists or tuples of them, become dicts and lists, as CEL reads them.
+    No field is renamed in the records, so attribute names are the names selectors use.
     """
-    kind = type(view)
-    defaults = _DEFAULTS.get(kind)
-    if defaults is None:
-        defaults = _DEFAULTS[kind] = {
-            f.encode_name: msgspec.to_builtins(f.default_factory() if f.default is msgspec.NODEFAULT else f.default)
-            for f in msgspec.structs.fields(kind)
-            if f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT
-        }
-    plain = {**defaults, **msgspec.to_builtins(view)}
-    plain["check_states"] = list(plain["check_states"])  # CEL reads lists, not tuples
-    return plain
+    fields = msgspec.structs.asdict(view)
+    for name, value in fields.items():
+        if isinstance(value, msgspec.Struct):
+            fields[name] = msgspec.to_builtins(value)
+        elif type(value) is tuple or (type(value) is list and value and isinstance(value[0], msgspec.Struct)):
+            fields[name] = list(msgspec.to_builtins(value))  # CEL reads lists, not tuples
+    return fields
 
 
 MEMO_SELECTORS = 8
+ENCODED_BYTES = 8 * 1024 * 1024
+
+
+class Encodings:
+    """The JSON of published versions, kept up to `max_bytes` in all, not one per instance for good.
+
+    An encoding is what a listing is joined from and what every watch stream sends, so the ones in
+    use stay (second chance: a version read since it was last passed over goes round again) and
+    the rest are made again when next asked for. A version that is replaced leaves at once.
+    """
+
+    def __init__(self, max_bytes: int = ENCODED_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._kept: OrderedDict[int, Published] = OrderedDict()  # by id(): Structs are not hashable
+
+    def keep(self, published: Published, encoded: bytes) -> None:
+        published._json = encoded
+        self._kept[id(published)] = published
+        self.bytes += len(encoded)
+        while self.bytes > self.max_bytes:
+            _, oldest = self._kept.popitem(last=False)
+            if oldest._used:
+                oldest._used = False
+                self._kept[id(oldest)] = oldest
+            else:
+                self._drop(oldest)
+
+    def forget(self, published: Published) -> None:
+        if self._kept.pop(id(published), None) is not None:
+            self._drop(published)
+
+    def _drop(self, published: Published) -> None:
+        self.bytes -= len(published._json or b"")
+        published._json = None
+        published._used = False
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
+ENCODINGS = Encodings()
 
 
 class Published(msgspec.Struct, gc=False):
     """One immutable version of an instance as readers see it.
 
-    Its encodings and selector results are made on first use and kept: the next version is a new
-    object, so nothing here goes stale, and a query repeated after an unrelated change evaluates
-    its selector only on the instances that changed. Like the records, it holds no reference
-    cycle, so the garbage collector need not track it (there is one per instance).
+    Its encoding (while `ENCODINGS` keeps it), selector bindings and results are made on first use
+    and kept: the next version is a new object, so nothing here goes stale, and a query repeated
+    after an unrelated change evaluates its selector only on the instances that changed. Like the
+    records, it holds no reference cycle, so the garbage collector need not track it (there is one
+    per instance).
     """
 
     view: InstanceView
     node: dict[str, Any]
     healthy: bool
     _json: bytes | None = None
+    _used: bool = False
     _bindings: Bindings | None = None
-    _matches: dict[str, bool] = {}
+    _matches: dict[str, bool] | None = None  # made by the first selector: most versions never see one
 
     @classmethod
     def of(cls, view: InstanceView, node: dict[str, Any]) -> Published:
@@ -57,9 +98,13 @@ class Published(msgspec.Struct, gc=False):
 
     @property
     def json(self) -> bytes:
-        if self._json is None:
-            self._json = _encode(self.view)
-        return self._json
+        encoded = self._json
+        if encoded is None:
+            encoded = _encode(self.view)
+            ENCODINGS.keep(self, encoded)
+        else:
+            self._used = True
+        return encoded
 
     @property
     def bindings(self) -> Bindings:
@@ -69,6 +114,8 @@ class Published(msgspec.Struct, gc=False):
 
     def matches(self, selector: Selector) -> bool:
         memo = self._matches
+        if memo is None:
+            memo = self._matches = {}
         found = memo.get(selector.source)
         if found is None:
             found = selector.matches(self.bindings)

@@ -55,7 +55,8 @@ from ..records import (
 from ..selector import Bindings, Selector
 from ..store import Compacted, Compare, Delete, Put, Snapshot, Store, StoreEvent, WatchBatch
 from .changes import ChangeLog, Event
-from .published import Published, plain
+from .published import ENCODINGS, Published, plain
+from .shared import Shared
 
 CATALOG = "catalog"
 NODES = "nodes"
@@ -78,19 +79,39 @@ def node_key(nid: str) -> str:
     return f"nodes/{nid}"
 
 
-class _Instance(msgspec.Struct, gc=False):
-    """An instance's current record, live state and published version; untracked, like Published."""
+_SPEC_FIELDS = InstanceSpec.__struct_fields__
+_NO_NODE: dict[str, Any] = {}  # what selectors see as `node` without one; shared, never changed
 
-    record: InstanceRecord
+
+class _Instance(msgspec.Struct, gc=False):
+    """An instance's current record, live state and published version; untracked, like Published.
+
+    The spec's fields live in the published view alone (a second copy per instance would cost
+    more than the rest of this entry); `record()` makes the stored record again for a write.
+    """
+
     revision: int  # the store's mod revision of the record: what a conditional write compares
     index: int  # the change index at which the record was applied
+    registered_at: float
+    maintenance: Maintenance | None
+    registered_metrics: dict[str, float]  # the spec's own, which the stored record keeps
     checks: tuple[CheckRuntime, ...]
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # live: the latest heartbeat's, else the spec's
     updated_at: float
     published: Published = None  # type: ignore[assignment]  # Registry._publish sets it before any read
 
+    @property
+    def view(self) -> InstanceView:
+        return self.published.view
+
+    def record(self, maintenance: Maintenance | None) -> InstanceRecord:
+        view = self.published.view
+        spec = InstanceSpec(**{name: getattr(view, name) for name in _SPEC_FIELDS})
+        spec.metrics = self.registered_metrics
+        return InstanceRecord(spec=spec, registered_at=self.registered_at, maintenance=maintenance)
+
     def status(self, node: _Node | None) -> Status:
-        if self.record.maintenance is not None:
+        if self.maintenance is not None:
             return "maintenance"
         if not self.checks and node is None:
             return "passing"
@@ -158,6 +179,7 @@ class Registry:
         self._services: dict[str, dict[str, _Instance]] = {}
         self._nodes: dict[str, _Node] = {}
         self._node_services: dict[str, dict[str, int]] = {}  # node id -> service -> instance count
+        self._shared = Shared()
         self.health = HealthMonitor(
             self._health_changed, self._critical_too_long, guard=ExpiryGuard(expiry), probes=probes
         )
@@ -182,11 +204,12 @@ class Registry:
 
     def _load(self, snapshot: Snapshot) -> None:
         now = self._clock()
-        events = [StoreEvent(kv.key, kv.value, kv.mod_revision, kv.lease) for kv in snapshot.items]
-        nodes = [e for e in events if e.key.startswith("nodes/")]
-        instances = [e for e in events if not e.key.startswith("nodes/")]
-        for event in nodes + instances:  # instances read their node's data when published
-            self._apply_event(event, event.revision, now)
+        nodes = [kv for kv in snapshot.items if kv.key.startswith("nodes/")]
+        instances = (kv for kv in snapshot.items if not kv.key.startswith("nodes/"))
+        # Instances read their node's data when published. One event at a time, not a list of
+        # 100,000: those would leave that much memory behind, freed but still the process's.
+        for kv in itertools.chain(nodes, instances):
+            self._apply_event(StoreEvent(kv.key, kv.value, kv.mod_revision, kv.lease), kv.mod_revision, now)
         self._applied = snapshot.revision
 
     async def _follow_store(self, revision: int) -> None:
@@ -269,7 +292,24 @@ class Registry:
         await self.changes.wait(topic, index, timeout)
 
     def history_since(self, index: int) -> list[Event] | None:
-        return self.changes.since(index)
+        """What changed after `index`, oldest first, each with the version it made; None when the
+        history no longer reaches back that far.
+
+        An older change no longer holds its version (see changes.py): it is replayed only if it
+        is the instance's last one here, with the instance as it is now, which is what it made.
+        """
+        changes = self.changes.since(index)
+        if changes is None or all(type(change) is Event for change in changes):
+            return changes  # type: ignore[return-value]
+        last = {(change.service, change.id): change.index for change in changes}
+        events = []
+        for change in changes:
+            if type(change) is Event:
+                events.append(change)
+            elif last[change.service, change.id] == change.index:
+                entry = self._services.get(change.service, {}).get(change.id)
+                events.append(Event(change.index, change.service, change.id, entry.published if entry else None))
+        return events
 
     # --- durable writes ----------------------------------------------------------------------
 
@@ -330,46 +370,54 @@ class Registry:
 
     # --- instances: writes -----------------------------------------------------------------
 
-    def _publish(self, entry: _Instance, index: int) -> None:
-        record, spec = entry.record, entry.record.spec
-        fields = msgspec.structs.asdict(spec)
-        fields["metrics"] = entry.metrics
-        node = self._nodes.get(spec.node or "")
-        view = InstanceView(
-            **fields,
-            status=entry.status(node),
-            check_states=tuple(c.state() for c in entry.checks),
-            maintenance=record.maintenance,
-            ejected=self._ejection(spec.service or "", spec.id or ""),
-            index=entry.index,
-            registered_at=record.registered_at,
-            updated_at=entry.updated_at,
-        )
-        entry.published = Published.of(view, node.data if node else {})
-        service = spec.service or ""
-        self.changes.record(Event(index, service, spec.id or "", entry.published))
+    def _publish(self, entry: _Instance, index: int, spec: InstanceSpec | None = None) -> None:
+        """A new version of `entry`: from `spec` when it was just registered, else from the last one."""
+        old = entry.published
+        base: InstanceSpec | InstanceView = spec if spec is not None else old.view
+        service, iid = base.service or "", base.id or ""
+        node = self._nodes.get(base.node or "")
+        state = {
+            "metrics": entry.metrics,
+            "status": entry.status(node),
+            "check_states": tuple(c.state() for c in entry.checks),
+            "maintenance": entry.maintenance,
+            "ejected": self._ejection(service, iid),
+            "index": entry.index,
+            "registered_at": entry.registered_at,
+            "updated_at": entry.updated_at,
+        }
+        if spec is not None:
+            view = InstanceView(**{**msgspec.structs.asdict(spec), **state})
+        else:
+            view = msgspec.structs.replace(old.view, **state)
+        if old is not None:
+            ENCODINGS.forget(old)  # replaced: whoever still reads the old version encodes it again
+        entry.published = Published.of(view, node.data if node else _NO_NODE)
+        self.changes.record(Event(index, service, iid, entry.published))
         self.changes.touch((CATALOG, service_topic(service)), index)
 
     def _put_instance(self, record: InstanceRecord, revision: int, index: int, now: float) -> _Instance:
         spec = record.spec
+        self._shared.spec(spec)
         service, iid = spec.service or "", spec.id or ""
         owner = _instance_owner(service, iid)
         old = self._services.get(service, {}).get(iid)
         if old is not None:
             self._unlink_node(old)
-        if old is not None and old.record.spec.checks == spec.checks:
+            ENCODINGS.forget(old.published)
+        if old is not None and old.view.checks == spec.checks:
             checks = old.checks  # the same checks: their state (a passing probe, a running TTL) stands
         else:
             if old is not None:
                 self.health.untrack(owner, old.checks)
             checks = self.health.track(owner, spec.checks)
         metrics = old.metrics if old is not None and not spec.metrics else spec.metrics
-        entry = _Instance(record, revision, index, checks, metrics, now)
+        entry = _Instance(revision, index, record.registered_at, record.maintenance, spec.metrics, checks, metrics, now)
         self._services.setdefault(service, {})[iid] = entry
         if spec.node:
             counts = self._node_services.setdefault(spec.node, {})
             counts[service] = counts.get(service, 0) + 1
-        self._publish(entry, index)
+        self._publish(entry, index, spec)
         return entry
 
     def _drop_instance(self, service: str, iid: str, index: int) -> None:
@@ -379,6 +427,7 @@ class Registry:
         if not self._services[service]:
             del self._services[service]
         self._unlink_node(entry)
+        ENCODINGS.forget(entry.published)
         self.health.untrack(_instance_owner(service, iid), entry.checks)
         if service in self._outliers:
             self._outliers[service].forget(iid)
@@ -386,7 +435,7 @@ class Registry:
         self.changes.touch((CATALOG, service_topic(service)), index)
 
     def _unlink_node(self, entry: _Instance) -> None:
-        spec = entry.record.spec
+        spec = entry.view
         if not spec.node:
             return
         counts = self._node_services.get(spec.node, {})
@@ -415,8 +464,8 @@ class Registry:
             old = self._services.get(service, {}).get(iid)
             record = InstanceRecord(
                 spec=spec,
-                registered_at=old.record.registered_at if old else self._clock(),
-                maintenance=old.record.maintenance if old else None,
+                registered_at=old.registered_at if old else self._clock(),
+                maintenance=old.maintenance if old else None,
             )
             return (old.revision if old else 0), _Local(_encode(record), record)
 
@@ -435,7 +484,7 @@ class Registry:
 
         def build() -> tuple[int, _Local]:
             entry = self._entry(service, iid)
-            record = msgspec.structs.replace(entry.record, maintenance=maintenance)
+            record = entry.record(maintenance)
             return entry.revision, _Local(_encode(record), record)
 
         local = await self._write(instance_key(service, iid), build)
@@ -448,7 +497,7 @@ class Registry:
         """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart."""
         entry = self._entry(service, iid)
         if beat.metrics is not None:
-            entry.metrics = beat.metrics
+            entry.metrics = self._shared.metrics(beat.metrics)
         owner = _instance_owner(service, iid)
         self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "")
         entry.updated_at = self._clock()
@@ -640,7 +689,7 @@ class Registry:
         """Instances on the node see it in selectors and inherit its health: republish them."""
         for service in list(self._node_services.get(nid, {})):
             for entry in self._services.get(service, {}).values():
-                if entry.record.spec.node == nid:
+                if entry.view.node == nid:
                     self._publish(entry, index)
         self.changes.touch((NODES,), index)
 

@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 from .protocol import Compacted, WatchBatch
 
 HISTORY_BATCHES = 4096
-HISTORY_BYTES = 16 * 1024 * 1024
+# Values nobody else holds (the registry keeps what it decoded, not the bytes): every MiB here is
+# a MiB of the server's memory, for watches from the past, which only a hiccup makes.
+HISTORY_BYTES = 4 * 1024 * 1024
 
 
 def _size(batch: WatchBatch) -> int:

@@ -97,7 +97,10 @@ class SqliteStore:
         self._lock_file: int | None = None
         self._work: queue.SimpleQueue[tuple[Callable[[], object], asyncio.Future[None]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sqlite-commit", daemon=True)
-        self._mods: dict[str, tuple[int, int]] = {}  # key -> (mod revision, lease)
+        # key -> mod revision, and the lease of the keys that have one: a (revision, lease) pair
+        # per key would cost a tuple for each of 100,000 keys, nearly all of them without a lease.
+        self._mods: dict[str, int] = {}
+        self._leased: dict[str, int] = {}
         self._revision = 0
         self._pending: list[_Txn] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -143,7 +146,7 @@ class SqliteStore:
         for lease, ttl in leases:
             self._leases.add(lease, ttl)
         for kv in items:
-            self._mods[kv.key] = (kv.mod_revision, kv.lease)
+            self._set_mod(kv.key, (kv.mod_revision, kv.lease))
             if kv.lease and self._leases.exists(kv.lease):
                 self._leases.attach(kv.key, kv.lease)
         self._leases.renew_all()
@@ -236,10 +239,7 @@ class SqliteStore:
                         await self._persist(batch, revision)
                 except Exception as exc:
                     for key, old in batch.undo.items():
-                        if old is None:
-                            self._mods.pop(key, None)
-                        else:
-                            self._mods[key] = old
+                        self._set_mod(key, old)
                     error = StoreError(f"store commit failed: {exc}")
                     for txn in txns:
                         if not txn.future.done():
@@ -251,7 +251,7 @@ class SqliteStore:
 
     def _judge(self, txn: _Txn, batch: _Batch, revision: int) -> int:
         """Add `txn` to the batch if its comparisons hold; the store's revision after it."""
-        if any(self._mods.get(c.key, (0, 0))[0] != c.mod_revision for c in txn.compares):
+        if any(self._mods.get(c.key, 0) != c.mod_revision for c in txn.compares):
             batch.results.append((txn, TxnResult(False, revision)))
             return revision
         for op in txn.ops:
@@ -275,15 +275,15 @@ class SqliteStore:
             revision += 1
         for op in changes:
             if op.key not in batch.undo:
-                batch.undo[op.key] = self._mods.get(op.key)
-            old_lease = self._mods.get(op.key, (0, 0))[1]
+                batch.undo[op.key] = self._mod(op.key)
+            old_lease = self._leased.get(op.key, 0)
             if isinstance(op, Put):
-                self._mods[op.key] = (revision, op.lease)
+                self._set_mod(op.key, (revision, op.lease))
                 batch.rows.append((_PUT, (op.key, op.value, revision, op.lease)))
                 batch.events.append(StoreEvent(op.key, op.value, revision, op.lease))
                 new_lease = op.lease
             else:
-                del self._mods[op.key]
+                self._set_mod(op.key, None)
                 batch.rows.append((_DELETE, (op.key,)))
                 batch.events.append(StoreEvent(op.key, None, revision))
                 new_lease = 0
@@ -291,6 +291,22 @@ class SqliteStore:
                 batch.lease_moves.append((op.key, old_lease, new_lease))
         batch.results.append((txn, TxnResult(True, revision)))
         return revision
+
+    def _mod(self, key: str) -> tuple[int, int] | None:
+        """The key's (mod revision, lease), None when it does not exist."""
+        revision = self._mods.get(key)
+        return None if revision is None else (revision, self._leased.get(key, 0))
+
+    def _set_mod(self, key: str, mod: tuple[int, int] | None) -> None:
+        if mod is None:
+            self._mods.pop(key, None)
+            self._leased.pop(key, None)
+            return
+        self._mods[key] = mod[0]
+        if mod[1]:
+            self._leased[key] = mod[1]
+        else:
+            self._leased.pop(key, None)
 
     async def _persist(self, batch: _Batch, revision: int) -> None:
         assert self._db is not None, "open() first"
