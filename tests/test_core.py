@@ -19,7 +19,7 @@ from swarm_discovery.core.lookup import Query
 from swarm_discovery.errors import BadRequest, NotFound
 from swarm_discovery.fronts.http.app import create_front
 from swarm_discovery.records import Heartbeat, InstanceRecord, InstanceSpec, Report
-from swarm_discovery.store import Put, SqliteStore
+from swarm_discovery.store import Compacted, Put, SqliteStore
 
 
 def run(scenario: Coroutine[Any, Any, None]) -> None:
@@ -275,3 +275,132 @@ async def get(app: Any, path: str, query: str) -> tuple[int, bytes]:
     scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode(), "headers": []}
     await app(scope, receive, send)
     return sent[0]["status"], sent[1]["body"]
+
+
+# --- what goes wrong: found by review, each reproduced first -----------------------------------
+
+
+class CompactOnce(SqliteStore):
+    """A feed that, once, says the revision its follower needs is gone (as etcd's may)."""
+
+    compact_next = False
+
+    def watch(self, from_revision: int) -> Any:
+        inner = super().watch(from_revision)
+
+        async def batches() -> Any:
+            async for batch in inner:
+                if self.compact_next:
+                    self.compact_next = False
+                    raise Compacted("the follower fell behind")
+                yield batch
+
+        return batches()
+
+
+def test_a_write_applied_through_a_reload_still_answers_what_it_made(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = CompactOnce(str(tmp_path))
+        core = await started(tmp_path, store)
+        try:
+            store.compact_next = True
+            published = await core.registry.register("svc", "a", spec(port=8123))
+            assert published.view.port == 8123 and core.registry._local == {}
+        finally:
+            await core.stop()
+
+    run(scenario())
+
+
+def test_a_stored_value_this_version_cannot_read_stops_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        core = await started(tmp_path)
+        registry = core.registry
+        try:
+            await core.store.txn([], [Put("instances/svc/bad", b'{"not": "a record"}')])
+            published = await asyncio.wait_for(registry.register("svc", "ok", spec()), 5)  # the feed goes on
+            assert published.view.id == "ok" and [p.view.id for p in registry.instances("svc")] == ["ok"]
+            replaced = await asyncio.wait_for(registry.register("svc", "bad", spec(port=9)), 5)  # written over
+            assert replaced.view.port == 9
+        finally:
+            await core.stop()
+
+    run(scenario())
+
+
+def test_a_record_stored_before_a_stricter_schema_does_not_stop_the_start(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SqliteStore(str(tmp_path))
+        await store.open()
+        old = {"spec": {"service": "svc", "id": "old", "address": "my host", "port": 80}, "registered_at": 1.0}
+        await store.txn([], [Put("instances/svc/old", msgspec.json.encode(old))])
+        await store.close()
+        core = await started(tmp_path)
+        try:
+            assert core.registry.instances("svc", include_all=True) == []
+            await asyncio.wait_for(core.registry.deregister("svc", "old"), 5)  # still removable
+            assert (await core.store.snapshot()).items[0].key == "meta/index"
+        finally:
+            await core.stop()
+
+    run(scenario())
+
+
+def test_deregistering_a_critical_instance_spares_its_reregistration(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        core = await started(tmp_path)
+        registry = core.registry
+        try:
+            await registry.register("svc", "a", spec(checks=[{"type": "ttl", "ttl": "10s"}]))
+            coming_back = asyncio.ensure_future(registry.register("svc", "a", spec(port=9000)))
+            registry._critical_too_long(("instance", "svc", "a"))  # its timer fires as the owner returns
+            assert (await coming_back).view.port == 9000
+            await asyncio.gather(*registry._background)
+            assert [p.view.port for p in registry.instances("svc", include_all=True)] == [9000]
+        finally:
+            await core.stop()
+
+    run(scenario())
+
+
+def test_after_a_restart_no_watch_resumes_from_before_it_and_indexes_go_on_above(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        core = await started(tmp_path)
+        await core.registry.register("svc", "a", spec(checks=[{"type": "ttl", "ttl": "10s"}]))
+        for _ in range(20):  # live changes move the index past the store's revision
+            core.registry.heartbeat("svc", "a", Heartbeat())
+        await core.registry.register("svc", "b", spec())
+        seen = core.registry.index
+        await core.stop()
+        core = await started(tmp_path)
+        try:
+            assert core.registry.index >= seen - 1  # what was handed out up to the last durable write
+            assert core.registry.history_since(seen - 5) is None  # a fresh snapshot, never a partial replay
+            assert core.registry.topic_index("service/svc") == core.registry.index
+        finally:
+            await core.stop()
+
+    run(scenario())
+
+
+def test_snapshots_do_not_wait_for_writes_to_pause(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SqliteStore(str(tmp_path))
+        await store.open()
+        writing = True
+
+        async def writer(n: int) -> None:
+            while writing:
+                await store.txn([], [Put(f"k{n}", b"v")])
+
+        writers = [asyncio.ensure_future(writer(n)) for n in range(4)]
+        await asyncio.sleep(0.1)
+        began = time.monotonic()
+        snapshot = await store.snapshot()
+        took = time.monotonic() - began
+        writing = False
+        await asyncio.gather(*writers)
+        await store.close()
+        assert took < 0.5 and len(snapshot.items) == 4
+
+    run(scenario())

@@ -295,3 +295,32 @@ def test_one_process_holds_a_data_directory(tmp_path: Path) -> None:
 
     run(after())
     assert os.path.exists(tmp_path / "LOCK")
+
+
+def test_lease_changes_within_one_batch(make_store: Factory, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with opened(make_store, tmp_path) as store:
+            lease = await store.grant(60)
+            revoking = asyncio.ensure_future(store.revoke(lease))  # submitted a turn later, same batch
+            await asyncio.gather(store.txn([], [Put("live/a", b"x", lease=lease)]), revoking)
+            assert (await store.snapshot()).items == []  # put with the lease, then the lease revoked
+            with pytest.raises(LeaseNotFound):
+                await store.txn([], [Put("live/b", b"x", lease=lease)])
+            other = await store.grant(60)
+            await store.txn([], [Put("b", b"1", lease=other)])
+            revoking = asyncio.ensure_future(store.revoke(other))
+            await asyncio.gather(store.txn([], [Put("b", b"2")]), revoking)  # b leaves the lease first
+            assert [(kv.key, kv.value, kv.lease) for kv in (await store.snapshot()).items] == [("b", b"2", 0)]
+
+    run(scenario())
+
+
+def test_closing_the_feed_hands_over_what_was_published_first() -> None:
+    async def scenario() -> None:
+        feed = Feed(revision=0)
+        watch = aiter(feed.watch(1))
+        feed.publish(WatchBatch(1, [StoreEvent("k", b"v", 1)]))
+        feed.close()
+        assert [batch.revision async for batch in watch] == [1]
+
+    run(scenario())

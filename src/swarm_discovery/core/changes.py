@@ -69,8 +69,11 @@ class ChangeLog:
         self._floor = 0  # the history holds every event after this index
 
     def restart_at(self, index: int) -> None:
-        """After loading the store: indexes go on from here, and no history reaches back."""
+        """After loading the store: indexes go on from here, every topic is current at it (the load
+        touched them at their records' own revisions, in no useful order), and no history reaches back."""
         self.index = index
+        for topic in self._topics:
+            self._topics[topic] = index
         self._recent.clear()
         self._older.clear()
         self._floor = index

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from ..balance.outliers import OutlierDetector, OutlierSettings
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..health.check import CheckRuntime, worst
 from ..health.limits import ProbeSettings
 from ..health.monitor import HealthMonitor, Owner
@@ -60,7 +60,12 @@ from .shared import Shared
 
 CATALOG = "catalog"
 NODES = "nodes"
-WRITE_ATTEMPTS = 32  # a write rebuilt this often without landing answers 409
+WRITE_ATTEMPTS = 32
+RELOAD_PAUSE = 1.0  # between tries to reload from a store that failed
+META = "meta/"
+# The change index as of each durable write, stored with it: after a restart indexes go on above
+# it, so an index a client saw before is not handed out again for something else.
+INDEX_MARK = "meta/index"  # a write rebuilt this often without landing answers 409
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
@@ -192,13 +197,18 @@ class Registry:
         self._seq = itertools.count()
         self._local: dict[int, _Local] = {}  # id(value) -> what this server wrote, until applied
         self._follow: asyncio.Task[None] | None = None
+        self._unreadable: dict[str, int] = {}  # key -> revision of a stored value this version cannot read
+        self._index_mark = 0
+        self._stopping = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         snapshot = await self.store.open()
-        self.changes.restart_at(snapshot.revision)
         self._load(snapshot)
+        # After the load, which published every record at its own revision: indexes go on above
+        # every one handed out before the last durable write, and no watch resumes from before.
+        self.changes.restart_at(max(snapshot.revision, self._index_mark))
         self.health.start()
         self._follow = asyncio.get_running_loop().create_task(self._follow_store(snapshot.revision + 1))
 
@@ -213,7 +223,11 @@ class Registry:
         self._applied = snapshot.revision
 
     async def _follow_store(self, revision: int) -> None:
-        """Apply every committed change, from here or elsewhere, as the store's feed brings it."""
+        """Apply every committed change, from here or elsewhere, as the store's feed brings it.
+
+        This is the one way durable changes reach memory, and every acknowledgement waits on
+        it: whatever goes wrong, it reloads and goes on rather than end.
+        """
         while True:
             try:
                 async for batch in self.store.watch(revision):
@@ -222,9 +236,21 @@ class Registry:
                 return  # the store closed its feed: it is shutting down
             except Compacted as exc:
                 log.warning("the store's feed moved on (%s); reloading everything", exc)
+            except Exception:
+                log.exception("following the store failed; reloading everything")
+                await asyncio.sleep(RELOAD_PAUSE)
+            revision = await self._reload()
+
+    async def _reload(self) -> int:
+        """Resync from a fresh snapshot, as often as it takes; the revision to follow from."""
+        while True:
+            try:
                 snapshot = await self.store.snapshot()
                 self._resync(snapshot)
-                revision = snapshot.revision + 1
+                return snapshot.revision + 1
+            except Exception:
+                log.exception("reloading from the store failed; trying again")
+                await asyncio.sleep(RELOAD_PAUSE)
 
     def _apply(self, batch: WatchBatch) -> None:
         now = self._clock()
@@ -238,9 +264,11 @@ class Registry:
     def _resync(self, snapshot: Snapshot) -> None:
         """Make memory equal a fresh snapshot: apply what differs, drop what is gone."""
         index, now = self.changes.advance(snapshot.revision), self._clock()
-        current = {kv.key: kv for kv in snapshot.items}
+        self._local.clear()  # what the feed would have handed back: their writers read memory instead
+        current = {kv.key: kv for kv in snapshot.items if not kv.key.startswith(META)}
         known = {instance_key(s, i): e.revision for s, entries in self._services.items() for i, e in entries.items()}
         known.update({node_key(n): node.revision for n, node in self._nodes.items()})
+        known.update(self._unreadable)
         for key in known.keys() - current.keys():
             self._apply_event(StoreEvent(key, None, snapshot.revision), index, now)
         for key, kv in current.items():
@@ -266,6 +294,7 @@ class Registry:
         return future
 
     async def stop(self) -> None:
+        self._stopping = True
         for timer in self._timers:
             timer.cancel()
         for task in list(self._background):
@@ -278,6 +307,7 @@ class Registry:
             await asyncio.gather(self._follow, return_exceptions=True)
         for _, _, future in self._catching_up:
             future.cancel()
+        self._catching_up.clear()
 
     # --- the change index: see changes.py -----------------------------------------------------
 
@@ -313,20 +343,31 @@ class Registry:
 
     # --- durable writes ----------------------------------------------------------------------
 
-    async def _write(self, key: str, build: Callable[[], tuple[int, _Local | None]]) -> _Local | None:
+    async def _write(
+        self,
+        key: str,
+        build: Callable[[], tuple[int, _Local | None]],
+        current: Callable[[], Any] | None = None,
+        retry: bool = True,
+    ) -> _Local | None:
         """Commit what `build` makes of the current state, if that state is still current.
 
         `build` returns the mod revision it read and the value to put (None deletes), or raises
         (NotFound, BadRequest) when the current state allows no write. When another write got
-        there first, memory catches up with it and `build` runs again on what it left.
+        there first, memory catches up with it and `build` runs again on what it left (unless
+        `retry` is off: then the write is dropped). The result is what the write made, or, if
+        memory was reloaded meanwhile, what `current()` finds.
         """
         for _ in range(WRITE_ATTEMPTS):
+            if self._stopping:
+                raise StoreError("the server is stopping; nothing was written")
             revision, local = build()
             op = Put(key, local.value) if local is not None else Delete(key)
+            ops = [op, Put(INDEX_MARK, str(self.changes.index).encode())]
             if local is not None:
                 self._local[id(local.value)] = local
             try:
-                result = await self.store.txn([Compare(key, revision)], [op])
+                result = await self.store.txn([Compare(key, revision)], ops)
             except BaseException:
                 self._forget_local(local)
                 raise
@@ -334,7 +375,11 @@ class Registry:
                 self._forget_local(local)
             await self._caught_up(result.revision)
             if result.succeeded:
+                if local is not None and local.result is None and current is not None:
+                    local.result = current()
                 return local
+            if not retry:
+                return None
         raise Conflict(f"{key}: changed by other writes {WRITE_ATTEMPTS} times while this one was tried; try again")
 
     def _forget_local(self, local: _Local | None) -> None:
@@ -347,6 +392,21 @@ class Registry:
         return (local.record, local) if local is not None else (decode(value), None)
 
     def _apply_event(self, event: StoreEvent, index: int, now: float) -> None:
+        """Apply one stored change; a value this version cannot read is set aside, not fatal."""
+        if event.key.startswith(META):
+            if event.key == INDEX_MARK and event.value is not None:
+                self._index_mark = max(self._index_mark, int(event.value))
+            return
+        if event.value is None:
+            self._unreadable.pop(event.key, None)
+        try:
+            self._apply_record(event, index, now)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            log.error("cannot read %s from the store (%s): left out until it is written again", event.key, exc)
+            self._unreadable[event.key] = event.revision
+            self._apply_record(StoreEvent(event.key, None, event.revision), index, now)
+
+    def _apply_record(self, event: StoreEvent, index: int, now: float) -> None:
         kind, _, rest = event.key.partition("/")
         if kind == "instances":
             service, _, iid = rest.partition("/")
@@ -467,17 +527,25 @@ class Registry:
                 registered_at=old.registered_at if old else self._clock(),
                 maintenance=old.maintenance if old else None,
             )
-            return (old.revision if old else 0), _Local(_encode(record), record)
+            return (old.revision if old else self._unreadable.get(key, 0)), _Local(_encode(record), record)
 
-        local = await self._write(instance_key(service, iid), build)
+        key = instance_key(service, iid)
+        local = await self._write(key, build, lambda: self.instance(service, iid))
         assert local is not None
         return local.result  # type: ignore[no-any-return]
 
-    async def deregister(self, service: str, iid: str) -> None:
+    async def deregister(self, service: str, iid: str, *, revision: int | None = None) -> None:
+        """Remove the instance; with `revision`, only the record of that revision (and no later one)."""
+        key = instance_key(service, iid)
+
         def build() -> tuple[int, None]:
+            if revision is not None:
+                return revision, None
+            if key in self._unreadable:  # what cannot be read can still be removed
+                return self._unreadable[key], None
             return self._entry(service, iid).revision, None
 
-        await self._write(instance_key(service, iid), build)
+        await self._write(key, build, retry=revision is None)
 
     async def set_maintenance(self, service: str, iid: str, enable: bool, reason: str) -> Published:
         maintenance = Maintenance(reason=reason, since=self._clock()) if enable else None
@@ -487,7 +555,7 @@ class Registry:
             record = entry.record(maintenance)
             return entry.revision, _Local(_encode(record), record)
 
-        local = await self._write(instance_key(service, iid), build)
+        local = await self._write(instance_key(service, iid), build, lambda: self.instance(service, iid))
         assert local is not None
         return local.result  # type: ignore[no-any-return]
 
@@ -522,8 +590,10 @@ class Registry:
             self._republish(owner[1], owner[2], self.changes.next())
 
     def _critical_too_long(self, owner: Owner) -> None:
-        if owner[0] == "instance" and owner[2] in self._services.get(owner[1], {}):
-            self._in_background(self.deregister(owner[1], owner[2]))
+        entry = self._services.get(owner[1], {}).get(owner[2]) if owner[0] == "instance" else None
+        if entry is not None:
+            # Only the record that was critical: a re-registration in the meantime stays.
+            self._in_background(self.deregister(owner[1], owner[2], revision=entry.revision))
 
     def _republish(self, service: str, iid: str, index: int) -> None:
         entry = self._services.get(service, {}).get(iid)
@@ -670,20 +740,25 @@ class Registry:
         def build() -> tuple[int, _Local]:
             old = self._nodes.get(nid)
             record = NodeRecord(spec=spec, registered_at=old.record.registered_at if old else self._clock())
-            return (old.revision if old else 0), _Local(_encode(record), record)
+            return (old.revision if old else self._unreadable.get(key, 0)), _Local(_encode(record), record)
 
-        local = await self._write(node_key(nid), build)
+        key = node_key(nid)
+        local = await self._write(key, build, lambda: self.node(nid))
         assert local is not None
         return local.result  # type: ignore[no-any-return]
 
     async def delete_node(self, nid: str) -> None:
+        key = node_key(nid)
+
         def build() -> tuple[int, None]:
             node = self._nodes.get(nid)
+            if node is None and key in self._unreadable:
+                return self._unreadable[key], None
             if node is None:
                 raise NotFound(f"node {nid!r} is not registered")
             return node.revision, None
 
-        await self._write(node_key(nid), build)
+        await self._write(key, build)
 
     def _node_changed(self, nid: str, index: int) -> None:
         """Instances on the node see it in selectors and inherit its health: republish them."""

@@ -7,6 +7,7 @@ to renew while the store was down.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 
 from .protocol import LeaseNotFound
@@ -25,15 +26,17 @@ class Leases:
     def __init__(self, on_expire: Callable[[int], None]) -> None:
         self._on_expire = on_expire
         self._leases: dict[int, _Lease] = {}
-        self._next = 1
 
     def add(self, lease: int, ttl: float) -> None:
         self._leases[lease] = _Lease(ttl)
-        self._next = max(self._next, lease + 1)
 
     def new_id(self) -> int:
-        lease, self._next = self._next, self._next + 1
-        return lease
+        # Random, as etcd's are in effect: an id handed out before a restart and revoked since
+        # must not come back to someone else, whom its old holder would then renew.
+        while True:
+            lease = secrets.randbits(62) + 1
+            if lease not in self._leases:
+                return lease
 
     def exists(self, lease: int) -> bool:
         return lease in self._leases

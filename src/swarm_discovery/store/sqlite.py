@@ -107,6 +107,7 @@ class SqliteStore:
         self._feed = Feed(0)
         self._leases = Leases(self._lease_expired)
         self._expiring: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # --- opening and closing ------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class SqliteStore:
             db.executescript(_SCHEMA)
             if "lease" not in {row[1] for row in db.execute("PRAGMA table_info(kv)")}:
                 db.execute("ALTER TABLE kv ADD COLUMN lease INTEGER NOT NULL DEFAULT 0")
-            items = self._items()
+            items = self._items(db)
             row = db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
             leases = db.execute("SELECT id, ttl FROM leases").fetchall()
         except sqlite3.Error as exc:
@@ -153,17 +154,28 @@ class SqliteStore:
         self._thread.start()
         return Snapshot(items=items, revision=self._revision)
 
-    def _items(self) -> list[KeyValue]:
-        assert self._db is not None
-        rows = self._db.execute("SELECT key, value, revision, lease FROM kv ORDER BY key")
+    @staticmethod
+    def _items(db: sqlite3.Connection) -> list[KeyValue]:
+        rows = db.execute("SELECT key, value, revision, lease FROM kv ORDER BY key")
         return [KeyValue(k, bytes(v), r, lease) for k, v, r, lease in rows]
 
     async def snapshot(self) -> Snapshot:
-        while self._flushing is not None:  # no batch half written: the rows match `_revision`
-            await asyncio.shield(self._flushing)
-        return Snapshot(items=self._items(), revision=self._revision)
+        # A connection of its own sees only what is committed, never a batch half written by the
+        # writing one, and needs no pause in the writes to do so.
+        reader = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            items = self._items(reader)
+            row = reader.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+            reader.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from None
+        finally:
+            reader.close()
+        return Snapshot(items=items, revision=max([row[0] if row else 0, *(kv.mod_revision for kv in items)]))
 
     async def close(self) -> None:
+        self._closing = True
         while self._flushing is not None:
             await asyncio.shield(self._flushing)
         for task in list(self._expiring):
@@ -218,6 +230,8 @@ class SqliteStore:
     # --- group commit -------------------------------------------------------------------------
 
     def _submit(self, **txn: Any) -> asyncio.Future[TxnResult]:
+        if self._closing:
+            raise StoreError("the store is closing; nothing was written")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[TxnResult] = loop.create_future()
         self._pending.append(_Txn(future, **txn))
@@ -255,7 +269,7 @@ class SqliteStore:
             batch.results.append((txn, TxnResult(False, revision)))
             return revision
         for op in txn.ops:
-            if isinstance(op, Put) and op.lease and not (self._leases.exists(op.lease) or op.lease in batch.granted):
+            if isinstance(op, Put) and op.lease and not self._granted(op.lease, batch):
                 batch.results.append((txn, LeaseNotFound(f"lease {op.lease} is not granted")))
                 return revision
         if txn.grant is not None:
@@ -264,12 +278,15 @@ class SqliteStore:
             batch.rows.append(("INSERT INTO leases (id, ttl) VALUES (?, ?)", (lease, ttl)))
         ops = list(txn.ops)
         if txn.revoke is not None:
-            if not self._leases.exists(txn.revoke) and txn.revoke not in batch.granted:
+            if not self._granted(txn.revoke, batch):
                 batch.results.append((txn, LeaseNotFound(f"lease {txn.revoke} is not granted")))
                 return revision
             batch.revoked.append(txn.revoke)
             batch.rows.append(("DELETE FROM leases WHERE id = ?", (txn.revoke,)))
-            ops += [Delete(key) for key in sorted(self._leases.keys(txn.revoke))]
+            # The keys that hold the lease as of this point of the batch: committed ones not put
+            # again without it, and those put with it earlier in the batch.
+            held = self._leases.keys(txn.revoke) | batch.undo.keys()
+            ops += [Delete(key) for key in sorted(held) if self._leased.get(key) == txn.revoke]
         changes = [op for op in ops if isinstance(op, Put) or op.key in self._mods]
         if changes:
             revision += 1
@@ -291,6 +308,10 @@ class SqliteStore:
                 batch.lease_moves.append((op.key, old_lease, new_lease))
         batch.results.append((txn, TxnResult(True, revision)))
         return revision
+
+    def _granted(self, lease: int, batch: _Batch) -> bool:
+        """Whether `lease` exists at this point of the batch."""
+        return (self._leases.exists(lease) or lease in batch.granted) and lease not in batch.revoked
 
     def _mod(self, key: str) -> tuple[int, int] | None:
         """The key's (mod revision, lease), None when it does not exist."""
