@@ -5,6 +5,8 @@ wrong, never a 500, and nothing is written."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -141,6 +143,13 @@ def test_free_text_keeps_its_line_breaks(shared_server: Server) -> None:
     assert response.status_code == 200 and response.json()["meta"]["note"] == "a\nb\tc"
 
 
+def test_capability_strings_are_at_most_1024_characters(shared_server: Server) -> None:
+    response = shared_server.http.put(
+        f"/v1/services/{unique('long')}/instances/a", json=instance(capabilities={"d": ["ok", "x" * 1025]})
+    )
+    assert response.status_code == 400 and response.json()["error"].startswith("capabilities.d[1]:")
+
+
 def test_capabilities_nest_at_most_32_deep_and_nodes_count_sanely(shared_server: Server) -> None:
     service = unique("nest")
     nested: object = 1
@@ -150,3 +159,24 @@ def test_capabilities_nest_at_most_32_deep_and_nodes_count_sanely(shared_server:
     assert response.status_code == 400 and "32 deep" in response.json()["error"]
     response = shared_server.http.put(f"/v1/nodes/{unique('n')}", json={"resources": {"cpu_cores": 2**70}})
     assert response.status_code == 400 and response.json()["error"].startswith("resources.cpu_cores")
+
+
+def test_a_costly_selector_is_refused_and_freezes_nothing(shared_server: Server) -> None:
+    """Each record takes CEL tens of milliseconds (9,801 iterations, each joining two strings of
+    1,024 characters, the longest a capability may hold): together far over the budget, and
+    requests in between are served."""
+    service = unique("costly")
+    for i in range(100):
+        put(shared_server.http, service, f"i{i}", capabilities={"l": list(range(99)), "s": "x" * 1024})
+    items, s = "instance.capabilities.l", "instance.capabilities.s"
+    selector = f"{items}.all(x, {items}.all(y, size({s} + {s}) > 0))"
+    with ThreadPoolExecutor(1) as pool:
+        costly = pool.submit(shared_server.http.get, f"/v1/services/{service}", params={"selector": selector})
+        deadline = time.monotonic() + 10
+        while not costly.done() and time.monotonic() < deadline:  # meanwhile the server answers at once
+            began = time.monotonic()
+            assert shared_server.http.get("/healthz").status_code == 200
+            put(shared_server.http, unique("meanwhile"), "a")
+            assert time.monotonic() - began < 0.5
+        response = costly.result(timeout=10)
+    assert response.status_code == 400 and "too costly" in response.json()["error"], response.text

@@ -6,6 +6,7 @@ SwarmError
 ├── Conflict        409: the record kept changing under a write; nothing was written
 ├── PayloadTooLarge 413
 ├── UnsupportedMediaType 415: the body is not JSON
+├── TooBusy         429: a bounded resource is taken; try again after `retry_after` seconds
 ├── StoreError      503: the durable store failed; nothing was acknowledged
 └── ApiError        what the SDK raises for an error answer; carries the server's status
     └── Unreachable the server did not answer at all (connection refused, timeout)
@@ -40,6 +41,11 @@ class PayloadTooLarge(SwarmError):
 
 class UnsupportedMediaType(SwarmError):
     status_code = 415
+
+
+class TooBusy(SwarmError):
+    status_code = 429
+    retry_after = 5
 
 
 class StoreError(SwarmError):

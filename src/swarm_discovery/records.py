@@ -24,6 +24,7 @@ MAX_METRICS = 64
 MIN_CHECK_INTERVAL = 0.1
 MAX_NESTING = 32  # of capabilities: deeper is no capability anyone selects on, only a way to exhaust the stack
 MAX_CPU_CORES = 1 << 20
+MAX_CAPABILITY_TEXT = 1024  # characters in one capability string
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+(?:%[A-Za-z0-9._-]+)?\]|[^:/\s\[\]]+):(\d{1,5})$")
 _LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110)
@@ -350,8 +351,9 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def validate_capabilities(capabilities: dict[str, Any]) -> None:
-    """Free-form capabilities must be values selectors can read: CEL refuses a whole record whose
-    integers do not fit in 64 bits, so such a record could never match any selector."""
+    """Free-form capabilities must be values selectors can read, at a cost they can afford: CEL
+    refuses a whole record whose integers do not fit in 64 bits (so it could never match), and
+    its 10,000 iterations over long strings would hold the server for a second per record."""
     pending: list[tuple[Any, int]] = [(capabilities, 1)]
     while pending:  # a loop, not a call per value: this runs on every registration
         value, depth = pending.pop()
@@ -360,25 +362,30 @@ def validate_capabilities(capabilities: dict[str, Any]) -> None:
             if depth > MAX_NESTING:
                 raise BadRequest(f"capabilities: nested more than {MAX_NESTING} deep")
             pending.extend((item, depth + 1) for item in (value.values() if kind is dict else value))
-        elif kind is int and not INT64_MIN <= value <= INT64_MAX:
-            raise BadRequest(f"capabilities{_oversized_integer(capabilities)}: integers must fit in 64 bits")
+        elif (kind is int or kind is str) and not _fits(value):
+            what = "integers must fit in 64 bits" if kind is int else f"strings of at most {MAX_CAPABILITY_TEXT:,}"
+            raise BadRequest(f"capabilities{_where_unfit(capabilities)}: {what}")
 
 
-def _oversized_integer(value: Any) -> str | None:
-    """Where in `value` an integer beyond 64 bits is ("" for value itself); None if nowhere.
+def _fits(value: Any) -> bool:
+    if type(value) is int:
+        return INT64_MIN <= value <= INT64_MAX
+    return type(value) is not str or len(value) <= MAX_CAPABILITY_TEXT
+
+
+def _where_unfit(value: Any) -> str | None:
+    """Where in `value` a value that does not fit is ("" for value itself); None if nowhere.
 
     Only for the error message: `validate_capabilities` finds out whether, without paths."""
     kind = type(value)
-    if kind is int:
-        return None if INT64_MIN <= value <= INT64_MAX else ""
     if kind is dict:
         items = value.items()
     elif kind is list:
         items = enumerate(value)
     else:
-        return None
+        return None if _fits(value) else ""
     for key, item in items:
-        found = _oversized_integer(item)
+        found = _where_unfit(item)
         if found is not None:
             return (f".{key}" if kind is dict else f"[{key}]") + found
     return None

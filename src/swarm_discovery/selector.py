@@ -63,6 +63,12 @@ class Selector:
         except Unsupported:
             self._fast = None
 
+    @property
+    def in_cel(self) -> bool:
+        """Whether CEL itself evaluates it: then one record's evaluation may take long (up to its
+        10,000 iterations over the longest strings a record holds)."""
+        return self._fast is None
+
     def matches(self, bindings: Bindings) -> bool:
         if self._fast is not None:
             try:

@@ -8,15 +8,28 @@ change index stays put: that is what response caches are keyed on, in every fron
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Literal
 
 import msgspec
 
+from ..errors import BadRequest, TooBusy
 from ..locality import parse_near
 from ..records import NodeView, ServiceSummary
-from ..selector import compile_selector
-from .published import Published
+from ..selector import Selector, compile_selector
+from .published import Published, admitted
 from .registry import CATALOG, NODES, Registry, service_topic
+
+# A selector that CEL evaluates (or any over a large service) is evaluated a slice at a time,
+# other requests served in between, and one query's evaluation is held to a budget. CEL holds
+# the GIL, so a thread would not help; one record's evaluation is bounded by CEL's 10,000
+# iterations over capability strings of at most 1,024 characters (tens of milliseconds).
+SLICED_AT = 2048  # records above which even generated-Python selectors are sliced
+SLICE_SECONDS = 0.02
+SLICE_PAUSE = 0.001  # a pause, not just a turn: the HTTP server's own threads need the GIL too
+SELECTOR_BUDGET = 1.0  # seconds of evaluation one query may take; past it, a 400
+MAX_WAITING = 16  # costly queries waiting their turn (one is evaluated at a time); past it, a 429
 
 Kind = Literal["instances", "instance", "catalog", "nodes", "node"]
 Items = list[Published] | Published | list[ServiceSummary] | list[NodeView] | NodeView
@@ -51,6 +64,8 @@ class Found(msgspec.Struct, frozen=True, gc=False):
 class Lookup:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self._turn = asyncio.Lock()  # one costly evaluation at a time: they cannot add up
+        self._waiting = 0
 
     def check(self, query: Query) -> None:
         """Raise BadRequest for what can never be answered (a selector that does not compile, a bad `near`)."""
@@ -86,6 +101,49 @@ class Lookup:
             items = registry.node(query.id)
         return Found(items, index)
 
+    async def find(self, query: Query) -> Found:
+        """`answer`, with a costly selector evaluated off the loop and held to SELECTOR_BUDGET."""
+        if query.kind != "instances" or query.selector is None:
+            return self.answer(query)
+        selector = compile_selector(query.selector)
+        states = self.registry.published(query.service)
+        if not selector.in_cel and len(states) < SLICED_AT:
+            return self.answer(query)
+        if self._waiting >= MAX_WAITING:
+            raise TooBusy("selector: too many costly selector queries are waiting; try again shortly")
+        index = self.index(query)  # of what `states` is (immutable versions): the answer is current at it
+        self._waiting += 1
+        try:
+            async with self._turn:
+                found = await _select(states, query, selector)
+        finally:
+            self._waiting -= 1
+        near = parse_near(query.near) if query.near is not None else None
+        return Found(self.registry.ordered(found, near, query.limit), index)
+
     async def wait(self, query: Query, index: int, timeout: float) -> None:
         """Return once the query's topic moves past `index`, at `timeout`, or when the server stops."""
         await self.registry.wait(query.topic, index, timeout)
+
+
+async def _select(states: list[Published], query: Query, selector: Selector) -> list[Published]:
+    """The versions a listing shows, evaluated a slice at a time; a 400 once over the budget.
+
+    The budget counts this query's own evaluation, not the other requests served in between.
+    """
+    found = []
+    spent, mark = 0.0, time.monotonic()
+    for count, state in enumerate(states, 1):
+        if admitted(state, tags=query.tags, selector=selector, include_all=query.include_all):
+            found.append(state)
+        slice_took = time.monotonic() - mark
+        if spent + slice_took > SELECTOR_BUDGET:
+            raise BadRequest(
+                f"selector: took more than {SELECTOR_BUDGET:g} s over {count} of {len(states)} instances;"
+                " it is too costly for this service"
+            )
+        if slice_took > SLICE_SECONDS:
+            spent += slice_took
+            await asyncio.sleep(SLICE_PAUSE)  # let the other requests through
+            mark = time.monotonic()
+    return found

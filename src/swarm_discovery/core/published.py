@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -123,3 +124,14 @@ class Published(msgspec.Struct, gc=False):
                 memo.clear()
             memo[selector.source] = found
         return found
+
+
+def admitted(
+    state: Published, *, tags: Sequence[str] = (), selector: Selector | None = None, include_all: bool = False
+) -> bool:
+    """Whether a listing shows this version: healthy (unless all), with every tag, matching the selector."""
+    if not include_all and not state.healthy:
+        return False
+    if tags and not all(tag in state.view.tags for tag in tags):
+        return False
+    return selector is None or state.matches(selector)

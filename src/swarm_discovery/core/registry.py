@@ -20,7 +20,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -55,7 +55,7 @@ from ..records import (
 from ..selector import Bindings, Selector
 from ..store import Compacted, Compare, Delete, Put, Snapshot, Store, StoreEvent, WatchBatch
 from .changes import ChangeLog, Event
-from .published import ENCODINGS, Published, plain
+from .published import ENCODINGS, Published, admitted, plain
 from .shared import Shared
 
 CATALOG = "catalog"
@@ -646,26 +646,29 @@ class Registry:
     def instance(self, service: str, iid: str) -> Published:
         return self._entry(service, iid).published
 
+    def published(self, service: str) -> list[Published]:
+        """Every instance of the service as readers see it, healthy or not."""
+        return [entry.published for entry in self._services.get(service, {}).values()]
+
     def instances(
         self,
         service: str,
         *,
-        tags: tuple[str, ...] | list[str] = (),
+        tags: Sequence[str] = (),
         selector: Selector | None = None,
         include_all: bool = False,
         near: Near | None = None,
         limit: int | None = None,
     ) -> list[Published]:
-        found = []
-        for entry in self._services.get(service, {}).values():
-            state = entry.published
-            if not include_all and not state.healthy:
-                continue
-            if tags and not all(tag in state.view.tags for tag in tags):
-                continue
-            if selector is not None and not state.matches(selector):
-                continue
-            found.append(state)
+        found = [
+            state
+            for state in self.published(service)
+            if admitted(state, tags=tags, selector=selector, include_all=include_all)
+        ]
+        return self.ordered(found, near, limit)
+
+    def ordered(self, found: list[Published], near: Near | None, limit: int | None) -> list[Published]:
+        """Nearest first when asked, then at most `limit` of them."""
         if near is not None:
             found = sort_near(found, near, self._location)
         return found[:limit] if limit is not None else found

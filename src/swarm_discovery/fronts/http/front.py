@@ -22,14 +22,14 @@ from starlette.types import Receive, Scope, Send
 
 from ... import __version__
 from ...core.core import Core
-from ...errors import BadRequest, PayloadTooLarge, SwarmError
+from ...errors import BadRequest, PayloadTooLarge, SwarmError, TooBusy
 from ...telemetry import REQUESTS
 from .cache import Answer
 from .call import Call, Reply, Stream, collect, error_reply
 from .context import Context
 from .dispatch import Found, RouteTable
 from .headers import Headers, asgi_headers
-from .limits import Limits, TooBusy
+from .limits import Limits
 from .routes import openapi_document
 
 log = logging.getLogger("swarm")

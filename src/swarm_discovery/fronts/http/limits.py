@@ -13,9 +13,7 @@ import os
 import msgspec
 
 from ...durations import parse_duration
-from ...errors import SwarmError
-
-RETRY_AFTER_SECONDS = 5
+from ...errors import TooBusy
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -59,13 +57,6 @@ class Limits(msgspec.Struct, frozen=True):
         if not 0.001 <= self.client_timeout <= 60:
             return "--client-timeout: between 1ms and 60s"
         return None
-
-
-class TooBusy(SwarmError):
-    """429: a cap on open long reads is reached; the client should try again after a while."""
-
-    status_code = 429
-    retry_after = RETRY_AFTER_SECONDS
 
 
 class Slot:

@@ -51,7 +51,7 @@ async def read(call: Call, query: Query) -> Reply:
     cache = context.cache
     answer = cache.answers.get(key)
     if answer is None:
-        found = lookup.answer(query)
+        found = await lookup.find(query)
         answer = Answer(query.topic, found.index, encode(found), call.route)
         cache.answers.put(key, answer)
     if index is None:

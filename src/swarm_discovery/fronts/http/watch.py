@@ -14,13 +14,15 @@ frames queued for it, and past the history's reach it gets one fresh snapshot in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 import msgspec
 
-from ...core.published import Published
-from ...core.registry import Registry, service_topic
+from ...core.lookup import Lookup, Query
+from ...core.published import Published, admitted
+from ...core.registry import service_topic
 from ...errors import BadRequest
-from ...selector import Selector, compile_selector
+from ...selector import compile_selector
 from ...telemetry import WATCHERS
 from .call import Call, Stream
 from .inputs import MAX_DIGITS, flag, name
@@ -43,30 +45,30 @@ def _frame(event: str, index: int | None, data: bytes) -> bytes:
 
 
 class _Stream:
-    def __init__(self, registry: Registry, service: str, selector: Selector | None, include_all: bool) -> None:
-        self.registry = registry
-        self.service = service
-        self.selector = selector
-        self.include_all = include_all
+    def __init__(self, lookup: Lookup, query: Query) -> None:
+        self.lookup = lookup
+        self.registry = lookup.registry
+        self.query = query
+        self.service = query.service
+        self.selector = compile_selector(query.selector) if query.selector is not None else None
         self.visible: set[str] = set()
         self.cursor = 0  # the change index the client has been sent everything up to
+        self.lost = False  # the history no longer reaches back to the cursor: a snapshot is due
 
     def wanted(self, state: Published) -> bool:
-        if not self.include_all and not state.healthy:
-            return False
-        return self.selector is None or state.matches(self.selector)
+        return admitted(state, selector=self.selector, include_all=self.query.include_all)
 
-    def snapshot(self) -> bytes:
-        found = self.registry.instances(self.service, selector=self.selector, include_all=self.include_all)
+    async def snapshot(self) -> bytes:
+        self.cursor = self.registry.index
+        found = cast(list[Published], (await self.lookup.find(self.query)).items)  # an "instances" query
         self.visible = {state.view.id or "" for state in found}
-        return _frame("snapshot", self.registry.index, json_array([state.json for state in found]))
+        return _frame("snapshot", self.cursor, json_array([state.json for state in found]))
 
     def catch_up(self, cursor: int) -> Iterator[bytes]:
         """Frames for what happened after `cursor`, in order; `self.cursor` follows what was made."""
         events = self.registry.history_since(cursor)
         if events is None:
-            self.cursor = self.registry.index
-            yield self.snapshot()
+            self.lost = True
             return
         # Changes made at one index (a node's change republishes all its instances) carry the
         # index only on their last frame: a client cut off inside the group resumes before it
@@ -106,17 +108,19 @@ class _Stream:
         try:
             missed = None if resume_from is None else self.registry.history_since(resume_from)
             if missed is None:
-                self.cursor = self.registry.index
-                yield self.snapshot()
+                yield await self.snapshot()
             else:
                 # The client may hold anything that exists now or changed since: deletes must reach it.
-                everything = self.registry.instances(self.service, include_all=True)
+                everything = self.registry.published(self.service)
                 self.visible = {s.view.id or "" for s in everything} | {e.id for e in missed}
                 self.cursor = resume_from or 0
             while True:
                 seen = self.registry.topic_index(topic)
                 for part in self.parts():
                     yield part
+                if self.lost:
+                    self.lost = False
+                    yield await self.snapshot()
                 await self.registry.wait(topic, seen, KEEPALIVE_SECONDS)
                 if self.registry.changes.closed:
                     return  # the server is stopping: the client resumes elsewhere or later
@@ -137,13 +141,17 @@ async def watch(call: Call) -> Stream:
     if not service:
         raise BadRequest("service: the service to watch is required")
     call.params["service"] = service
-    name(call, "service")
-    selector_text = call.query_params.get("selector")
-    selector = compile_selector(selector_text) if selector_text else None
+    query = Query(
+        "instances",
+        service=name(call, "service"),
+        selector=call.query_params.get("selector") or None,
+        include_all=flag(call, "all"),
+    )
+    call.context.lookup.check(query)
     last = call.header("last-event-id") or call.query_params.get("index")
     if last is not None and not (last.isascii() and last.isdigit() and len(last) <= MAX_DIGITS):
         raise BadRequest(f"Last-Event-ID: expected a change index, got {last!r}")
-    stream = _Stream(registry, service, selector, flag(call, "all"))
+    stream = _Stream(call.context.lookup, query)
     slot = call.context.long_reads.hold(call.client)
     headers = [
         ("content-type", "text/event-stream; charset=utf-8"),
