@@ -53,7 +53,9 @@ def test_register_query_and_deregister(server: Server, swarm_env: dict[str, str]
     assert [i["id"] for i in listed] == ["llm-1"]
     first = listed[0]
     assert first["meta"] == {"owner": "team-a"} and first["capabilities"]["gpu"] == {"memory_gb": 80, "model": "H100"}
-    assert first["checks"] == [{"type": "ttl", "ttl": "15s"}]
+    assert [(c["type"], c["ttl"]) for c in first["checks"]] == [("ttl", "15s")]
+    # defaulted fields are printed too, so that scripts can rely on them
+    assert (first["weight"], first["protocol"], first["tags"]) == (100, "http", ["vllm"])
 
     table = swarm(swarm_env, "instances", "llm").stdout
     assert "llm-1" in table and "llm-2" in table
