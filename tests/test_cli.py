@@ -136,7 +136,7 @@ def test_register_with_active_checks_and_list_them(server: Server, swarm_env: di
         deadline = time.monotonic() + 5
         while True:
             checks = json.loads(swarm(swarm_env, "checks", "db", "d1", "--json").stdout)
-            if [c["status"] for c in checks] == ["passing", "critical"]:
+            if [c["status"] for c in checks] == ["passing", "critical"] and "Cannot connect" in checks[1]["output"]:
                 break
             assert time.monotonic() < deadline, checks
             time.sleep(0.1)
