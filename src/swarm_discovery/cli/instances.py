@@ -159,9 +159,9 @@ def checks(
     with connect(addr) as client:
         found: list[tuple[str | None, CheckState]] = []
         if service is not None and id is not None:
-            view = call(client.instance, service, id)
-            found = [(None, c) for c in view.check_states]
-            node = view.node
+            # The live state: an instance's view carries its checks' outputs as of its last status change.
+            found = [(None, c) for c in call(client.checks, service, id)]
+            node = call(client.instance, service, id).node
         if node is not None:
             found += [(node, c) for c in _node_checks(client, node, required=not found and service is None)]
     if as_json:

@@ -69,8 +69,10 @@ class KeepAlive:
         return self._client.heartbeat(self.beats.service, self.beats.id, metrics=self.beats.metrics())
 
     def start(self) -> KeepAlive:
-        self.beat()
-        self._thread.start()
+        """The first heartbeat, then the thread; once only."""
+        if not self._thread.is_alive():
+            self.beat()
+            self._thread.start()
         return self
 
     def _run(self) -> None:
@@ -107,6 +109,7 @@ class AsyncKeepAlive:
         return await self._client.heartbeat(self.beats.service, self.beats.id, metrics=self.beats.metrics())
 
     async def start(self) -> AsyncKeepAlive:
+        """The first heartbeat, then the task; once only."""
         if self._task is None:
             await self.beat()
             self._task = asyncio.ensure_future(self._run())
