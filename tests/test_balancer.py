@@ -333,9 +333,12 @@ def test_async_with_the_balancer_starts_and_closes_it(shared_server: Server, fle
 def test_with_every_instance_down_the_error_says_what_was_tried(shared_server: Server) -> None:
     fleet = Fleet(shared_server, 2)
     fleet.stop()
-    with Client(shared_server.addr) as client, client.balancer(fleet.service, strategy="round_robin") as lb:
-        with pytest.raises(AllFailed) as failed:
-            lb.request("GET", "/health")
+    with (
+        Client(shared_server.addr) as client,
+        client.balancer(fleet.service, strategy="round_robin") as lb,
+        pytest.raises(AllFailed) as failed,
+    ):
+        lb.request("GET", "/health")
     assert isinstance(failed.value, NoInstance) and isinstance(failed.value.__cause__, httpx.ConnectError)
     message = str(failed.value)
     assert message.startswith(f"no instance of {fleet.service!r} answered: ")
