@@ -194,10 +194,11 @@ def serve(
 ) -> None:
     """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
 
-    The worker prints one line once it serves, or why it could not, and then the process exits 1.
+    The worker prints one line once it serves, or one saying why it cannot, and the process exits 1.
     """
     listener = listen(host, port)
-    _ready.append(f"swarm: serving on http://{host}:{port}, data in {os.path.abspath(data_dir)}")
+    shown = f"[{host}]" if ":" in host else host
+    _ready[:] = [f"swarm: serving on http://{shown}:{port}, data in {os.path.abspath(data_dir)}"]
     expiry = expiry or ExpirySettings()
     limits = limits or Limits()
     os.environ.update(limits.to_env())
