@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from swarm_discovery import AsyncClient, Client
-from swarm_discovery.sdk.balancer import Balancer
+from swarm_discovery.sdk.balancer import AllFailed, Balancer, NoInstance
 from tests.backends import HttpBackend
 from tests.conftest import Server
 from tests.helpers import ids, put, unique
@@ -308,7 +308,7 @@ def test_the_follow_loop_survives_any_error_and_says_so(shared_server: Server, f
     try:
         with Client(f"127.0.0.1:{proxy.port}") as client, client.balancer(fleet.service) as lb:
             wait_for(lambda: lb.stats()["stale"] is not None)
-            assert "DecodeError" in lb.stats()["stale"]
+            assert "does not look like a swarm server" in lb.stats()["stale"]
             assert lb.request("GET", "/health").status_code == 200  # the last view still serves
             proxy.garbage = False
             extra = HttpBackend()
@@ -319,3 +319,28 @@ def test_the_follow_loop_survives_any_error_and_says_so(shared_server: Server, f
                 extra.stop()
     finally:
         proxy.stop()
+
+
+def test_async_with_the_balancer_starts_and_closes_it(shared_server: Server, fleet: Fleet) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(shared_server.addr) as client, client.balancer(fleet.service) as lb:
+            assert lb.stats()["instances"] == 3
+            assert (await lb.request("GET", "/health")).status_code == 200
+
+    asyncio.run(scenario())
+
+
+def test_with_every_instance_down_the_error_says_what_was_tried(shared_server: Server) -> None:
+    fleet = Fleet(shared_server, 2)
+    fleet.stop()
+    with (
+        Client(shared_server.addr) as client,
+        client.balancer(fleet.service, strategy="round_robin") as lb,
+        pytest.raises(AllFailed) as failed,
+    ):
+        lb.request("GET", "/health")
+    assert isinstance(failed.value, NoInstance) and isinstance(failed.value.__cause__, httpx.ConnectError)
+    message = str(failed.value)
+    assert message.startswith(f"no instance of {fleet.service!r} answered: ")
+    for i, backend in enumerate(fleet.backends):
+        assert f"b{i} at 127.0.0.1:{backend.port}: ConnectError" in message

@@ -53,7 +53,9 @@ def test_register_query_and_deregister(server: Server, swarm_env: dict[str, str]
     assert [i["id"] for i in listed] == ["llm-1"]
     first = listed[0]
     assert first["meta"] == {"owner": "team-a"} and first["capabilities"]["gpu"] == {"memory_gb": 80, "model": "H100"}
-    assert first["checks"] == [{"type": "ttl", "ttl": "15s"}]
+    assert [(c["type"], c["ttl"]) for c in first["checks"]] == [("ttl", "15s")]
+    # defaulted fields are printed too, so that scripts can rely on them
+    assert (first["weight"], first["protocol"], first["tags"]) == (100, "http", ["vllm"])
 
     table = swarm(swarm_env, "instances", "llm").stdout
     assert "llm-1" in table and "llm-2" in table
@@ -134,7 +136,7 @@ def test_register_with_active_checks_and_list_them(server: Server, swarm_env: di
         deadline = time.monotonic() + 5
         while True:
             checks = json.loads(swarm(swarm_env, "checks", "db", "d1", "--json").stdout)
-            if [c["status"] for c in checks] == ["passing", "critical"]:
+            if [c["status"] for c in checks] == ["passing", "critical"] and "Cannot connect" in checks[1]["output"]:
                 break
             assert time.monotonic() < deadline, checks
             time.sleep(0.1)
@@ -148,3 +150,170 @@ def test_register_with_active_checks_and_list_them(server: Server, swarm_env: di
         assert "--check" in result.stderr
     finally:
         backend.stop()
+
+
+def test_tables_fit_80_columns_and_never_cut_id_address_or_status(server: Server, swarm_env: dict[str, str]) -> None:
+    narrow = {**swarm_env, "COLUMNS": "80"}
+    swarm(
+        narrow,
+        "register",
+        "llm-inference",
+        "--id",
+        "llm-inference-eu-west-1",
+        "--address",
+        "10.8.100.107",
+        "--port",
+        "65000",
+        "--capability",
+        "gpu.model=H100",
+        "--capability",
+        "gpu.memory_gb=80",
+        "--capability",
+        'models=["llama-3-70b","mistral-large"]',
+        "--region",
+        "eu-west",
+        "--zone",
+        "eu-west-1a",
+        "--ttl",
+        "1m",
+    )
+    server.http.put(
+        "/v1/services/llm-inference/instances/llm-inference-eu-west-1/heartbeat",
+        json={"status": "critical", "output": "CUDA error: an illegal memory access was encountered on device 3"},
+    )
+    table = swarm(narrow, "instances", "llm-inference", "--all").stdout
+    lines = table.splitlines()
+    assert all(len(line) <= 80 for line in lines), table
+    assert "llm-inference-eu-west-1" in table and "10.8.100.107:65000" in table and "critical" in table
+    assert "CUDA error" in table  # the reason, wrapped to fit
+    header = lines[0].split()
+    assert "version" not in header and "tags" not in header  # nothing to show there
+    assert "not shown at this width" in table  # the capabilities did not fit
+    assert "capabilities" in swarm(swarm_env, "instances", "llm-inference", "--all").stdout.splitlines()[0]
+
+
+def test_help_shows_flags_as_flags_and_values_by_name(swarm_env: dict[str, str]) -> None:
+    for command in ("instances", "register", "serve", "checks", "watch", "heartbeat"):
+        shown = swarm(swarm_env, command, "--help").stdout
+        assert "<bool>" not in shown and "<list[" not in shown and "(default" not in shown, shown
+    assert "HOST:PORT" in swarm(swarm_env, "serve", "--help").stdout
+
+
+def test_json_on_every_command(server: Server, swarm_env: dict[str, str]) -> None:
+    registered = json.loads(
+        swarm(swarm_env, "register", "svc", "--id", "a", "--address", "10.0.0.1", "--port", "80", "--json").stdout
+    )
+    assert (registered["weight"], registered["protocol"], registered["tags"]) == (100, "http", [])
+    view = json.loads(swarm(swarm_env, "maintenance", "svc", "a", "--reason", "swap", "--json").stdout)
+    assert view["status"] == "maintenance" and view["maintenance"]["reason"] == "swap"
+    beat = json.loads(swarm(swarm_env, "heartbeat", "svc", "a", "--metric", "queue_depth=3", "--json").stdout)
+    assert beat["metrics"] == {"queue_depth": 3}
+    info = json.loads(swarm(swarm_env, "info", "--json").stdout)
+    assert info["store"] == "sqlite" and info["instances"] == 1 and info["watchers"] == 0
+    assert "sqlite" in swarm(swarm_env, "info").stdout
+    gone = json.loads(swarm(swarm_env, "deregister", "svc", "a", "--json").stdout)
+    assert gone == {"service": "svc", "id": "a", "deregistered": True}
+
+
+def test_an_unknown_service_and_a_server_that_is_not_swarm(server: Server, swarm_env: dict[str, str]) -> None:
+    from tests.ux_helpers import HtmlServer
+
+    result = swarm(swarm_env, "instances", "nosuch", ok=False)
+    assert result.returncode == 1 and "no service 'nosuch'" in result.stderr and not result.stdout
+    web = HtmlServer()
+    try:
+        result = swarm({**swarm_env, "SWARM_ADDR": web.addr}, "services", ok=False)
+    finally:
+        web.stop()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "html" not in result.stdout.lower(), result.stderr
+    assert f"http://{web.addr} does not look like a swarm server (it answered 404 text/html" in lines[0]
+
+
+def test_nodes_register_remove_and_make_their_instances_critical(server: Server, swarm_env: dict[str, str]) -> None:
+    node = json.loads(
+        swarm(
+            swarm_env,
+            "node",
+            "register",
+            "gpu-9",
+            "--address",
+            "127.0.0.1",
+            "--gpu",
+            "H100:80:8",
+            "--gpu",
+            "A10:24",
+            "--cpus",
+            "64",
+            "--label",
+            "rack=r1",
+            "--region",
+            "eu-west",
+            "--json",
+        ).stdout
+    )
+    assert node["kind"] == "compute" and node["labels"] == {"rack": "r1"} and node["status"] == "passing"
+    assert [(g["model"], g["count"]) for g in node["resources"]["gpus"]] == [("H100", 8), ("A10", 1)]
+    swarm(swarm_env, "register", "llm", "--id", "a", "--address", "10.0.0.1", "--port", "80", "--node", "gpu-9")
+    # Now the node fails a check of its own: the instance, whose own checks pass, goes critical with it.
+    swarm(swarm_env, "node", "register", "gpu-9", "--check", "tcp://127.0.0.1:1", "--check-interval", "100ms")
+    deadline = time.monotonic() + 5
+    while "node gpu-9 is critical" not in (table := swarm(swarm_env, "instances", "llm", "--all").stdout):
+        assert time.monotonic() < deadline, table
+        time.sleep(0.1)
+    assert "critical" in swarm(swarm_env, "nodes").stdout
+    assert "node gpu-9: tcp" in swarm(swarm_env, "checks", "llm", "a").stdout
+    checks = json.loads(swarm(swarm_env, "checks", "--node", "gpu-9", "--json").stdout)
+    assert [(c["type"], c["status"], c["node"]) for c in checks] == [("tcp", "critical", "gpu-9")]
+    assert "--gpu" in swarm(swarm_env, "node", "register", "x", "--gpu", "H100", ok=False).stderr
+    swarm(swarm_env, "node", "remove", "gpu-9")
+    assert json.loads(swarm(swarm_env, "nodes", "--json").stdout) == []
+    assert "404" in swarm(swarm_env, "node", "remove", "gpu-9", ok=False).stderr
+
+
+def test_heartbeat_every_keeps_a_ttl_alive(server: Server, swarm_env: dict[str, str]) -> None:
+    swarm(swarm_env, "register", "job", "--id", "j", "--address", "10.0.0.1", "--port", "80", "--ttl", "300ms")
+    beating = subprocess.Popen(
+        [sys.executable, "-m", "swarm_discovery", "heartbeat", "job", "j", "--every", "100ms", "--metric", "load=1"],
+        env=swarm_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert beating.stderr is not None
+        assert "heartbeating job/j every 100ms" in beating.stderr.readline()
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:  # three TTLs and more, each renewed in time
+            view = json.loads(swarm(swarm_env, "instances", "job", "--all", "--json").stdout)[0]
+            assert view["status"] == "passing" and view["metrics"] == {"load": 1}
+    finally:
+        beating.terminate()
+        beating.wait()
+
+
+def test_watch_outlives_a_server_restart(server: Server, swarm_env: dict[str, str]) -> None:
+    swarm(swarm_env, "register", "llm", "--id", "a", "--address", "10.0.0.1", "--port", "80")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "swarm_discovery", "watch", "llm", "--json"],
+        env=swarm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        assert json.loads(watcher.stdout.readline())["event"] == "snapshot"
+        server.stop()
+        assert "lost the server" in watcher.stderr.readline()
+        server.start()
+        swarm(swarm_env, "register", "llm", "--id", "b", "--address", "10.0.0.2", "--port", "80")
+        assert "answers again" in watcher.stderr.readline()
+        seen: list[str] = []
+        while "b" not in seen:
+            event = json.loads(watcher.stdout.readline())
+            data = event["data"]
+            seen += [i["id"] for i in data] if event["event"] == "snapshot" else [data["id"]]
+        assert watcher.poll() is None
+    finally:
+        watcher.terminate()
+        watcher.wait()

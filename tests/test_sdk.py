@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 
 import pytest
 
 from swarm_discovery import AsyncClient, Client
 from swarm_discovery.errors import ApiError, Unreachable
+from swarm_discovery.sdk.client import NotSwarm
 from tests.conftest import Server
 from tests.helpers import unique
+from tests.ux_helpers import HtmlServer, wait_for
 
 
 def test_sync_client_round_trip(shared_server: Server) -> None:
@@ -85,3 +89,80 @@ def test_swarm_addr_picks_the_server(shared_server: Server, monkeypatch: pytest.
     monkeypatch.setenv("SWARM_ADDR", shared_server.addr)
     with Client() as client:
         assert client.server().version
+
+
+def test_watch_and_events_outlive_a_server_restart(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="swarm.sdk")
+    with Client(server.addr) as client:
+        client.register("svc", "a", address="10.0.0.1", port=1)
+        views = client.watch("svc", wait=5)
+        events = client.events("svc")
+        assert [i.id for i in next(views)] == ["a"]
+        assert next(events).event == "snapshot"
+        server.stop()
+        seen: list[str] = []
+
+        def follow() -> None:  # each asks while the server is down, and waits for it
+            while "b" not in [i.id for i in next(views)]:
+                pass
+            while (event := next(events)).event != "put" or '"b"' not in event.data:
+                assert event.event == "snapshot", event
+            seen.append("b")
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        wait_for(lambda: any("lost the server" in r.getMessage() for r in caplog.records))
+        server.start()
+        client.register("svc", "b", address="10.0.0.2", port=1)
+        follower.join(30)
+        assert seen == ["b"]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("watch of svc: lost the server" in m and "cannot reach" in m for m in said), said
+    assert any("watch of svc" in m and "answers again" in m for m in said), said
+    assert any("events of svc" in m and "answers again" in m for m in said), said
+
+
+def test_a_follower_never_answered_raises_at_once() -> None:
+    with Client("127.0.0.1:1") as client:
+        with pytest.raises(Unreachable):
+            next(client.watch("svc"))
+        with pytest.raises(Unreachable):
+            next(client.events("svc"))
+
+
+def test_keep_alive_sync_and_async(shared_server: Server) -> None:
+    service = unique("alive")
+    load = iter(range(1000))
+    with Client(shared_server.addr) as client:
+        client.register(service, "a", address="10.0.0.1", port=1, checks=[{"type": "ttl", "ttl": "300ms"}])
+        with client.keep_alive(service, "a", every=0.1, metrics=lambda: {"queue_depth": next(load)}):
+            started = time.monotonic()
+            while time.monotonic() - started < 1.0:  # three TTLs and more, each renewed in time
+                view = client.instance(service, "a")
+                assert view.status == "passing"
+            assert view.metrics["queue_depth"] > 3
+        with pytest.raises(ApiError) as unknown:
+            client.keep_alive(service, "nope").start()
+        assert unknown.value.status_code == 404
+
+    async def scenario() -> None:
+        async with AsyncClient(shared_server.addr) as client:
+            await client.register(service, "b", address="10.0.0.2", port=1, checks=[{"type": "ttl", "ttl": "300ms"}])
+            async with client.keep_alive(service, "b", every=0.1, metrics={"queue_depth": 7}):
+                await asyncio.sleep(0.8)
+                view = await client.instance(service, "b")
+                assert view.status == "passing" and view.metrics == {"queue_depth": 7}
+
+    asyncio.run(scenario())
+
+
+def test_a_server_that_is_not_swarm_is_named() -> None:
+    web = HtmlServer()
+    try:
+        with Client(web.addr) as client, pytest.raises(NotSwarm) as strange:
+            client.services()
+    finally:
+        web.stop()
+    assert str(strange.value).endswith(
+        f"http://{web.addr} does not look like a swarm server (it answered 404 text/html to GET /v1/services)"
+    )

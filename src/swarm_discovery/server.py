@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import gc
 import logging
 import os
@@ -15,12 +16,13 @@ from typing import Any
 
 import granian._signals
 import msgspec
-from granian._granian import ListenerSpec
+from granian._granian import SocketHolder
 from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
 from granian.http import HTTP1Settings
 from granian.server.mp import MPServer
 
 from .core.core import Core
+from .errors import SwarmError
 from .fronts.http.app import create_front, settings_from_env
 from .fronts.http.limits import Limits
 from .fronts.http.rsgi import RSGIApp
@@ -32,6 +34,8 @@ log = logging.getLogger("swarm")
 # 4-byte characters, percent-encoded, takes 24 KiB of a request line.
 MAX_REQUEST_HEAD = 32 * 1024
 STOP_WITHIN_SECONDS = 3
+BACKLOG = 1024  # connections the kernel queues beyond those served
+STARTUP_FAILED = 3  # the worker's exit status when it cannot start (the reason already printed)
 _SPARE_FILES = 1024  # descriptors beyond the connections: the store, probes' connections, logs
 
 _PR_SET_PDEATHSIG = 1
@@ -44,6 +48,11 @@ def die_with_parent() -> None:
 
 
 _serving: list[Core] = []  # the worker's core, for the signal handler
+_ready: list[str] = []  # what the worker prints once it serves; set before it is forked
+
+
+class CannotServe(SwarmError):
+    """`swarm serve` cannot start: the address, the port or the data directory is unusable."""
 
 
 def _end_waits_first() -> None:
@@ -84,31 +93,81 @@ def worker_app() -> RSGIApp:
     gc.set_threshold(100_000, 50, 1000)
     core = Core(settings_from_env())
     _serving.append(core)
-    return RSGIApp(create_front(Limits.from_env()), core)
+    return _WorkerApp(create_front(Limits.from_env()), core)
+
+
+class _WorkerApp(RSGIApp):
+    """The app, which says in one line that it serves, or why it cannot.
+
+    Only the worker knows: it opens the store (an unusable or locked data directory shows here),
+    and the main process has bound the port but serves nothing itself.
+    """
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            super().__rsgi_init__(loop)
+        except (SwarmError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(STARTUP_FAILED) from None
+        print(*_ready, file=sys.stderr, flush=True)
 
 
 class _Granian(MPServer):
-    """granian whose listening socket drops connections that take nothing for `user_timeout` seconds.
+    """granian serving on a listener bound here, one that drops connections that take nothing.
 
     A client that stops reading leaves what is sent to it in the server's buffers for as long as
     the connection lives, and TCP keeps a silent-but-alive peer's connection forever (zero-window
     probes are answered). TCP_USER_TIMEOUT, which accepted connections inherit, makes the kernel
-    drop it instead. On Linux granian binds a listener in each worker, out of reach; here it is
-    bound once in the main process and shared (what granian does on other systems), with the
-    option set before anything can connect.
+    drop it instead. On Linux granian binds a listener in each worker, out of reach, and with
+    SO_REUSEPORT, so that a second server on the same port would silently share it; here it is
+    bound once in the main process without it (see `listen`) and shared, as granian does on
+    other systems.
     """
 
-    def __init__(self, *args: Any, user_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, listener: socket.socket, user_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.listener = listener
         self.user_timeout = user_timeout
+        logging.getLogger("_granian").addFilter(self._quiet)
 
     def _init_shared_socket(self) -> None:
-        holder = ListenerSpec(self.bind_addr, self.bind_port, self.backlog).build()
-        listener = socket.socket(fileno=holder.get_fd())
+        listener = self.listener
         listener.set_inheritable(True)  # the worker is forked with it
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.user_timeout * 1000))
         # granian's own attributes for a shared listener, as its `_init_shared_socket` sets them
+        holder = SocketHolder(listener.fileno(), False, self.backlog)  # type: ignore[call-arg]
         self._shd, self._sfd, self._sso = holder, listener.fileno(), listener  # type: ignore[assignment]
+
+    def _quiet(self, record: logging.LogRecord) -> bool:
+        """Leave out what would only confuse: the task implementation is our choice, not the user's,
+        and a worker that could not start has said why in one line already."""
+        message = record.getMessage()
+        if "task implementation" in message:
+            return False
+        failed = any(worker.inner.exitcode == STARTUP_FAILED for worker in self.wrks)
+        return not (failed and message.startswith("Unexpected exit from worker"))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on `host:port`, which no other process may share, or `CannotServe`."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CannotServe(f"--http: cannot serve on {host}:{port}: {exc.strerror}") from None
+    family, kind, _, _, address = found[0]
+    listener = socket.socket(family, kind)
+    try:
+        # SO_REUSEADDR lets a restart bind while old connections linger in TIME_WAIT; it does not
+        # let two listeners share the port (SO_REUSEPORT would).
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(BACKLOG)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotServe(f"--http: port {port} on {host} is in use (another swarm serve?)") from None
+        raise CannotServe(f"--http: cannot serve on {host}:{port}: {exc.strerror}") from None
+    return listener
 
 
 def _allow_open_files(connections: int) -> None:
@@ -133,6 +192,13 @@ def serve(
     probes: ProbeSettings | None = None,
     limits: Limits | None = None,
 ) -> None:
+    """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
+
+    The worker prints one line once it serves, or one saying why it cannot, and the process exits 1.
+    """
+    listener = listen(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    _ready[:] = [f"swarm: serving on http://{shown}:{port}, data in {os.path.abspath(data_dir)}"]
     expiry = expiry or ExpirySettings()
     limits = limits or Limits()
     os.environ.update(limits.to_env())
@@ -157,7 +223,9 @@ def serve(
         # Not TaskImpl.rust: with granian 2.8 it keeps every request that awaited its body alive
         # (the finished coroutine, its future and context: about 1 KB per PUT, forever).
         task_impl=TaskImpl.asyncio,
-        log_level=log_level,
+        # granian's own news (starting, spawning a worker, stopping) only when debugging
+        log_level=log_level if log_level in ("debug", "error") else "warning",
+        backlog=BACKLOG,
         # HTTP/1 only: with HTTP/2 allowed too, granian reads a connection's first bytes to tell
         # which it speaks with no timeout at all, so a socket that sends nothing stays forever.
         http=HTTPModes.http1,
@@ -170,5 +238,6 @@ def serve(
         # ends only at the client timeout. Every acknowledged write is durable, so past this the
         # worker is killed rather than waited for.
         workers_kill_timeout=STOP_WITHIN_SECONDS,
+        listener=listener,
         user_timeout=limits.client_timeout,
     ).serve()

@@ -4,7 +4,8 @@ The core does all the non-I/O work (picks, retries, ejections, reports) in terms
 `Balancer` and `AsyncBalancer` only translate httpx responses and errors into it, and run the two
 background loops: following the registry with blocking queries, and flushing reports. If the
 registry cannot be followed (unreachable, or any error at all) the balancer keeps using its last
-view, says why in `stats()["stale"]`, backs off and keeps trying.
+view, says why in `stats()["stale"]`, backs off and keeps trying. A request that no instance
+answered raises `AllFailed` (a `NoInstance`), naming each instance tried and what happened there.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Generator
 from typing import Any, Protocol
 
 import httpx
@@ -21,9 +23,17 @@ from ..balance import BalancerCore, Endpoint, NoInstance, Outcome
 from ..errors import ApiError
 from ..records import InstanceView, Report
 
-__all__ = ["AsyncBalancer", "AsyncRegistryClient", "Balancer", "NoInstance", "RegistryClient"]
+__all__ = ["AllFailed", "AsyncBalancer", "AsyncRegistryClient", "Balancer", "NoInstance", "RegistryClient"]
 
 REPORT_EVERY = 1.0
+
+
+class AllFailed(NoInstance):
+    """No instance answered a request; `tried` says, for each attempt, where it went and what happened."""
+
+    def __init__(self, service: str, tried: list[str]) -> None:
+        super().__init__(f"no instance of {service!r} answered: {'; '.join(tried)}")
+        self.tried = tried
 
 
 class RegistryClient(Protocol):
@@ -80,12 +90,22 @@ def _outcome(response: httpx.Response | None, error: httpx.TransportError | None
     )
 
 
-def _answer(response: httpx.Response | None, error: httpx.TransportError | None) -> httpx.Response:
-    """What the caller gets once no retry is due: the last response, or the last error raised."""
+def _attempt(endpoint: Endpoint, response: httpx.Response | None, error: httpx.TransportError | None) -> str:
+    """One attempt, for `AllFailed`: `b1 at 10.0.0.1:8000: answered 503` or `...: ConnectError: refused`."""
+    if response is not None:
+        happened = f"answered {response.status_code}"
+    else:
+        happened = ": ".join(part for part in (type(error).__name__, str(error)) if part)
+    return f"{endpoint.id} at {endpoint.address}:{endpoint.port}: {happened}"
+
+
+def _answer(
+    service: str, response: httpx.Response | None, error: httpx.TransportError | None, tried: list[str]
+) -> httpx.Response:
+    """What the caller gets once no retry is due: the last response, or `AllFailed` for the last error."""
     if response is not None:
         return response
-    assert error is not None
-    raise error
+    raise AllFailed(service, tried) from error
 
 
 class Balancer:
@@ -109,6 +129,7 @@ class Balancer:
         With `stream=True` the body is not read: close the response when done with it.
         """
         flow = self.core.attempts_for(method, key)
+        tried: list[str] = []
         try:
             endpoint = next(flow)
             while True:
@@ -119,10 +140,11 @@ class Balancer:
                     response = self._http.send(request, stream=stream)
                 except httpx.TransportError as exc:
                     error = exc
+                tried.append(_attempt(endpoint, response, error))
                 try:
                     endpoint = flow.send(_outcome(response, error, started))
                 except StopIteration:
-                    return _answer(response, error)
+                    return _answer(self.core.service, response, error, tried)
                 if response is not None:
                     response.close()
         finally:
@@ -165,7 +187,11 @@ class Balancer:
 
 
 class AsyncBalancer:
-    """Asyncio face: `await balancer.request("GET", "/v1/models")`. Create with `await client.balancer(...)`."""
+    """Asyncio face: `await balancer.request("GET", "/v1/models")`.
+
+    `async with client.balancer(...) as lb` starts it and closes it; `lb = await client.balancer(...)`
+    starts it, and `await lb.aclose()` closes it.
+    """
 
     def __init__(self, client: AsyncRegistryClient, service: str, **options: Any) -> None:
         self.core = BalancerCore(service, **options)
@@ -174,15 +200,21 @@ class AsyncBalancer:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> AsyncBalancer:
-        self.core.followed(*await self._client.instances_at(self.core.service, **self.core.query))
-        self._tasks = [asyncio.ensure_future(self._follow()), asyncio.ensure_future(self._report())]
+        """Read the view, then follow the registry; once only."""
+        if not self._tasks:
+            self.core.followed(*await self._client.instances_at(self.core.service, **self.core.query))
+            self._tasks = [asyncio.ensure_future(self._follow()), asyncio.ensure_future(self._report())]
         return self
+
+    def __await__(self) -> Generator[Any, None, AsyncBalancer]:
+        return self.start().__await__()
 
     async def request(
         self, method: str, path: str, *, key: str | None = None, stream: bool = False, **kwargs: Any
     ) -> httpx.Response:
         """Send to a picked instance; idempotent requests are retried elsewhere on failure."""
         flow = self.core.attempts_for(method, key)
+        tried: list[str] = []
         try:
             endpoint = next(flow)
             while True:
@@ -193,10 +225,11 @@ class AsyncBalancer:
                     response = await self._http.send(request, stream=stream)
                 except httpx.TransportError as exc:
                     error = exc
+                tried.append(_attempt(endpoint, response, error))
                 try:
                     endpoint = flow.send(_outcome(response, error, started))
                 except StopIteration:
-                    return _answer(response, error)
+                    return _answer(self.core.service, response, error, tried)
                 if response is not None:
                     await response.aclose()
         finally:
@@ -233,7 +266,7 @@ class AsyncBalancer:
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncBalancer:
-        return self
+        return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

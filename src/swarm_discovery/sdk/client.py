@@ -4,14 +4,18 @@
 returns an `Operation`, the request to send and how to read its answer. `Client` and `AsyncClient`
 spell every method out with its signature and return type, and differ only in the one line that
 sends: `self._send(...)` blocks in one and is awaited in the other. Errors arrive as `ApiError`
-with the server's message, or `Unreachable` when the server did not answer.
+with the server's message, `Unreachable` when the server did not answer, or `NotSwarm` when
+what answered is not a swarm server. `watch()` and `events()` follow the server across restarts
+(`resume.py`); `keep_alive()` heartbeats in the background (`keepalive.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 import httpx
@@ -29,17 +33,14 @@ from ..records import (
     ServerInfo,
     ServiceSummary,
 )
+from .answers import NotSwarm, Read, raise_for_error, reader
 from .balancer import AsyncBalancer, Balancer
+from .keepalive import AsyncKeepAlive, KeepAlive, MetricsSource
+from .resume import EventParser, Follower, WatchEvent
 
+__all__ = ["AsyncClient", "Client", "NotSwarm", "WatchEvent"]
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 T = TypeVar("T")
-Read = Callable[[httpx.Response], T]
-
-
-class WatchEvent(msgspec.Struct, frozen=True):
-    event: str  # snapshot, put or delete
-    index: int
-    data: str  # JSON: a list of instances (snapshot), an instance (put) or {service, id} (delete)
 
 
 class Filters(TypedDict, total=False):
@@ -70,34 +71,14 @@ def _body(spec: msgspec.Struct | dict[str, Any] | None, fields: dict[str, Any]) 
     return msgspec.json.encode(spec if spec is not None else fields)
 
 
-def _raise_for_error(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        try:
-            message = msgspec.json.decode(response.content)["error"]
-        except (msgspec.DecodeError, KeyError, TypeError):
-            message = response.text or response.reason_phrase
-        raise ApiError(response.status_code, message)
-
-
-def _reader(kind: type[T]) -> Read[T]:
-    """How to read an answer of `kind`, its decoder built once."""
-    decoder = msgspec.json.Decoder(kind)
-
-    def read(response: httpx.Response) -> T:
-        _raise_for_error(response)
-        return decoder.decode(response.content)
-
-    return read
-
-
-_read_instance = _reader(InstanceView)
-_read_instances = _reader(list[InstanceView])
-_read_checks = _reader(list[CheckState])
-_read_accepted = _reader(ReportsAccepted)
-_read_services = _reader(list[ServiceSummary])
-_read_node = _reader(NodeView)
-_read_nodes = _reader(list[NodeView])
-_read_server = _reader(ServerInfo)
+_read_instance = reader(InstanceView)
+_read_instances = reader(list[InstanceView])
+_read_checks = reader(list[CheckState])
+_read_accepted = reader(ReportsAccepted)
+_read_services = reader(list[ServiceSummary])
+_read_node = reader(NodeView)
+_read_nodes = reader(list[NodeView])
+_read_server = reader(ServerInfo)
 
 
 def _read_instances_at(response: httpx.Response) -> tuple[list[InstanceView], int]:
@@ -163,7 +144,7 @@ class BaseClient:
         return Operation(self._request("PUT", path, content=_body(spec, fields)), _read_instance)
 
     def _deregister(self, service: str, id: str) -> Operation[None]:
-        return Operation(self._request("DELETE", f"/v1/services/{service}/instances/{id}"), _raise_for_error)
+        return Operation(self._request("DELETE", f"/v1/services/{service}/instances/{id}"), raise_for_error)
 
     def _heartbeat(
         self, service: str, id: str, metrics: dict[str, float] | None, status: str | None, output: str | None
@@ -192,6 +173,9 @@ class BaseClient:
     ) -> Operation[list[InstanceView]]:
         return Operation(self._listing(service, index, wait, filters), _read_instances)
 
+    def _instance(self, service: str, id: str) -> Operation[InstanceView]:
+        return Operation(self._request("GET", f"/v1/services/{service}/instances/{id}"), _read_instance)
+
     def _checks(self, service: str, id: str) -> Operation[list[CheckState]]:
         return Operation(self._request("GET", f"/v1/services/{service}/instances/{id}/checks"), _read_checks)
 
@@ -208,7 +192,7 @@ class BaseClient:
         return Operation(self._request("GET", f"/v1/nodes/{id}"), _read_node)
 
     def _delete_node(self, id: str) -> Operation[None]:
-        return Operation(self._request("DELETE", f"/v1/nodes/{id}"), _raise_for_error)
+        return Operation(self._request("DELETE", f"/v1/nodes/{id}"), raise_for_error)
 
     def _nodes(self, selector: str | None, kind: str | None) -> Operation[list[NodeView]]:
         return Operation(self._request("GET", "/v1/nodes", params={"selector": selector, "kind": kind}), _read_nodes)
@@ -216,12 +200,17 @@ class BaseClient:
     def _server(self) -> Operation[ServerInfo]:
         return Operation(self._request("GET", "/v1/server"), _read_server)
 
-    def _events(self, service: str, selector: str | None, all: bool) -> httpx.Request:
+    def _events(self, service: str, selector: str | None, all: bool, since: int | None) -> httpx.Request:
         params = {"service": service, "selector": selector, "all": "true" if all else None}
         request = self._request("GET", "/v1/watch", params=params)
+        if since is not None:
+            request.headers["Last-Event-ID"] = str(since)
         # A change stream is quiet between changes: only connecting and writing may time out.
         request.extensions["timeout"] = httpx.Timeout(self.timeout, read=None).as_dict()
         return request
+
+    def _stream_ended(self) -> Unreachable:
+        return Unreachable(f"{self.base_url} ended the stream")
 
 
 class Client(BaseClient):
@@ -273,6 +262,10 @@ class Client(BaseClient):
         """Instances of `service` that match: the healthy ones unless `all=True`."""
         return self._send(self._instances(service, index, wait, filters))
 
+    def instance(self, service: str, id: str) -> InstanceView:
+        """Instance `id` of `service`, whatever its status."""
+        return self._send(self._instance(service, id))
+
     def checks(self, service: str, id: str) -> list[CheckState]:
         """The state of each check of one instance."""
         return self._send(self._checks(service, id))
@@ -306,30 +299,54 @@ class Client(BaseClient):
         return self._send(self._server())
 
     def watch(self, service: str, wait: float = 60.0, **filters: Unpack[Filters]) -> Iterator[list[InstanceView]]:
-        """Yield the matching instances now, then again each time they change (blocking queries)."""
-        index = None
+        """Yield the matching instances now, then again each time they change (blocking queries).
+
+        Once answered, it outlives the server: it reconnects with a backoff and resumes from the
+        last index, logging (on `swarm.sdk`) when it lost the server and when it is back.
+        """
+        follower = Follower(f"watch of {service}", self.base_url)
         while True:
-            found, current = self.instances_at(service, index=index, wait=wait, **filters)
-            if current != index:
+            try:
+                found, current = self.instances_at(service, index=follower.index, wait=wait, **filters)
+            except ApiError as exc:
+                time.sleep(follower.lost(exc))
+                continue
+            follower.answered()
+            if current != follower.index:
                 yield found
-            index = current
+            follower.index = current
 
     def events(self, service: str, selector: str | None = None, all: bool = False) -> Iterator[WatchEvent]:
-        """The server's change stream (SSE) for one service: a snapshot, then every change."""
-        with self._translate_errors():
-            response = self._http.send(self._events(service, selector, all), stream=True)
-        with contextlib.closing(response):
-            if response.status_code >= 400:
-                response.read()
-                _raise_for_error(response)
-            fields: dict[str, str] = {}
-            for line in response.iter_lines():
-                if line:
-                    key, _, value = line.partition(":")
-                    fields[key] = value.removeprefix(" ")
-                elif "data" in fields:
-                    yield WatchEvent(fields.get("event", "message"), int(fields.get("id", 0)), fields["data"])
-                    fields = {}
+        """The server's change stream (SSE) for one service: a snapshot, then every change.
+
+        Like `watch()`, it outlives the server, resuming with Last-Event-ID.
+        """
+        follower = Follower(f"events of {service}", self.base_url)
+        while True:
+            try:
+                with self._translate_errors():
+                    response = self._http.send(self._events(service, selector, all, follower.index), stream=True)
+                with contextlib.closing(response):
+                    if response.status_code >= 400:
+                        response.read()
+                        raise_for_error(response)
+                    follower.answered()
+                    parser = EventParser()
+                    for line in response.iter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            follower.index = event.index
+                            yield event
+                raise self._stream_ended()  # the server is stopping
+            except (ApiError, httpx.TransportError) as exc:
+                time.sleep(follower.lost(exc))
+
+    def keep_alive(self, service: str, id: str, every: float = 5.0, metrics: MetricsSource = None) -> KeepAlive:
+        """Heartbeat `id` every `every` seconds in a thread: `with client.keep_alive(...):`.
+
+        `metrics`, a mapping or a callable returning one, goes with each heartbeat.
+        """
+        return KeepAlive(self, service, id, every, metrics)
 
     def balancer(self, service: str, **options: Any) -> Balancer:
         """A live, balanced view of `service`: `balancer.request("GET", "/path")`.
@@ -399,6 +416,10 @@ class AsyncClient(BaseClient):
         """Instances of `service` that match: the healthy ones unless `all=True`."""
         return await self._send(self._instances(service, index, wait, filters))
 
+    async def instance(self, service: str, id: str) -> InstanceView:
+        """Instance `id` of `service`, whatever its status."""
+        return await self._send(self._instance(service, id))
+
     async def checks(self, service: str, id: str) -> list[CheckState]:
         """The state of each check of one instance."""
         return await self._send(self._checks(service, id))
@@ -434,17 +455,57 @@ class AsyncClient(BaseClient):
     async def watch(
         self, service: str, wait: float = 60.0, **filters: Unpack[Filters]
     ) -> AsyncIterator[list[InstanceView]]:
-        """Yield the matching instances now, then again each time they change (blocking queries)."""
-        index = None
-        while True:
-            found, current = await self.instances_at(service, index=index, wait=wait, **filters)
-            if current != index:
-                yield found
-            index = current
+        """Yield the matching instances now, then again each time they change (blocking queries).
 
-    async def balancer(self, service: str, **options: Any) -> AsyncBalancer:
-        """A live, balanced view of `service`: `await balancer.request("GET", "/path")`."""
-        return await AsyncBalancer(self, service, **options).start()
+        Once answered, it outlives the server, as `Client.watch` does.
+        """
+        follower = Follower(f"watch of {service}", self.base_url)
+        while True:
+            try:
+                found, current = await self.instances_at(service, index=follower.index, wait=wait, **filters)
+            except ApiError as exc:
+                await asyncio.sleep(follower.lost(exc))
+                continue
+            follower.answered()
+            if current != follower.index:
+                yield found
+            follower.index = current
+
+    async def events(self, service: str, selector: str | None = None, all: bool = False) -> AsyncIterator[WatchEvent]:
+        """The server's change stream (SSE) for one service; it outlives the server, as `Client.events` does."""
+        follower = Follower(f"events of {service}", self.base_url)
+        while True:
+            try:
+                with self._translate_errors():
+                    request = self._events(service, selector, all, follower.index)
+                    response = await self._http.send(request, stream=True)
+                try:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise_for_error(response)
+                    follower.answered()
+                    parser = EventParser()
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            follower.index = event.index
+                            yield event
+                finally:
+                    await response.aclose()
+                raise self._stream_ended()
+            except (ApiError, httpx.TransportError) as exc:
+                await asyncio.sleep(follower.lost(exc))
+
+    def keep_alive(self, service: str, id: str, every: float = 5.0, metrics: MetricsSource = None) -> AsyncKeepAlive:
+        """Heartbeat `id` every `every` seconds from a task: `async with client.keep_alive(...):`."""
+        return AsyncKeepAlive(self, service, id, every, metrics)
+
+    def balancer(self, service: str, **options: Any) -> AsyncBalancer:
+        """A live, balanced view of `service`: `async with client.balancer(...) as lb` (or `await` it).
+
+        Then `await lb.request("GET", "/path")`; the options are `Client.balancer`'s.
+        """
+        return AsyncBalancer(self, service, **options)
 
     async def aclose(self) -> None:
         """Close the connections."""

@@ -1,0 +1,149 @@
+"""`swarm serve`: the options checked here, each mistake one line; then the server runs."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..durations import format_duration
+from ..fronts.http.limits import Limits
+from .options import seconds
+from .output import fail
+
+_LIMITS = Limits()  # the defaults
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def _address(http: str) -> tuple[str, int]:
+    host, _, port = http.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:8500
+    if not host or not port.isdigit():
+        fail(f"--http: expected HOST:PORT, got {http!r}")
+    if not 1 <= int(port) <= 65535:
+        fail(f"--http: port {port} is not between 1 and 65535")
+    return host, int(port)
+
+
+def serve(
+    http: Annotated[str, typer.Option(metavar="HOST:PORT", help="Where to serve HTTP.")] = "127.0.0.1:8500",
+    data_dir: Annotated[Path, typer.Option(metavar="DIR", help="Where the embedded store keeps its file.")] = Path(
+        "swarm-data"
+    ),
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            metavar="LEVEL", help="debug, info, warning or error; debug shows the HTTP server's own news too."
+        ),
+    ] = LogLevel.info,
+    expiry_share: Annotated[
+        float,
+        typer.Option(metavar="SHARE", help="Mass-expiry protection: hold TTL lapses when more than this share lapse."),
+    ] = 0.5,
+    expiry_minimum: Annotated[
+        int, typer.Option(metavar="N", help="... and at least this many (a lone silent instance always expires).")
+    ] = 10,
+    expiry_window: Annotated[
+        str, typer.Option(metavar="DURATION", help="How long a lapsed TTL waits before it expires.")
+    ] = "5s",
+    expiry_owners: Annotated[
+        int, typer.Option(metavar="N", help="... and only when the lapses span at least this many registrants.")
+    ] = 3,
+    ejection_base: Annotated[
+        str,
+        typer.Option(metavar="DURATION", help="How long clients' reports eject an instance, times its ejections."),
+    ] = "30s",
+    probe_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NETWORK",
+            help="A network probes may reach: a CIDR, loopback, link-local or private. Repeatable; "
+            "without it, every network not denied.",
+        ),
+    ] = None,
+    probe_deny: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NETWORK", help="A network probes may not reach. Repeatable; deny wins over allow."),
+    ] = None,
+    probe_per_target: Annotated[int, typer.Option(metavar="N", help="Probes in flight to one host:port.")] = 128,
+    probe_per_registrant: Annotated[int, typer.Option(metavar="N", help="Probes in flight for one registrant.")] = 256,
+    probe_rate: Annotated[float, typer.Option(metavar="N", help="Probes a second for one registrant.")] = 2000.0,
+    max_connections: Annotated[
+        int, typer.Option(metavar="N", help="Connections served at once; more wait to be accepted.")
+    ] = _LIMITS.connections,
+    max_long_reads: Annotated[
+        int, typer.Option(metavar="N", help="Open blocking queries and watch streams in all (429 past it).")
+    ] = _LIMITS.long_reads,
+    max_long_reads_per_client: Annotated[
+        int, typer.Option(metavar="N", help="... from one client address.")
+    ] = _LIMITS.long_reads_per_client,
+    watch_buffer: Annotated[
+        int, typer.Option(metavar="BYTES", help="What a watch stream may have sent that its client has not taken.")
+    ] = _LIMITS.watch_buffer,
+    client_timeout: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION", help="How long a client may take over a request head, idle, or taking nothing."
+        ),
+    ] = format_duration(_LIMITS.client_timeout),
+) -> None:
+    """Run the server on the embedded SQLite store (Ctrl-C or SIGTERM stops it)."""
+    from ..health.limits import ProbeSettings
+    from ..health.protection import ExpirySettings
+    from ..health.targets import networks
+    from ..server import CannotServe
+    from ..server import serve as run_server
+
+    host, port = _address(http)
+    window = seconds(expiry_window, "--expiry-window")
+    ejection = seconds(ejection_base, "--ejection-base")
+    timeout = seconds(client_timeout, "--client-timeout")
+    if not 0 < expiry_share <= 1:
+        fail("--expiry-share: must be in (0, 1]")
+    for option, given in (("--probe-allow", probe_allow), ("--probe-deny", probe_deny)):
+        try:
+            networks(given or ())
+        except ValueError as exc:
+            fail(f"{option}: {exc}")
+    for option, value in (
+        ("--expiry-owners", expiry_owners),
+        ("--probe-per-target", probe_per_target),
+        ("--probe-per-registrant", probe_per_registrant),
+        ("--probe-rate", probe_rate),
+    ):
+        if value <= 0:
+            fail(f"{option}: must be positive")
+    limits = Limits(max_connections, max_long_reads, max_long_reads_per_client, watch_buffer, timeout)
+    problem = limits.problem()
+    if problem is not None:
+        fail(problem)
+    expiry = ExpirySettings(share=expiry_share, minimum=expiry_minimum, window=window, owners=expiry_owners)
+    probes = ProbeSettings(
+        per_target=probe_per_target,
+        per_registrant=probe_per_registrant,
+        rate=probe_rate,
+        allow=tuple(probe_allow or ()),
+        deny=tuple(probe_deny or ()),
+        server=(host, port),
+    )
+    try:
+        run_server(
+            host,
+            port,
+            str(data_dir),
+            log_level=log_level.value,
+            expiry=expiry,
+            ejection_base=ejection,
+            probes=probes,
+            limits=limits,
+        )
+    except CannotServe as exc:
+        fail(exc.message)
