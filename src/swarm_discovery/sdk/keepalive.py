@@ -15,12 +15,22 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Generator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..records import InstanceView
 
-if TYPE_CHECKING:
-    from .client import AsyncClient, Client
+
+class Beating(Protocol):
+    """What a keep-alive needs of a `Client`."""
+
+    def heartbeat(self, service: str, id: str, metrics: dict[str, float] | None = None) -> InstanceView: ...
+
+
+class AsyncBeating(Protocol):
+    """What a keep-alive needs of an `AsyncClient`."""
+
+    async def heartbeat(self, service: str, id: str, metrics: dict[str, float] | None = None) -> InstanceView: ...
+
 
 log = logging.getLogger("swarm.sdk")
 MetricsSource = Mapping[str, float] | Callable[[], Mapping[str, float]] | None
@@ -58,7 +68,7 @@ class Beats:
 class KeepAlive:
     """Heartbeats from a daemon thread while the `with` block runs (or from `start()` to `close()`)."""
 
-    def __init__(self, client: Client, service: str, id: str, every: float, metrics: MetricsSource) -> None:
+    def __init__(self, client: Beating, service: str, id: str, every: float, metrics: MetricsSource) -> None:
         self.beats = Beats(service, id, every, metrics)
         self._client = client
         self._stop = threading.Event()
@@ -99,7 +109,7 @@ class KeepAlive:
 class AsyncKeepAlive:
     """Heartbeats from an asyncio task: `async with client.keep_alive(...)`, or `await` it and `aclose()`."""
 
-    def __init__(self, client: AsyncClient, service: str, id: str, every: float, metrics: MetricsSource) -> None:
+    def __init__(self, client: AsyncBeating, service: str, id: str, every: float, metrics: MetricsSource) -> None:
         self.beats = Beats(service, id, every, metrics)
         self._client = client
         self._task: asyncio.Task[None] | None = None
