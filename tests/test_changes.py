@@ -150,6 +150,27 @@ def test_changes_at_one_index_carry_it_on_their_last_frame_only(shared_server: S
     assert sorted(json.loads(e["data"])["id"] for e in again) == [f"i{i}" for i in range(5)]
 
 
+def test_a_delete_says_why_the_instance_left(shared_server: Server) -> None:
+    http = shared_server.http
+    service = unique("why")
+    for iid in ("gone", "sick", "resting"):
+        put(http, service, iid, checks=[{"type": "ttl", "ttl": "1h"}])
+    with httpx.Client(base_url=shared_server.url, timeout=10).stream(
+        "GET", "/v1/watch", params={"service": service}
+    ) as response:
+        events = _events(response)
+        next(events)
+        http.delete(f"/v1/services/{service}/instances/gone")
+        http.put(f"/v1/services/{service}/instances/sick/heartbeat", json={"status": "critical"})
+        http.put(f"/v1/services/{service}/instances/resting/maintenance", json={"enable": True})
+        left = [json.loads(next(events)["data"]) for _ in range(3)]
+    assert [(e["id"], e["reason"]) for e in left] == [
+        ("gone", "deregistered"),
+        ("sick", "critical"),
+        ("resting", "maintenance"),
+    ]
+
+
 def test_watch_with_unknown_history_sends_a_snapshot(shared_server: Server) -> None:
     service = unique("fresh")
     put(shared_server.http, service, "a")

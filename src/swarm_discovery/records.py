@@ -56,7 +56,10 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_PRINTAB
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=MAX_TAGS)]
 Meta = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
 Labels = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
-Metrics = Annotated[dict[Short, float], msgspec.Meta(max_length=MAX_METRICS)]
+# Names of numbers and capabilities: bounded, not pattern-checked, since every heartbeat carries
+# them and a pattern costs a regular-expression search per string (they are never shown as text).
+Key = Annotated[str, msgspec.Meta(max_length=128)]
+Metrics = Annotated[dict[Key, float], msgspec.Meta(max_length=MAX_METRICS)]
 Status = Literal["passing", "warning", "critical", "maintenance"]
 CheckStatus = Literal["passing", "warning", "critical"]
 HEALTHY = frozenset({"passing", "warning"})
@@ -119,8 +122,8 @@ class InstanceSpec(Spec, kw_only=True):
     tags: Tags = []
     meta: Meta = {}
     location: Location | None = None
-    capabilities: dict[Short, Any] = {}
-    capacity: Annotated[dict[Short, float], msgspec.Meta(max_length=MAX_METRICS)] = {}
+    capabilities: dict[Key, Any] = {}
+    capacity: Annotated[dict[Key, float], msgspec.Meta(max_length=MAX_METRICS)] = {}
     weight: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
     checks: Annotated[list[CheckSpec], msgspec.Meta(max_length=MAX_CHECKS)] = []
     metrics: Metrics = {}
@@ -257,6 +260,19 @@ class ReportsAccepted(View, kw_only=True):
     ignored: int  # about instances that are not registered
 
 
+LeftReason = Literal["deregistered", "critical", "maintenance", "ejected", "unmatched"]
+
+
+class Left(View, kw_only=True):
+    """The data of a watch's `delete` event: which instance left the stream's view, and why."""
+
+    service: str
+    id: str
+    # deregistered, or still registered but: critical, maintenance, ejected (clients' reports),
+    # or unmatched (it no longer fits the stream's selector)
+    reason: LeftReason
+
+
 class ErrorBody(View, kw_only=True):
     error: str
 
@@ -354,17 +370,20 @@ def validate_capabilities(capabilities: dict[str, Any]) -> None:
     """Free-form capabilities must be values selectors can read, at a cost they can afford: CEL
     refuses a whole record whose integers do not fit in 64 bits (so it could never match), and
     its 10,000 iterations over long strings would hold the server for a second per record."""
-    pending: list[tuple[Any, int]] = [(capabilities, 1)]
-    while pending:  # a loop, not a call per value: this runs on every registration
-        value, depth = pending.pop()
-        kind = type(value)
-        if kind is dict or kind is list:
-            if depth > MAX_NESTING:
-                raise BadRequest(f"capabilities: nested more than {MAX_NESTING} deep")
-            pending.extend((item, depth + 1) for item in (value.values() if kind is dict else value))
-        elif (kind is int or kind is str) and not _fits(value):
-            what = "integers must fit in 64 bits" if kind is int else f"strings of at most {MAX_CAPABILITY_TEXT:,}"
-            raise BadRequest(f"capabilities{_where_unfit(capabilities)}: {what}")
+    containers: list[tuple[Any, int]] = [(capabilities, 1)]
+    while containers:  # a loop over containers, not a call per value: this runs on every registration
+        container, depth = containers.pop()
+        for value in container.values() if type(container) is dict else container:
+            kind = type(value)
+            if kind is dict or kind is list:
+                if depth >= MAX_NESTING:
+                    raise BadRequest(f"capabilities: nested more than {MAX_NESTING} deep")
+                containers.append((value, depth + 1))
+            elif (kind is int and not INT64_MIN <= value <= INT64_MAX) or (
+                kind is str and len(value) > MAX_CAPABILITY_TEXT
+            ):
+                what = "integers must fit in 64 bits" if kind is int else f"strings of at most {MAX_CAPABILITY_TEXT:,}"
+                raise BadRequest(f"capabilities{_where_unfit(capabilities)}: {what}")
 
 
 def _fits(value: Any) -> bool:

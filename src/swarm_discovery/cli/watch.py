@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ApiError
-from ..records import InstanceView
+from ..records import InstanceView, Left
 from ..sdk.client import WatchEvent
 from .options import Addr, Json, Service, connect
 from .output import console, fail, print_json, status_text
@@ -20,15 +20,10 @@ _snapshot = msgspec.json.Decoder(list[InstanceView])
 _put = msgspec.json.Decoder(InstanceView)
 
 
-class _Gone(msgspec.Struct):
-    service: str
-    id: str
+_delete = msgspec.json.Decoder(Left)
 
 
-_delete = msgspec.json.Decoder(_Gone)
-
-
-def _decoded(event: WatchEvent) -> list[InstanceView] | InstanceView | _Gone:
+def _decoded(event: WatchEvent) -> list[InstanceView] | InstanceView | Left:
     if event.event == "snapshot":
         return _snapshot.decode(event.data)
     return _put.decode(event.data) if event.event == "put" else _delete.decode(event.data)
@@ -44,7 +39,7 @@ def _print(service: str, event: WatchEvent) -> None:
         line = f"{now} [{event.index}] put {escape(data.id or '')} {data.address}:{data.port} "
         console.print(line + status_text(data.status).markup)
     else:
-        console.print(f"{now} [{event.index}] delete {escape(data.id)}")
+        console.print(f"{now} [{event.index}] delete {escape(data.id)} ({data.reason})")
 
 
 def watch(

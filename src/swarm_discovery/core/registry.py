@@ -63,9 +63,12 @@ NODES = "nodes"
 WRITE_ATTEMPTS = 32
 RELOAD_PAUSE = 1.0  # between tries to reload from a store that failed
 META = "meta/"
-# The change index as of each durable write, stored with it: after a restart indexes go on above
-# it, so an index a client saw before is not handed out again for something else.
-INDEX_MARK = "meta/index"  # a write rebuilt this often without landing answers 409
+# The change index, stored with a durable write at most once a second: after a restart indexes go
+# on a million above it (more than can be handed out in a second), so an index a client saw
+# before is not handed out again for something else. Indexes are compared, never counted.
+INDEX_MARK = "meta/index"
+MARK_EVERY = 1.0
+MARK_MARGIN = 1_000_000  # a write rebuilt this often without landing answers 409
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
@@ -199,6 +202,7 @@ class Registry:
         self._follow: asyncio.Task[None] | None = None
         self._unreadable: dict[str, int] = {}  # key -> revision of a stored value this version cannot read
         self._index_mark = 0
+        self._mark_due = 0.0  # when the next durable write stores the change index again
         self._stopping = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -208,7 +212,7 @@ class Registry:
         self._load(snapshot)
         # After the load, which published every record at its own revision: indexes go on above
         # every one handed out before the last durable write, and no watch resumes from before.
-        self.changes.restart_at(max(snapshot.revision, self._index_mark))
+        self.changes.restart_at(max(snapshot.revision, self._index_mark + MARK_MARGIN if self._index_mark else 0))
         self.health.start()
         self._follow = asyncio.get_running_loop().create_task(self._follow_store(snapshot.revision + 1))
 
@@ -363,7 +367,10 @@ class Registry:
                 raise StoreError("the server is stopping; nothing was written")
             revision, local = build()
             op = Put(key, local.value) if local is not None else Delete(key)
-            ops = [op, Put(INDEX_MARK, str(self.changes.index).encode())]
+            ops = [op]
+            if time.monotonic() >= self._mark_due:
+                ops.append(Put(INDEX_MARK, str(self.changes.index).encode()))
+                self._mark_due = time.monotonic() + MARK_EVERY
             if local is not None:
                 self._local[id(local.value)] = local
             try:

@@ -22,6 +22,7 @@ from ...core.lookup import Lookup, Query
 from ...core.published import Published, admitted
 from ...core.registry import service_topic
 from ...errors import BadRequest
+from ...records import Left, LeftReason
 from ...selector import compile_selector
 from ...telemetry import WATCHERS
 from .call import Call, Stream
@@ -31,11 +32,6 @@ from .reads import json_array
 KEEPALIVE_SECONDS = 15.0
 BATCH_BYTES = 64 * 1024
 _encode = msgspec.json.Encoder().encode
-
-
-class _Gone(msgspec.Struct):
-    service: str
-    id: str
 
 
 def _frame(event: str, index: int | None, data: bytes) -> bytes:
@@ -86,7 +82,7 @@ class _Stream:
                 group.append(("put", event.state.json))
             elif event.id in self.visible:
                 self.visible.discard(event.id)
-                group.append(("delete", _encode(_Gone(self.service, event.id))))
+                group.append(("delete", _encode(Left(service=self.service, id=event.id, reason=_why(event.state)))))
         yield from _grouped(group, self.cursor)
 
     def parts(self) -> Iterator[bytes]:
@@ -128,6 +124,16 @@ class _Stream:
                     yield b": keepalive\n\n"
         finally:
             WATCHERS.dec()
+
+
+def _why(state: Published | None) -> LeftReason:
+    """Why an instance left a stream's view."""
+    if state is None:
+        return "deregistered"
+    view = state.view
+    if view.status in ("critical", "maintenance"):
+        return view.status
+    return "ejected" if view.ejected is not None else "unmatched"
 
 
 def _grouped(group: list[tuple[str, bytes]], index: int) -> Iterator[bytes]:
