@@ -201,7 +201,7 @@ class Registry:
         self._local: dict[int, _Local] = {}  # id(value) -> what this server wrote, until applied
         self._follow: asyncio.Task[None] | None = None
         self._unreadable: dict[str, int] = {}  # key -> revision of a stored value this version cannot read
-        self._index_mark = 0
+        self._index_mark: int | None = None  # the change index stored last, if ever
         self._mark_due = 0.0  # when the next durable write stores the change index again
         self._stopping = False
 
@@ -212,7 +212,8 @@ class Registry:
         self._load(snapshot)
         # After the load, which published every record at its own revision: indexes go on above
         # every one handed out before the last durable write, and no watch resumes from before.
-        self.changes.restart_at(max(snapshot.revision, self._index_mark + MARK_MARGIN if self._index_mark else 0))
+        marked = self._index_mark + MARK_MARGIN if self._index_mark is not None else 0
+        self.changes.restart_at(max(snapshot.revision, marked))
         self.health.start()
         self._follow = asyncio.get_running_loop().create_task(self._follow_store(snapshot.revision + 1))
 
@@ -402,7 +403,7 @@ class Registry:
         """Apply one stored change; a value this version cannot read is set aside, not fatal."""
         if event.key.startswith(META):
             if event.key == INDEX_MARK and event.value is not None:
-                self._index_mark = max(self._index_mark, int(event.value))
+                self._index_mark = max(self._index_mark or 0, int(event.value))
             return
         if event.value is None:
             self._unreadable.pop(event.key, None)
