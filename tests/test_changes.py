@@ -97,14 +97,41 @@ def test_watch_stream_snapshot_then_changes(shared_server: Server) -> None:
         http.put(f"/v1/services/{service}/instances/a/heartbeat", json={"metrics": {"queue_depth": 7}})
         http.delete(f"/v1/services/{service}/instances/b")
         received = [next(events) for _ in range(3)]
+    # a's new metrics are a quiet change: shown within a second of its last version, so after b's delete
     assert [(e["event"], json.loads(e["data"])["id"]) for e in received] == [
         ("put", "b"),
-        ("put", "a"),
         ("delete", "b"),
+        ("put", "a"),
     ]
-    assert json.loads(received[1]["data"])["metrics"] == {"queue_depth": 7}
+    assert json.loads(received[2]["data"])["metrics"] == {"queue_depth": 7}
     indexes = [int(e["id"]) for e in received]
     assert indexes == sorted(indexes) and indexes[0] > int(snapshot["id"])
+
+
+def test_heartbeats_wake_watchers_only_for_what_changed(shared_server: Server) -> None:
+    """No change, no new index; new metrics at most once a second per instance; a status at once."""
+    http = shared_server.http
+    service = unique("quiet")
+    put(http, service, "a", checks=[{"type": "ttl", "ttl": "1h"}])
+    beat = f"/v1/services/{service}/instances/a/heartbeat"
+
+    def index() -> int:
+        return int(http.get(f"/v1/services/{service}").headers["x-swarm-index"])
+
+    before = index()
+    for _ in range(20):
+        assert http.put(beat, json={}).status_code == 200
+    assert index() == before  # renewed, nothing to show: nobody woken
+    answers = [http.put(beat, json={"metrics": {"queue_depth": n}}).json() for n in range(20)]
+    assert [a["metrics"]["queue_depth"] for a in answers] == list(range(20))  # each answer is current
+    deadline = time.monotonic() + 5
+    while http.get(f"/v1/services/{service}").json()[0].get("metrics") != {"queue_depth": 19}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    shown = index()
+    assert 0 < shown - before <= 3  # twenty beats, at most a version a second (this took about one)
+    http.put(beat, json={"status": "warning"})
+    assert index() > shown and http.get(f"/v1/services/{service}").json()[0]["status"] == "warning"
 
 
 def test_watch_resumes_from_last_event_id_without_loss(shared_server: Server) -> None:
@@ -212,8 +239,11 @@ def test_heartbeats_keep_a_ttl_instance_alive(shared_server: Server) -> None:
     for depth in range(8):
         time.sleep(0.15)
         http.put(f"/v1/services/{service}/instances/a/heartbeat", json={"metrics": {"queue_depth": depth}})
-    listed = http.get(f"/v1/services/{service}").json()
-    assert [(i["id"], i["metrics"]["queue_depth"]) for i in listed] == [("a", 7)]
+    assert ids(http.get(f"/v1/services/{service}")) == ["a"]  # alive, well past its TTL
+    deadline = time.monotonic() + 3  # the last metrics show within a second (a quiet change)
+    while http.get(f"/v1/services/{service}/instances/a").json()["metrics"]["queue_depth"] != 7:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def test_heartbeat_can_report_warning(shared_server: Server) -> None:

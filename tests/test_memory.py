@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from swarm_discovery.core.changes import Change, ChangeLog, Event
 from swarm_discovery.core.core import Core, CoreSettings
@@ -107,7 +108,9 @@ def test_the_history_keeps_recent_versions_and_only_names_older_changes() -> Non
     assert log.since(1) is None  # the first two have gone
 
 
-def test_replayed_history_sends_what_older_changes_made_once(tmp_path: Path) -> None:
+def test_replayed_history_sends_what_older_changes_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("swarm_discovery.core.registry.QUIET_EVERY", 0.0)  # new metrics show at once
+
     async def scenario() -> None:
         core = Core(CoreSettings(data_dir=str(tmp_path)))
         await core.start()

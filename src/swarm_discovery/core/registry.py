@@ -61,6 +61,7 @@ from .shared import Shared
 CATALOG = "catalog"
 NODES = "nodes"
 WRITE_ATTEMPTS = 32
+QUIET_EVERY = 1.0  # new metrics and check output reach readers at most this often per instance
 RELOAD_PAUSE = 1.0  # between tries to reload from a store that failed
 META = "meta/"
 # The change index, stored with a durable write at most once a second: after a restart indexes go
@@ -107,6 +108,7 @@ class _Instance(msgspec.Struct, gc=False):
     metrics: dict[str, float]  # live: the latest heartbeat's, else the spec's
     updated_at: float
     published: Published = None  # type: ignore[assignment]  # Registry._publish sets it before any read
+    published_at: float = 0.0  # monotonic: when `published` was made
 
     @property
     def view(self) -> InstanceView:
@@ -189,7 +191,11 @@ class Registry:
         self._node_services: dict[str, dict[str, int]] = {}  # node id -> service -> instance count
         self._shared = Shared()
         self.health = HealthMonitor(
-            self._health_changed, self._critical_too_long, guard=ExpiryGuard(expiry), probes=probes
+            self._health_changed,
+            self._critical_too_long,
+            guard=ExpiryGuard(expiry),
+            probes=probes,
+            on_output=self._quietly_changed,
         )
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -201,6 +207,7 @@ class Registry:
         self._local: dict[int, _Local] = {}  # id(value) -> what this server wrote, until applied
         self._follow: asyncio.Task[None] | None = None
         self._unreadable: dict[str, int] = {}  # key -> revision of a stored value this version cannot read
+        self._quiet: dict[tuple[str, str], asyncio.TimerHandle] = {}  # quiet changes waiting to show
         self._index_mark: int | None = None  # the change index stored last, if ever
         self._mark_due = 0.0  # when the next durable write stores the change index again
         self._stopping = False
@@ -300,7 +307,7 @@ class Registry:
 
     async def stop(self) -> None:
         self._stopping = True
-        for timer in self._timers:
+        for timer in [*self._timers, *self._quiet.values()]:
             timer.cancel()
         for task in list(self._background):
             task.cancel()
@@ -441,6 +448,20 @@ class Registry:
     def _publish(self, entry: _Instance, index: int, spec: InstanceSpec | None = None) -> None:
         """A new version of `entry`: from `spec` when it was just registered, else from the last one."""
         old = entry.published
+        entry.published = self._version(entry, spec)
+        entry.published_at = time.monotonic()
+        if old is not None:
+            ENCODINGS.forget(old)  # replaced: whoever still reads the old version encodes it again
+        service, iid = entry.published.view.service or "", entry.published.view.id or ""
+        quiet = self._quiet.pop((service, iid), None)
+        if quiet is not None:
+            quiet.cancel()  # this version has what it was waiting to show
+        self.changes.record(Event(index, service, iid, entry.published))
+        self.changes.touch((CATALOG, service_topic(service)), index)
+
+    def _version(self, entry: _Instance, spec: InstanceSpec | None = None) -> Published:
+        """`entry` as readers would see it now."""
+        old = entry.published
         base: InstanceSpec | InstanceView = spec if spec is not None else old.view
         service, iid = base.service or "", base.id or ""
         node = self._nodes.get(base.node or "")
@@ -458,11 +479,7 @@ class Registry:
             view = InstanceView(**{**msgspec.structs.asdict(spec), **state})
         else:
             view = msgspec.structs.replace(old.view, **state)
-        if old is not None:
-            ENCODINGS.forget(old)  # replaced: whoever still reads the old version encodes it again
-        entry.published = Published.of(view, node.data if node else _NO_NODE)
-        self.changes.record(Event(index, service, iid, entry.published))
-        self.changes.touch((CATALOG, service_topic(service)), index)
+        return Published.of(view, node.data if node else _NO_NODE)
 
     def _put_instance(self, record: InstanceRecord, revision: int, index: int, now: float) -> _Instance:
         spec = record.spec
@@ -496,6 +513,9 @@ class Registry:
             del self._services[service]
         self._unlink_node(entry)
         ENCODINGS.forget(entry.published)
+        quiet = self._quiet.pop((service, iid), None)
+        if quiet is not None:
+            quiet.cancel()
         self.health.untrack(_instance_owner(service, iid), entry.checks)
         if service in self._outliers:
             self._outliers[service].forget(iid)
@@ -570,15 +590,48 @@ class Registry:
     # --- live state: applied at once, never behind a commit ----------------------------------
 
     def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> Published:
-        """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart."""
+        """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart.
+
+        A status change is published at once; new metrics or output quietly (see `_quietly_changed`);
+        a heartbeat that changes neither moves no index and wakes nobody. The answer is the
+        instance as it is now, published or not yet.
+        """
         entry = self._entry(service, iid)
-        if beat.metrics is not None:
-            entry.metrics = self._shared.metrics(beat.metrics)
+        metrics_changed = beat.metrics is not None and beat.metrics != entry.metrics
+        if metrics_changed:
+            entry.metrics = self._shared.metrics(beat.metrics)  # type: ignore[arg-type]
         owner = _instance_owner(service, iid)
-        self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "")
         entry.updated_at = self._clock()
-        self._publish(entry, self.changes.next())
+        if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or ""):
+            self._publish(entry, self.changes.next())
+            return entry.published
+        if metrics_changed or beat.output:
+            self._quietly_changed(owner)
+            if (service, iid) in self._quiet:  # not shown yet: answer with what will be
+                return self._version(entry)
         return entry.published
+
+    def _quietly_changed(self, owner: Owner) -> None:
+        """Metrics or check output changed, no status: published at most every QUIET_EVERY per
+        instance, so a fleet heartbeating fast does not wake every watcher on each beat."""
+        if owner[0] != "instance":
+            return  # a node's output shows in its own checks; its instances inherit only its status
+        service, iid = owner[1], owner[2]
+        entry = self._services.get(service, {}).get(iid)
+        if entry is None or (service, iid) in self._quiet:
+            return
+        wait = entry.published_at + QUIET_EVERY - time.monotonic()
+        if wait <= 0:
+            self._publish(entry, self.changes.next())
+            return
+        loop = asyncio.get_running_loop()
+        self._quiet[service, iid] = loop.call_later(wait, self._quiet_due, service, iid)
+
+    def _quiet_due(self, service: str, iid: str) -> None:
+        self._quiet.pop((service, iid), None)
+        entry = self._services.get(service, {}).get(iid)
+        if entry is not None:
+            self._publish(entry, self.changes.next())
 
     def checks(self, service: str, iid: str) -> list[CheckState]:
         """The live state of an instance's checks, newer than any published view."""

@@ -40,8 +40,10 @@ class HealthMonitor:
         guard: ExpiryGuard | None = None,
         clock: Callable[[], float] = time.time,
         probes: ProbeSettings | None = None,
+        on_output: Callable[[Owner], None] | None = None,
     ) -> None:
         self._on_change = on_change
+        self._on_output = on_output  # a check's output changed, its status did not
         self._on_critical_too_long = on_critical_too_long
         self._clock = clock
         self._checks: dict[Hashable, CheckRuntime] = {}
@@ -98,9 +100,12 @@ class HealthMonitor:
         check = self._checks.get(key)
         if check is None:
             return
+        output = check.output
         if check.observe(result, self._clock()):
             self._arm_deregistration(key, check)
             self._on_change(key[:-1])  # type: ignore[index]
+        elif check.output != output and self._on_output is not None:
+            self._on_output(key[:-1])  # type: ignore[index]
 
     def _timer_fired(self, timer: Hashable, due: float) -> None:
         kind, key = timer[0], tuple(timer[1:])  # type: ignore[index]
