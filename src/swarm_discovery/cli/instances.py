@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -24,6 +23,7 @@ from .options import (
     Region,
     Service,
     Zone,
+    body_from,
     check_specs,
     connect,
     location,
@@ -65,12 +65,7 @@ def register(
     as_json: Json = False,
 ) -> None:
     """Register (or replace) an instance of SERVICE."""
-    body: dict[str, Any] = {}
-    if file is not None:
-        try:
-            body = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            fail(f"--file: cannot read {file}: {exc}")
+    body = body_from(file)
     given = {"node": node, "address": address, "port": port, "version": version, "weight": weight}
     body.update({k: v for k, v in given.items() if v is not None})
     if tag:

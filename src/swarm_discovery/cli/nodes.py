@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +17,7 @@ from .options import (
     Json,
     Region,
     Zone,
+    body_from,
     check_specs,
     connect,
     location,
@@ -97,12 +97,7 @@ def register_node(
     as_json: Json = False,
 ) -> None:
     """Register (or replace) node ID. A critical node makes every instance on it critical."""
-    body: dict[str, Any] = {}
-    if file is not None:
-        try:
-            body = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            fail(f"--file: cannot read {file}: {exc}")
+    body = body_from(file)
     body.pop("id", None)
     given = {"kind": kind.value if kind else None, "address": address, "version": version}
     body.update({k: v for k, v in given.items() if v is not None})

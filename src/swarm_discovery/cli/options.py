@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -38,6 +39,19 @@ Zone = Annotated[str | None, typer.Option(metavar="NAME", help="Zone, e.g. eu-we
 
 def connect(addr: str | None) -> Client:
     return Client(addr)
+
+
+def body_from(file: Path | None) -> dict[str, Any]:
+    """The JSON object in `--file`, or an empty one; options given beside it are laid over it."""
+    if file is None:
+        return {}
+    try:
+        body = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"--file: cannot read {file}: {exc}")
+    if not isinstance(body, dict):
+        fail(f"--file: {file} holds no JSON object")
+    return body
 
 
 def pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
