@@ -102,13 +102,13 @@ class Lookup:
         return Found(items, index)
 
     async def find(self, query: Query) -> Found:
-        """`answer`, with a costly selector evaluated off the loop and held to SELECTOR_BUDGET."""
+        """`answer`, with a costly selector evaluated in slices and held to SELECTOR_BUDGET."""
         if query.kind != "instances" or query.selector is None:
             return self.answer(query)
         selector = compile_selector(query.selector)
-        states = self.registry.published(query.service)
-        if not selector.in_cel and len(states) < SLICED_AT:
+        if not selector.in_cel and self.registry.size(query.service) < SLICED_AT:
             return self.answer(query)
+        states = self.registry.published(query.service)
         if self._waiting >= MAX_WAITING:
             raise TooBusy("selector: too many costly selector queries are waiting; try again shortly")
         index = self.index(query)  # of what `states` is (immutable versions): the answer is current at it

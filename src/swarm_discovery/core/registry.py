@@ -707,6 +707,10 @@ class Registry:
     def instance(self, service: str, iid: str) -> Published:
         return self._entry(service, iid).published
 
+    def size(self, service: str) -> int:
+        """How many instances the service has, healthy or not."""
+        return len(self._services.get(service, {}))
+
     def published(self, service: str) -> list[Published]:
         """Every instance of the service as readers see it, healthy or not."""
         return [entry.published for entry in self._services.get(service, {}).values()]
