@@ -19,34 +19,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tests.server import free_port
 
 
-class HttpBackend:
-    """Answers GET /health with `status` after `delay` seconds; `stop()` closes the port."""
+class Served:
+    """An http.server handler served from a thread on a loopback port, until `stop()`; `start()` again."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.status = 200
-        self.delay = 0.0
-        self.hits = 0
-        self._tls = tls
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                backend.hits += 1
-                time.sleep(backend.delay)
-                body = b"ok" if backend.status < 400 else b"failing"
-                self.send_response(backend.status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_POST = do_GET
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+    def __init__(self, handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/health"
-        self._handler = Handler
+        self.addr = f"127.0.0.1:{self.port}"
+        self._handler = handler
+        self._tls = tls
         self._server: ThreadingHTTPServer | None = None
         self.start()
 
@@ -62,6 +42,55 @@ class HttpBackend:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class Quiet(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class HttpBackend(Served):
+    """Answers GET /health with `status` after `delay` seconds; `stop()` closes the port."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.status = 200
+        self.delay = 0.0
+        self.hits = 0
+        backend = self
+
+        class Handler(Quiet):
+            def do_GET(self) -> None:
+                backend.hits += 1
+                time.sleep(backend.delay)
+                body = b"ok" if backend.status < 400 else b"failing"
+                self.send_response(backend.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+        super().__init__(Handler, tls)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/health"
+
+
+class HtmlServer(Served):
+    """A web server that is not a swarm server: every GET is a 404 HTML page."""
+
+    PAGE = b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>" + b"x" * 2000 + b"</body></html>"
+
+    def __init__(self) -> None:
+        page = self.PAGE
+
+        class Handler(Quiet):
+            def do_GET(self) -> None:
+                self.send_response(404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+        super().__init__(Handler)
 
 
 def self_signed(directory: Path) -> ssl.SSLContext:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,3 +31,12 @@ def put(http: httpx.Client, service: str, iid: str, **fields: Any) -> httpx.Resp
 def ids(response: httpx.Response) -> list[str]:
     assert response.status_code == 200, response.text
     return [i["id"] for i in response.json()]
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 10.0) -> float:
+    """Seconds until `condition` held; fails the test past `seconds`."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < seconds, "the condition never held"
+        time.sleep(0.02)
+    return time.monotonic() - started

@@ -6,18 +6,16 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from swarm_discovery import AsyncClient, Client
 from swarm_discovery.sdk.balancer import AllFailed, Balancer, NoInstance
-from tests.backends import HttpBackend
+from tests.backends import HttpBackend, Quiet, Served
 from tests.conftest import Server
-from tests.helpers import ids, put, unique
-from tests.server import free_port
+from tests.helpers import ids, put, unique, wait_for
 
 
 class Fleet:
@@ -228,13 +226,6 @@ def test_unknown_strategy(shared_server: Server, fleet: Fleet) -> None:
     assert httpx.get(f"{shared_server.url}/healthz").status_code == 200
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.02)
-
-
 def test_a_request_that_fails_before_sending_leaves_no_load_behind(shared_server: Server, fleet: Fleet) -> None:
     with Client(shared_server.addr) as client, client.balancer(fleet.service, strategy="least_loaded") as lb:
         for _ in range(3):
@@ -266,7 +257,7 @@ def test_a_cancelled_async_request_leaves_no_load_behind(shared_server: Server, 
     asyncio.run(scenario())
 
 
-class GarbleProxy:
+class GarbleProxy(Served):
     """Forwards to the registry its first `honest` requests, then answers 200 with garbage JSON
     until `garbage` is cleared: a fault the SDK does not translate into an ApiError. Forwarded
     blocking queries wait a second at most, so that none holds the registry open after the test."""
@@ -276,7 +267,7 @@ class GarbleProxy:
         self.honest = honest
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Quiet):
             def do_GET(self) -> None:
                 if proxy.garbage and proxy.honest <= 0:
                     status, body, index = 200, b'[{"id": "x", oops', "1"
@@ -290,17 +281,7 @@ class GarbleProxy:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.port = free_port()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 def test_the_follow_loop_survives_any_error_and_says_so(shared_server: Server, fleet: Fleet) -> None:

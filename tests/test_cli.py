@@ -216,7 +216,7 @@ def test_json_on_every_command(server: Server, swarm_env: dict[str, str]) -> Non
 
 
 def test_an_unknown_service_and_a_server_that_is_not_swarm(server: Server, swarm_env: dict[str, str]) -> None:
-    from tests.ux_helpers import HtmlServer
+    from tests.backends import HtmlServer
 
     result = swarm(swarm_env, "instances", "nosuch", ok=False)
     assert result.returncode == 1 and "no service 'nosuch'" in result.stderr and not result.stdout

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import helpers
 from tests.backends import GrpcBackend, HttpBackend, TcpBackend, self_signed
 from tests.conftest import Server
 from tests.helpers import ids, instance, put, unique
@@ -21,13 +23,7 @@ def http_backend() -> Iterator[HttpBackend]:
     backend.stop()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> float:
-    """Seconds until `condition` held; fails the test at `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "condition never held"
-        time.sleep(0.02)
-    return time.monotonic() - started
+wait_for = functools.partial(helpers.wait_for, seconds=5.0)  # health tests wait 5 s unless they say
 
 
 def status_of(http: httpx.Client, service: str, iid: str) -> str:
@@ -274,13 +270,13 @@ def test_mass_expiry_is_held_then_released(guarded_server: Server) -> None:
     assert "swarm_expiry_protection 1.0" in http.get("/metrics").text
     beat(http, "fleet", range(1, 12))  # heartbeats come back, except from i0
     wait_for(lambda: http.get("/v1/server").json()["expiry_protection"] is False)
-    wait_for(lambda: listed(http, "fleet") == [f"i{i}" for i in range(1, 12)], timeout=3)
+    wait_for(lambda: listed(http, "fleet") == [f"i{i}" for i in range(1, 12)], seconds=3)
 
 
 def test_one_registrants_silence_does_not_hold_expiry(guarded_server: Server) -> None:
     http = guarded_server.http
     fleet(http, "alone", 30, services=1)  # 30 instances of one service, none of which heartbeats
-    took = wait_for(lambda: listed(http, "alone", services=1) == [], timeout=3)
+    took = wait_for(lambda: listed(http, "alone", services=1) == [], seconds=3)
     assert took < 0.6 + 0.4 + 1.0  # TTL + window, and slack
     assert http.get("/v1/server").json()["expiry_protection"] is False
     assert status_of(http, "alone-0", "i29") == "critical"
@@ -300,7 +296,7 @@ def test_a_lone_silent_instance_still_expires(guarded_server: Server) -> None:
 def test_few_instances_are_not_protected(guarded_server: Server) -> None:
     http = guarded_server.http
     fleet(http, "small", 5)  # all five stop: too few for the fault to be the server's
-    wait_for(lambda: listed(http, "small") == [], timeout=3)
+    wait_for(lambda: listed(http, "small") == [], seconds=3)
     assert http.get("/v1/server").json()["expiry_protection"] is False
 
 
@@ -339,5 +335,5 @@ def test_no_deregistration_before_checks_ran_after_restart(server: Server) -> No
     server.start()
     # The 1.5 s have passed since it went critical, but counting starts again with this process.
     assert ids(server.http.get("/v1/services/svc", params={"all": "true"})) == ["a"]
-    wait_for(lambda: ids(server.http.get("/v1/services/svc", params={"all": "true"})) == [], timeout=5)
+    wait_for(lambda: ids(server.http.get("/v1/services/svc", params={"all": "true"})) == [], seconds=5)
     assert time.monotonic() - restarted >= 1.4

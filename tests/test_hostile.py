@@ -13,13 +13,13 @@ import socket
 import string
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import instance, unique
+from tests.helpers import instance, unique, wait_for
 from tests.server import Server
 
 
@@ -81,13 +81,6 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
     return False
 
 
-def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
-
-
 def long_reads(server: Server) -> int:
     return int(server.http.get("/v1/server").json()["watchers"])
 
@@ -136,7 +129,7 @@ def test_long_reads_are_capped_per_client_and_in_all(tmp_path: Path) -> None:
         first = [connect(server, "127.0.0.2") for _ in range(12)]
         for sock in first:
             send_get(sock, blocking)
-        until(lambda: long_reads(server) == 12)
+        wait_for(lambda: long_reads(server) == 12)
 
         refused = connect(server, "127.0.0.2")
         send_get(refused, "/v1/watch?service=quiet")
@@ -147,7 +140,7 @@ def test_long_reads_are_capped_per_client_and_in_all(tmp_path: Path) -> None:
         second = [connect(server, "127.0.0.3") for _ in range(8)]
         for sock in second:
             send_get(sock, "/v1/watch?service=quiet")
-        until(lambda: long_reads(server) == 20)
+        wait_for(lambda: long_reads(server) == 20)
         full = connect(server, "127.0.0.4")
         send_get(full, blocking)
         assert head_of(full).startswith("HTTP/1.1 429")
@@ -155,7 +148,7 @@ def test_long_reads_are_capped_per_client_and_in_all(tmp_path: Path) -> None:
 
         for sock in first:
             sock.close()
-        until(lambda: long_reads(server) == 8)  # slots come back when clients leave
+        wait_for(lambda: long_reads(server) == 8)  # slots come back when clients leave
         again = connect(server, "127.0.0.2")
         send_get(again, "/v1/watch?service=quiet")
         assert head_of(again).startswith("HTTP/1.1 200")
@@ -171,7 +164,7 @@ def test_a_pile_of_blocking_queries_leaves_room_for_writes(tmp_path: Path) -> No
         try:
             for sock in waiting:
                 send_get(sock, f"/v1/services/quiet?index={index}&wait=1m")
-            until(lambda: long_reads(server) == 1024)
+            wait_for(lambda: long_reads(server) == 1024)
             answers_at_once(server)
         finally:
             for sock in waiting:
@@ -202,7 +195,7 @@ def test_watchers_that_never_read_are_bounded_and_cut_off(tmp_path: Path) -> Non
         seen: list[int] = []
         reader = threading.Thread(target=_read_stream, args=(f"{server.url}/v1/watch?service=big", seen), daemon=True)
         reader.start()
-        until(lambda: long_reads(server) == 41)
+        wait_for(lambda: long_reads(server) == 41)
         before = _rss_mib(worker)
         blob = ["x" * 1000] * 60  # 60 KB in strings a capability may hold
         with httpx.Client(base_url=server.url, timeout=10) as http:
@@ -211,11 +204,11 @@ def test_watchers_that_never_read_are_bounded_and_cut_off(tmp_path: Path) -> Non
                 last = http.put(f"/v1/services/big/instances/i{n % 10}", json=body).headers["x-swarm-index"]
         grown = _rss_mib(worker) - before
         assert grown < 300, f"resident memory grew by {grown:.0f} MiB"  # it grew by about 750 before
-        until(lambda: long_reads(server) == 1)  # only the reader is left
+        wait_for(lambda: long_reads(server) == 1)  # only the reader is left
         for sock in stalled:
             assert closed_within(sock, 5.0)
             sock.close()
-        until(lambda: bool(seen) and seen[-1] == int(last))  # a client that reads is never cut off
+        wait_for(lambda: bool(seen) and seen[-1] == int(last))  # a client that reads is never cut off
 
 
 def test_request_metrics_have_a_fixed_set_of_labels(shared_server: Server) -> None:
@@ -265,7 +258,7 @@ def test_sigterm_stops_the_server_in_time_with_a_watcher_that_never_reads(tmp_pa
     server.start()
     stalled = connect(server, receive_buffer=4096)
     send_get(stalled, "/v1/watch?service=big")
-    until(lambda: long_reads(server) == 1)
+    wait_for(lambda: long_reads(server) == 1)
     for n in range(40):
         server.http.put(
             f"/v1/services/big/instances/i{n % 10}", json=instance(capabilities={"blob": ["x" * 1000] * 60})

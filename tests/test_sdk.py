@@ -12,9 +12,9 @@ import pytest
 from swarm_discovery import AsyncClient, Client
 from swarm_discovery.errors import ApiError, Unreachable
 from swarm_discovery.sdk.client import NotSwarm
+from tests.backends import HtmlServer
 from tests.conftest import Server
-from tests.helpers import unique
-from tests.ux_helpers import HtmlServer, wait_for
+from tests.helpers import unique, wait_for
 
 
 def test_sync_client_round_trip(shared_server: Server) -> None:
