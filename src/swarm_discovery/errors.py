@@ -2,6 +2,8 @@
 
 SwarmError
 ├── BadRequest      400: the input is wrong; the message names the field
+├── Unauthorized    401: a token is needed, or the one given is not known
+├── Forbidden       403: the token does not allow it
 ├── NotFound        404
 ├── Conflict        409: the record kept changing under a write; nothing was written
 ├── PayloadTooLarge 413
@@ -25,6 +27,14 @@ class SwarmError(Exception):
 
 class BadRequest(SwarmError):
     status_code = 400
+
+
+class Unauthorized(SwarmError):
+    status_code = 401
+
+
+class Forbidden(SwarmError):
+    status_code = 403
 
 
 class NotFound(SwarmError):

@@ -21,6 +21,7 @@ from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
 from granian.http import HTTP1Settings
 from granian.server.mp import MPServer
 
+from .acl import AclSettings
 from .core.core import Core
 from .errors import SwarmError
 from .fronts.http.app import create_front, settings_from_env
@@ -191,6 +192,7 @@ def serve(
     ejection_base: float = 30.0,
     probes: ProbeSettings | None = None,
     limits: Limits | None = None,
+    acl: AclSettings | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
 
@@ -210,6 +212,7 @@ def serve(
     os.environ["SWARM_EXPIRY_WINDOW"] = f"{expiry.window}s"
     os.environ["SWARM_EXPIRY_OWNERS"] = str(expiry.owners)
     os.environ["SWARM_PROBES"] = msgspec.json.encode(probes or ProbeSettings()).decode()
+    os.environ["SWARM_ACL"] = msgspec.json.encode(acl or AclSettings()).decode()
     _end_waits_first()
     _allow_open_files(limits.connections)
     _Granian(

@@ -12,7 +12,7 @@ import typer
 from typer._click import Context, Parameter
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from . import catalog, instances, nodes, serve, watch
+from . import acl, catalog, instances, nodes, serve, watch
 from .output import show_sdk_news
 
 
@@ -67,4 +67,13 @@ for command in (
 node_app.command("register", cls=_Command)(nodes.register_node)
 node_app.command("remove", cls=_Command)(nodes.remove_node)
 app.add_typer(node_app, name="node")
+acl_app = _app(help="Access control (swarm serve --acl): bootstrap, and tokens with rules.", no_args_is_help=True)
+token_app = _app(help="Create, list and delete tokens.", no_args_is_help=True)
+acl_app.command("bootstrap", cls=_Command)(acl.bootstrap)
+token_app.command("create", cls=_Command)(acl.create)
+token_app.command("list", cls=_Command)(acl.tokens)
+token_app.command("delete", cls=_Command)(acl.delete)
+token_app.command("self", cls=_Command)(acl.own)
+acl_app.add_typer(token_app, name="token")
+app.add_typer(acl_app, name="acl")
 app.command(cls=_Command)(catalog.info)

@@ -41,16 +41,16 @@ def connect(addr: str | None) -> Client:
     return Client(addr)
 
 
-def body_from(file: Path | None) -> dict[str, Any]:
-    """The JSON object in `--file`, or an empty one; options given beside it are laid over it."""
+def body_from(file: Path | None, option: str = "--file") -> dict[str, Any]:
+    """The JSON object in the file `option` names, or an empty one; options given beside it are laid over it."""
     if file is None:
         return {}
     try:
         body = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
-        fail(f"--file: cannot read {file}: {exc}")
+        fail(f"{option}: cannot read {file}: {exc}")
     if not isinstance(body, dict):
-        fail(f"--file: {file} holds no JSON object")
+        fail(f"{option}: {file} holds no JSON object")
     return body
 
 

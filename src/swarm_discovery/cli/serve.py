@@ -16,6 +16,11 @@ from .output import fail
 _LIMITS = Limits()  # the defaults
 
 
+class Anonymous(enum.StrEnum):
+    read = "read"
+    none = "none"
+
+
 class LogLevel(enum.StrEnum):
     debug = "debug"
     info = "info"
@@ -94,8 +99,16 @@ def serve(
             metavar="DURATION", help="How long a client may take over a request head, idle, or taking nothing."
         ),
     ] = format_duration(_LIMITS.client_timeout),
+    acl: Annotated[
+        bool, typer.Option("--acl", help="Access control: every request needs a token allowing it (see swarm acl).")
+    ] = False,
+    acl_anonymous: Annotated[
+        Anonymous,
+        typer.Option(metavar="RIGHTS", help="With --acl, what a request without a token may do: read or none."),
+    ] = Anonymous.read,
 ) -> None:
     """Run the server on the embedded SQLite store (Ctrl-C or SIGTERM stops it)."""
+    from ..acl import AclSettings
     from ..health.limits import ProbeSettings
     from ..health.protection import ExpirySettings
     from ..health.targets import networks
@@ -144,6 +157,7 @@ def serve(
             ejection_base=ejection,
             probes=probes,
             limits=limits,
+            acl=AclSettings(enabled=acl, anonymous=acl_anonymous.value),
         )
     except CannotServe as exc:
         fail(exc.message)

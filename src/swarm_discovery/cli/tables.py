@@ -16,6 +16,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from ..acl import Rules, TokenView
 from ..records import CheckState, InstanceView, Location, NodeView, ServiceSummary
 from .output import status_text
 
@@ -179,6 +180,31 @@ def services_table(found: Sequence[ServiceSummary], width: int) -> Table:
             Column("healthy", [healthy(s) for s in found], keep=True),
             Column("tags", [", ".join(s.tags) for s in found], wrap=True),
             Column("versions", [", ".join(s.versions) for s in found], wrap=True),
+        ],
+        width,
+    )
+
+
+def _rules(rules: Rules) -> str:
+    sections = (("services", rules.services), ("nodes", rules.nodes), ("reports", rules.reports))
+    parts = [
+        section + " " + ", ".join(f"{prefix or '*'}={level}" for prefix, level in levels.items())
+        for section, levels in sections
+        if levels
+    ]
+    if rules.operator:
+        parts.append(f"operator={rules.operator}")
+    return "; ".join(parts) or "nothing"
+
+
+def tokens_table(found: Sequence[TokenView], width: int) -> Table:
+    return fit(
+        [
+            Column("id", [t.id for t in found], keep=True),
+            Column("rules", ["management" if t.management else _rules(t.rules) for t in found], wrap=True),
+            Column("description", [t.description for t in found], wrap=True),
+            Column("identities", [", ".join(t.identities) for t in found], wrap=True),
+            Column("created", [time.strftime("%Y-%m-%d %H:%M", time.localtime(t.created)) for t in found]),
         ],
         width,
     )

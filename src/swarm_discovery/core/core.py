@@ -1,4 +1,4 @@
-"""The `Core`: store, registry, health and lookup, built, started and stopped as one.
+"""The `Core`: store, registry, health, access control and lookup, built, started and stopped as one.
 
 `server.py` builds one per server process; every front (the HTTP API today; DNS, the Consul API
 and Prometheus service discovery next) is handed the running core and asks its `lookup`.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ..acl import Acl, AclSettings
 from ..balance.outliers import OutlierSettings
 from ..health.limits import ProbeSettings
 from ..health.monitor import HealthMonitor
@@ -23,6 +24,7 @@ class CoreSettings(msgspec.Struct, frozen=True):
     expiry: ExpirySettings = ExpirySettings()
     outliers: OutlierSettings = OutlierSettings()
     probes: ProbeSettings = ProbeSettings()
+    acl: AclSettings = AclSettings()
 
 
 class Core:
@@ -32,7 +34,9 @@ class Core:
         self.registry = Registry(
             self.store, expiry=self.settings.expiry, outliers=self.settings.outliers, probes=self.settings.probes
         )
-        self.lookup = Lookup(self.registry)
+        self.acl = Acl(self.settings.acl, self.registry.commit)
+        self.registry.follow("acl", self.acl)
+        self.lookup = Lookup(self.registry, self.acl)
 
     @property
     def health(self) -> HealthMonitor:

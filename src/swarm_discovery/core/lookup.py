@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 
+from ..acl import Acl
 from ..errors import BadRequest, TooBusy
 from ..locality import parse_near
 from ..records import NodeView, ServiceSummary
@@ -47,7 +48,9 @@ class Query(msgspec.Struct, frozen=True, gc=False):
     near: str | None = None  # a zone, a region, or "lat,lon"
     limit: int | None = None
     node_kind: str | None = None  # compute, storage, network
-    caller: str | None = None  # who asks (an ACL token's id), for the access checks to come
+    # Who asks (`Caller.key`), for a listing filtered to what that caller may read; None when
+    # the caller reads everything, so that every such caller shares one answer.
+    caller: str | None = None
 
     @property
     def topic(self) -> str:
@@ -62,8 +65,9 @@ class Found(msgspec.Struct, frozen=True, gc=False):
 
 
 class Lookup:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, acl: Acl) -> None:
         self.registry = registry
+        self.acl = acl
         self._turn = asyncio.Lock()  # one costly evaluation at a time: they cannot add up
         self._waiting = 0
 
@@ -95,8 +99,14 @@ class Lookup:
             items = registry.instance(query.service, query.id)
         elif query.kind == "catalog":
             items = registry.services()
+            if query.caller is not None:
+                policy = self.acl.policy_of(query.caller)
+                items = [s for s in items if policy.allows("services", s.name, "read")]
         elif query.kind == "nodes":
             items = registry.nodes(selector=selector, kind=query.node_kind)
+            if query.caller is not None:
+                policy = self.acl.policy_of(query.caller)
+                items = [n for n in items if policy.allows("nodes", n.id or "", "read")]
         else:
             items = registry.node(query.id)
         return Found(items, index)

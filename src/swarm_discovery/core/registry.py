@@ -21,7 +21,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -53,7 +53,7 @@ from ..records import (
     validate_checks,
 )
 from ..selector import Bindings, Selector
-from ..store import Compacted, Compare, Delete, Put, Snapshot, Store, StoreEvent, WatchBatch
+from ..store import Compacted, Compare, Delete, Op, Put, Snapshot, Store, StoreEvent, TxnResult, WatchBatch
 from .changes import ChangeLog, Event
 from .published import ENCODINGS, Published, admitted, plain
 from .shared import Shared
@@ -74,6 +74,16 @@ _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
 log = logging.getLogger("swarm.registry")
+
+
+class Follower(Protocol):
+    """Another part of the core whose keys live in the store beside the records (tokens)."""
+
+    def apply(self, key: str, value: bytes | None, revision: int) -> None: ...
+
+    def known(self) -> dict[str, int]:
+        """Each key applied, with its mod revision: what a resync compares with a snapshot."""
+        ...
 
 
 def service_topic(service: str) -> str:
@@ -211,6 +221,19 @@ class Registry:
         self._index_mark: int | None = None  # the change index stored last, if ever
         self._mark_due = 0.0  # when the next durable write stores the change index again
         self._stopping = False
+        self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
+
+    def follow(self, kind: str, follower: Follower) -> None:
+        """Hand stored changes of keys under `kind/` to `follower`, in order with every other change."""
+        self._followers[kind] = follower
+
+    async def commit(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        """Commit a transaction of a follower's keys; answered once the feed has applied it here."""
+        if self._stopping:
+            raise StoreError("the server is stopping; nothing was written")
+        result = await self.store.txn(compares, ops)
+        await self._caught_up(result.revision)
+        return result
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -281,6 +304,8 @@ class Registry:
         known = {instance_key(s, i): e.revision for s, entries in self._services.items() for i, e in entries.items()}
         known.update({node_key(n): node.revision for n, node in self._nodes.items()})
         known.update(self._unreadable)
+        for follower in self._followers.values():
+            known.update(follower.known())
         for key in known.keys() - current.keys():
             self._apply_event(StoreEvent(key, None, snapshot.revision), index, now)
         for key, kv in current.items():
@@ -440,6 +465,8 @@ class Registry:
             node = self._put_node(record, event.revision, index, now)
             if local is not None:
                 local.result = node.view
+        elif kind in self._followers:
+            self._followers[kind].apply(event.key, event.value, event.revision)
         else:
             log.warning("ignoring unknown key %r in the store", event.key)
 

@@ -21,6 +21,8 @@ from typing import Any, Generic, TypedDict, TypeVar, Unpack
 import httpx
 import msgspec
 
+from ..acl.rules import Rules
+from ..acl.tokens import CreatedToken, TokenView
 from ..errors import ApiError, Unreachable
 from ..records import (
     CheckState,
@@ -79,6 +81,9 @@ _read_services = reader(list[ServiceSummary])
 _read_node = reader(NodeView)
 _read_nodes = reader(list[NodeView])
 _read_server = reader(ServerInfo)
+_read_created = reader(CreatedToken)
+_read_tokens = reader(list[TokenView])
+_read_token = reader(TokenView)
 
 
 def _read_instances_at(response: httpx.Response) -> tuple[list[InstanceView], int]:
@@ -208,6 +213,24 @@ class BaseClient:
         # A change stream is quiet between changes: only connecting and writing may time out.
         request.extensions["timeout"] = httpx.Timeout(self.timeout, read=None).as_dict()
         return request
+
+    def _bootstrap(self) -> Operation[CreatedToken]:
+        return Operation(self._request("PUT", "/v1/acl/bootstrap"), _read_created)
+
+    def _create_token(
+        self, rules: Rules | dict[str, Any], description: str, identities: list[str] | None
+    ) -> Operation[CreatedToken]:
+        body = {"description": description, "rules": rules, "identities": identities or []}
+        return Operation(self._request("POST", "/v1/acl/tokens", content=msgspec.json.encode(body)), _read_created)
+
+    def _tokens(self) -> Operation[list[TokenView]]:
+        return Operation(self._request("GET", "/v1/acl/tokens"), _read_tokens)
+
+    def _own_token(self) -> Operation[TokenView]:
+        return Operation(self._request("GET", "/v1/acl/self"), _read_token)
+
+    def _delete_token(self, id: str) -> Operation[None]:
+        return Operation(self._request("DELETE", f"/v1/acl/tokens/{id}"), raise_for_error)
 
     def _stream_ended(self) -> Unreachable:
         return Unreachable(f"{self.base_url} ended the stream")
@@ -340,6 +363,28 @@ class Client(BaseClient):
                 raise self._stream_ended()  # the server is stopping
             except (ApiError, httpx.TransportError) as exc:
                 time.sleep(follower.lost(exc))
+
+    def bootstrap(self) -> CreatedToken:
+        """The first management token of a server started with --acl; refused (403) once done."""
+        return self._send(self._bootstrap())
+
+    def create_token(
+        self, rules: Rules | dict[str, Any], description: str = "", identities: list[str] | None = None
+    ) -> CreatedToken:
+        """A new token with `rules`; its secret is in this answer only. `identities`: certificates acting as it."""
+        return self._send(self._create_token(rules, description, identities))
+
+    def tokens(self) -> list[TokenView]:
+        """Every token, without secrets."""
+        return self._send(self._tokens())
+
+    def own_token(self) -> TokenView:
+        """The token this client presents."""
+        return self._send(self._own_token())
+
+    def delete_token(self, id: str) -> None:
+        """Delete the token with accessor `id`: its secret stops working on every server."""
+        self._send(self._delete_token(id))
 
     def keep_alive(self, service: str, id: str, every: float = 5.0, metrics: MetricsSource = None) -> KeepAlive:
         """Heartbeat `id` every `every` seconds in a thread: `with client.keep_alive(...):`.
@@ -495,6 +540,28 @@ class AsyncClient(BaseClient):
                 raise self._stream_ended()
             except (ApiError, httpx.TransportError) as exc:
                 await asyncio.sleep(follower.lost(exc))
+
+    async def bootstrap(self) -> CreatedToken:
+        """The first management token of a server started with --acl; refused (403) once done."""
+        return await self._send(self._bootstrap())
+
+    async def create_token(
+        self, rules: Rules | dict[str, Any], description: str = "", identities: list[str] | None = None
+    ) -> CreatedToken:
+        """A new token with `rules`; its secret is in this answer only. `identities`: certificates acting as it."""
+        return await self._send(self._create_token(rules, description, identities))
+
+    async def tokens(self) -> list[TokenView]:
+        """Every token, without secrets."""
+        return await self._send(self._tokens())
+
+    async def own_token(self) -> TokenView:
+        """The token this client presents."""
+        return await self._send(self._own_token())
+
+    async def delete_token(self, id: str) -> None:
+        """Delete the token with accessor `id`: its secret stops working on every server."""
+        await self._send(self._delete_token(id))
 
     def keep_alive(self, service: str, id: str, every: float = 5.0, metrics: MetricsSource = None) -> AsyncKeepAlive:
         """Heartbeat `id` every `every` seconds from a task: `async with client.keep_alive(...):`."""

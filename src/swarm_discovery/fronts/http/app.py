@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import msgspec
 from starlette.applications import Starlette
 
+from ...acl import AclSettings
 from ...balance.outliers import OutlierSettings
 from ...core.core import Core, CoreSettings
 from ...durations import parse_duration
@@ -29,7 +30,7 @@ log = logging.getLogger("swarm")
 
 def settings_from_env() -> CoreSettings:
     """What `swarm serve` hands its worker process: SWARM_DATA_DIR, SWARM_STORE, SWARM_EXPIRY_*,
-    SWARM_PROBES (ProbeSettings as JSON)."""
+    SWARM_PROBES (ProbeSettings as JSON), SWARM_ACL (AclSettings as JSON)."""
     given = {"data_dir": os.environ.get("SWARM_DATA_DIR"), "store": os.environ.get("SWARM_STORE")}
     share, minimum, window, owners = (
         os.environ.get(f"SWARM_EXPIRY_{k}") for k in ("SHARE", "MINIMUM", "WINDOW", "OWNERS")
@@ -45,7 +46,11 @@ def settings_from_env() -> CoreSettings:
     probes = msgspec.json.decode(probes_json, type=ProbeSettings) if probes_json else ProbeSettings()
     base = os.environ.get("SWARM_EJECTION_BASE")
     outliers = OutlierSettings(base=parse_duration(base, "SWARM_EJECTION_BASE")) if base else OutlierSettings()
-    return CoreSettings(**{k: v for k, v in given.items() if v}, expiry=expiry, outliers=outliers, probes=probes)
+    acl_json = os.environ.get("SWARM_ACL")
+    acl = msgspec.json.decode(acl_json, type=AclSettings) if acl_json else AclSettings()
+    return CoreSettings(
+        **{k: v for k, v in given.items() if v}, expiry=expiry, outliers=outliers, probes=probes, acl=acl
+    )
 
 
 def create_front(limits: Limits | None = None) -> Front:

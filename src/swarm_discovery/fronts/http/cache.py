@@ -16,7 +16,7 @@ from ...telemetry import REQUESTS
 from .headers import asgi_headers, json_headers
 
 MAX_ALIASES = 16384
-Raw = tuple[str, str]  # path, query string
+Raw = tuple[str, ...]  # path, query string, and with ACLs on the caller (`Caller.key`)
 
 
 class Answer:

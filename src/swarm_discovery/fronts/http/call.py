@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from starlette.datastructures import QueryParams
 
+from ...acl import Caller, secret_from
 from ...errors import PayloadTooLarge
 from ...records import ErrorBody
 from .headers import JSON, Headers, json_headers
@@ -38,8 +39,9 @@ class Call:
     `Front` hands it the `context` (registry, response cache) when it routes it.
     """
 
-    __slots__ = ("_query", "context", "method", "params", "path", "query_string", "route")
+    __slots__ = ("_query", "caller", "context", "method", "params", "path", "query_string", "route")
     context: Context
+    caller: Caller  # who it comes from, once `Front` has checked its token
 
     def __init__(self, method: str, path: str, query_string: str) -> None:
         self.method = method
@@ -63,6 +65,15 @@ class Call:
     def client(self) -> str:
         """The client's address (no port): what the per-client caps count by."""
         raise NotImplementedError
+
+    @property
+    def identity(self) -> str | None:
+        """The verified client certificate's identity (its first SAN, else its CN); None without one."""
+        return None
+
+    def secret(self) -> str | None:
+        """The token the request presents, if any (`Authorization: Bearer`, `X-Swarm-Token`)."""
+        return secret_from(self.header("authorization"), self.header("x-swarm-token"))
 
     async def body(self) -> bytes:
         """The whole body; 413 past MAX_BODY, before reading any of it when Content-Length says so."""

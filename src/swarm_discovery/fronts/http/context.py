@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...acl import Acl
 from ...core.core import Core
 from ...core.lookup import Lookup
 from ...core.registry import Registry
@@ -10,12 +11,13 @@ from .limits import Limits, LongReads
 
 
 class Context:
-    __slots__ = ("cache", "core", "long_reads", "lookup", "openapi", "registry")
+    __slots__ = ("acl", "cache", "core", "long_reads", "lookup", "openapi", "registry")
 
     def __init__(self, core: Core, openapi: bytes, limits: Limits) -> None:
         self.core = core
         self.registry: Registry = core.registry
         self.lookup: Lookup = core.lookup
+        self.acl: Acl = core.acl
         self.cache = ResponseCache(core.registry)
         self.long_reads = LongReads(limits)
         self.openapi = openapi

@@ -23,6 +23,9 @@ class Routable(Protocol):
     @property
     def handler(self) -> Any: ...
 
+    @property
+    def access(self) -> Any: ...
+
 
 def _picker(positions: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
     """segments -> a tuple of the segments at `positions`, picked in C by `itemgetter`."""

@@ -13,16 +13,18 @@ know as "unmatched".
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from ... import __version__
+from ...acl import EVERYONE, secret_from
 from ...core.core import Core
-from ...errors import BadRequest, PayloadTooLarge, SwarmError, TooBusy
+from ...errors import BadRequest, PayloadTooLarge, SwarmError, TooBusy, Unauthorized
 from ...telemetry import REQUESTS
 from .cache import Answer
 from .call import Call, Reply, Stream, collect, error_reply
@@ -30,7 +32,7 @@ from .context import Context
 from .dispatch import Found, RouteTable
 from .headers import Headers, asgi_headers
 from .limits import Limits
-from .routes import openapi_document
+from .routes import Access, openapi_document
 
 log = logging.getLogger("swarm")
 
@@ -55,9 +57,22 @@ class Front:
     def detach(self) -> None:
         self.context = None
 
-    def cached(self, path: str, query: str) -> Answer | None:
-        """The current cached answer to GET path?query, if there is one."""
-        return self.context.cache.get_raw((path, query)) if self.context is not None else None
+    def cached(self, path: str, query: str, header: Callable[[str], str | None]) -> Answer | None:
+        """The current cached answer to GET path?query for the caller the headers name, if there is one.
+
+        With ACLs on, the raw spelling is aliased per caller, and only after that caller was
+        allowed the read (`reads.py`): a token's rules never change, so it stays allowed.
+        """
+        context = self.context
+        if context is None:
+            return None
+        if not context.acl.enabled:
+            return context.cache.get_raw((path, query))
+        try:
+            caller = context.acl.known_caller(secret_from(header("authorization"), header("x-swarm-token")))
+        except Unauthorized:
+            return None  # the slow path answers the 401
+        return context.cache.get_raw((path, query, caller.key)) if caller is not None else None
 
     async def answer(self, call: Call) -> Reply | Stream:
         """Route the call to its endpoint and run it; any error becomes an `{"error"}` reply."""
@@ -69,6 +84,7 @@ class Front:
             call.route = found.endpoint.path
             call.params = found.params
             try:
+                self._admit(call, found.endpoint.access)
                 return await found.endpoint.handler(call)  # type: ignore[no-any-return]
             except PayloadTooLarge as exc:
                 # The rest of the body is never read, so the connection cannot carry another request.
@@ -82,6 +98,21 @@ class Front:
             return error_reply(404, f"no such path: {call.path}")
         allowed = ", ".join(found.allowed)
         return error_reply(405, f"method {call.method} not allowed here (allowed: {allowed})", [("allow", allowed)])
+
+    def _admit(self, call: Call, access: Access | None) -> None:
+        """Who the call comes from, and whether the route allows it; 401 or 403 before any work."""
+        acl = call.context.acl
+        call.caller = acl.caller(call.secret(), call.identity) if acl.enabled else EVERYONE
+        if access is None or not acl.enabled:
+            return
+        if access.param is None:
+            if access.section == "operator":
+                acl.require(call.caller, "operator", "", access.level)
+            else:
+                acl.require_any(call.caller, access.section)
+            return
+        name = call.params.get(access.param) or call.query_params.get(access.param) or ""
+        acl.require(call.caller, access.section, name, access.level)
 
     def done(self, call: Call, reply: Reply | Stream, started: float) -> None:
         """The call is over: count it, and free the long-read slot a stream held."""
@@ -100,7 +131,7 @@ class Front:
         started = time.perf_counter()
         query = scope["query_string"].decode("latin-1")
         if scope["method"] == "GET":
-            answer = self.cached(scope["path"], query)
+            answer = self.cached(scope["path"], query, functools.partial(_header, scope))
             if answer is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": answer.asgi_headers})
                 await send({"type": "http.response.body", "body": answer.body})
@@ -114,11 +145,21 @@ class Front:
             self.done(call, reply, started)
 
 
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode("latin-1")
+    for key, value in scope["headers"]:  # ASGI names are lower case
+        if key == wanted:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 def _headers_for(error: SwarmError) -> Headers:
     if isinstance(error, TooBusy):
         return [("retry-after", str(error.retry_after))]
     if isinstance(error, PayloadTooLarge):
         return [("connection", "close")]  # the rest of the body is never read: the connection is done
+    if isinstance(error, Unauthorized):
+        return [("www-authenticate", 'Bearer realm="swarm"')]
     return []
 
 
@@ -131,11 +172,7 @@ class AsgiCall(Call):
         self._receive = receive
 
     def header(self, name: str) -> str | None:
-        wanted = name.encode("latin-1")
-        for key, value in self._scope["headers"]:  # ASGI names are lower case
-            if key == wanted:
-                return value.decode("latin-1")  # type: ignore[no-any-return]
-        return None
+        return _header(self._scope, name)
 
     @property
     def client(self) -> str:

@@ -9,7 +9,7 @@ from ...errors import BadRequest
 from ...records import NodeSpec
 from .call import Call, Reply, json_reply
 from .inputs import json_body, name
-from .reads import read
+from .reads import filtered_for, read
 
 _encode = msgspec.json.Encoder().encode
 KINDS = ("compute", "storage", "network")
@@ -19,7 +19,8 @@ async def list_nodes(call: Call) -> Reply:
     kind = call.query_params.get("kind")
     if kind is not None and kind not in KINDS:
         raise BadRequest(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
-    return await read(call, Query("nodes", selector=call.query_params.get("selector") or None, node_kind=kind))
+    selector = call.query_params.get("selector") or None
+    return await read(call, Query("nodes", selector=selector, node_kind=kind, caller=filtered_for(call, "nodes")))
 
 
 async def get_node(call: Call) -> Reply:

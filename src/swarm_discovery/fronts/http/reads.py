@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ...acl import Section
 from ...core.lookup import Found, Query
 from ...core.published import Published
 from ...telemetry import WATCHERS
@@ -33,6 +34,11 @@ def encode(found: Found) -> bytes:
     return _encode(items)
 
 
+def filtered_for(call: Call, section: Section) -> str | None:
+    """The `Query.caller` of a listing of `section`: None when the caller may read all of it."""
+    return None if call.caller.policy.reads_all(section) else call.caller.key
+
+
 async def read(call: Call, query: Query) -> Reply:
     """Answer `query`, blocking first when the request carries `index`."""
     context = call.context
@@ -55,5 +61,6 @@ async def read(call: Call, query: Query) -> Reply:
         answer = Answer(query.topic, found.index, encode(found), call.route)
         cache.answers.put(key, answer)
     if index is None:
-        cache.alias((call.path, call.query_string), key)
+        raw = (call.path, call.query_string)
+        cache.alias((*raw, call.caller.key) if context.acl.enabled else raw, key)
     return Reply(answer.body, headers=answer.headers)  # the headers the cached answer already holds

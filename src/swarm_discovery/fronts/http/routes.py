@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ...acl import CreatedToken, Level, Section, TokenRequest, TokenView
 from ...records import (
     ID_PATTERN,
     CheckState,
@@ -23,7 +24,7 @@ from ...records import (
     ServiceSummary,
 )
 from ...selector import MAX_SELECTOR_LENGTH
-from . import nodes, services, system, watch
+from . import acl, nodes, services, system, watch
 from .inputs import MAX_DIGITS
 from .nodes import KINDS
 
@@ -53,6 +54,18 @@ SSE_EVENT = {  # each event of the stream, as OpenAPI tools read text/event-stre
 }
 
 
+class Access(msgspec.Struct, frozen=True):
+    """What a route needs with ACLs on: `level` on the name a path or query parameter holds.
+
+    Without a parameter, the route lists a section: it is filtered to what the caller may read,
+    and refused only to a caller that may read none of it.
+    """
+
+    section: Section
+    level: Level
+    param: str | None = None
+
+
 class Route(msgspec.Struct, frozen=True):
     method: str
     path: str
@@ -63,6 +76,13 @@ class Route(msgspec.Struct, frozen=True):
     query: tuple[str, ...] = ()  # names described in _DESCRIBED
     media_type: str = "application/json"
     body_required: bool = True
+    access: Access | None = None  # None: open to anyone (each handler checks what the route cannot)
+
+
+READ_SERVICE = Access("services", "read", "service")
+WRITE_SERVICE = Access("services", "write", "service")
+OPERATOR_READ = Access("operator", "read")
+OPERATOR_WRITE = Access("operator", "write")
 
 
 ROUTES = [
@@ -73,6 +93,7 @@ ROUTES = [
         "One instance",
         response=InstanceView,
         query=BLOCKING,
+        access=READ_SERVICE,
     ),
     Route(
         "PUT",
@@ -81,6 +102,7 @@ ROUTES = [
         "Register or replace an instance",
         body=InstanceSpec,
         response=InstanceView,
+        access=WRITE_SERVICE,
     ),
     Route(
         "DELETE",
@@ -88,6 +110,7 @@ ROUTES = [
         services.deregister,
         "Deregister an instance",
         response=Deregistered,
+        access=WRITE_SERVICE,
     ),
     Route(
         "PUT",
@@ -97,6 +120,7 @@ ROUTES = [
         body=Heartbeat,
         body_required=False,
         response=InstanceView,
+        access=WRITE_SERVICE,
     ),
     Route(
         "PUT",
@@ -105,6 +129,7 @@ ROUTES = [
         "Enter or leave maintenance mode",
         body=MaintenanceRequest,
         response=InstanceView,
+        access=WRITE_SERVICE,
     ),
     Route(
         "GET",
@@ -112,6 +137,7 @@ ROUTES = [
         services.list_checks,
         "The live state of an instance's checks",
         response=list[CheckState],
+        access=READ_SERVICE,
     ),
     Route(
         "GET",
@@ -120,6 +146,7 @@ ROUTES = [
         "The catalog: every service with counts, tags and versions",
         response=list[ServiceSummary],
         query=BLOCKING,
+        access=Access("services", "read"),
     ),
     Route(
         "GET",
@@ -128,6 +155,7 @@ ROUTES = [
         "Instances of a service",
         response=list[InstanceView],
         query=("tag", "selector", "all", "near", "limit", *BLOCKING),
+        access=READ_SERVICE,
     ),
     Route(
         "POST",
@@ -144,16 +172,74 @@ ROUTES = [
         "Server-Sent Events: a snapshot, then every change",
         query=("service", "selector", "all", "index", "Last-Event-ID"),
         media_type="text/event-stream",
+        access=READ_SERVICE,
     ),
     Route(
-        "GET", "/v1/nodes", nodes.list_nodes, "Nodes", response=list[NodeView], query=("selector", "kind", *BLOCKING)
+        "GET",
+        "/v1/nodes",
+        nodes.list_nodes,
+        "Nodes",
+        response=list[NodeView],
+        query=("selector", "kind", *BLOCKING),
+        access=Access("nodes", "read"),
     ),
-    Route("GET", "/v1/nodes/{id}", nodes.get_node, "One node", response=NodeView, query=BLOCKING),
-    Route("PUT", "/v1/nodes/{id}", nodes.put_node, "Register or replace a node", body=NodeSpec, response=NodeView),
-    Route("DELETE", "/v1/nodes/{id}", nodes.delete_node, "Remove a node", response=Deleted),
-    Route("GET", "/v1/server", system.server_info, "Version, store and change index", response=ServerInfo),
+    Route(
+        "GET",
+        "/v1/nodes/{id}",
+        nodes.get_node,
+        "One node",
+        response=NodeView,
+        query=BLOCKING,
+        access=Access("nodes", "read", "id"),
+    ),
+    Route(
+        "PUT",
+        "/v1/nodes/{id}",
+        nodes.put_node,
+        "Register or replace a node",
+        body=NodeSpec,
+        response=NodeView,
+        access=Access("nodes", "write", "id"),
+    ),
+    Route(
+        "DELETE",
+        "/v1/nodes/{id}",
+        nodes.delete_node,
+        "Remove a node",
+        response=Deleted,
+        access=Access("nodes", "write", "id"),
+    ),
+    Route(
+        "PUT",
+        "/v1/acl/bootstrap",
+        acl.bootstrap,
+        "The first management token, once (403 after)",
+        response=CreatedToken,
+    ),
+    Route(
+        "POST",
+        "/v1/acl/tokens",
+        acl.create_token,
+        "Create a token; its secret is shown in this answer only",
+        body=TokenRequest,
+        response=CreatedToken,
+        access=OPERATOR_WRITE,
+    ),
+    Route(
+        "GET", "/v1/acl/tokens", acl.list_tokens, "Tokens (no secrets)", response=list[TokenView], access=OPERATOR_READ
+    ),
+    Route("GET", "/v1/acl/self", acl.self_token, "The token this request presents", response=TokenView),
+    Route("DELETE", "/v1/acl/tokens/{id}", acl.delete_token, "Delete a token", response=Deleted, access=OPERATOR_WRITE),
+    Route(
+        "GET",
+        "/v1/server",
+        system.server_info,
+        "Version, store and change index",
+        response=ServerInfo,
+        access=OPERATOR_READ,
+    ),
     Route("GET", "/healthz", system.healthz, "Liveness", response=Liveness),
-    Route("GET", "/metrics", system.metrics, "Prometheus metrics", media_type="text/plain"),
+    Route("GET", "/metrics", system.metrics, "Prometheus metrics", media_type="text/plain", access=OPERATOR_READ),
     Route("GET", "/v1/openapi.json", system.openapi, "This document"),
 ]
 

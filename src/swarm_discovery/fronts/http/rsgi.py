@@ -48,7 +48,7 @@ class RSGIApp:
         front = self.front
         started = time.perf_counter()
         if scope.method == "GET":
-            answer = front.cached(scope.path, scope.query_string)
+            answer = front.cached(scope.path, scope.query_string, scope.headers.get)
             if answer is not None:
                 proto.response_bytes(200, answer.headers, answer.body)
                 answer.requests.observe(time.perf_counter() - started)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import msgspec
 
+from ...acl.access import refuse
 from ...core.lookup import Query
 from ...records import Heartbeat, InstanceSpec, MaintenanceRequest, Reports
 from .call import Call, Reply, json_reply
 from .inputs import flag, integer, json_body, name
-from .reads import read
+from .reads import filtered_for, read
 
 _encode = msgspec.json.Encoder().encode
 
 
 async def catalog(call: Call) -> Reply:
-    return await read(call, Query("catalog"))
+    return await read(call, Query("catalog", caller=filtered_for(call, "services")))
 
 
 async def list_instances(call: Call) -> Reply:
@@ -36,9 +37,15 @@ async def get_instance(call: Call) -> Reply:
 
 
 async def reports(call: Call) -> Reply:
-    registry = call.context.registry
+    """Reports count only for services the caller may report on; the others are ignored."""
+    registry, acl, caller = call.context.registry, call.context.acl, call.caller
+    if acl.enabled and not caller.policy.has_rules("reports"):
+        refuse(caller, "reports")
     body = await json_body(call, Reports)
-    return json_reply(_encode(registry.report(body)), registry.index)
+    allowed = [r for r in body if caller.policy.allows("reports", r.service, "write")]
+    accepted = registry.report(allowed)
+    accepted.ignored += len(body) - len(allowed)
+    return json_reply(_encode(accepted), registry.index)
 
 
 async def list_checks(call: Call) -> Reply:
