@@ -38,6 +38,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.picks
 	$(BIN)/python -m bench.balance_core
 	$(BIN)/python -m bench.balancer
+	$(BIN)/python -m bench.acl
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache
