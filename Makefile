@@ -39,6 +39,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.picks
 	$(BIN)/python -m bench.balance_core
 	$(BIN)/python -m bench.balancer
+	$(BIN)/python -m bench.consul
 	$(BIN)/python -m bench.acl
 
 clean:
