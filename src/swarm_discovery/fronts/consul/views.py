@@ -72,50 +72,35 @@ def agent_service(view: InstanceView) -> AgentService:
     )
 
 
-def node_of(state: Published) -> Node:
-    view, node = state.view, state.node
-    name = view.node or SERVER_NODE
-    address = str(node.get("address") or view.address)
-    labels = node.get("labels") or {}
+def _node(name: str, address: str, meta: dict[str, str], index: int) -> Node:
+    tagged = {"lan": address, "wan": address} if address else {}
     return Node(
         ID=node_id(name),
         Node=name,
         Address=address,
         Datacenter=DATACENTER,
-        TaggedAddresses={"lan": address, "wan": address},
-        Meta={str(k): str(v) for k, v in labels.items()},
-        CreateIndex=view.index,
-        ModifyIndex=view.index,
+        TaggedAddresses=tagged,
+        Meta=meta,
+        CreateIndex=index,
+        ModifyIndex=index,
     )
+
+
+def node_of(state: Published) -> Node:
+    """The node an instance is on, from the node's record when it is registered."""
+    view, node = state.view, state.node
+    labels = node.get("labels") or {}
+    meta = {str(k): str(v) for k, v in labels.items()}
+    return _node(view.node or SERVER_NODE, str(node.get("address") or view.address), meta, view.index)
 
 
 def node_view(view: NodeView) -> Node:
-    name = view.id or ""
-    address = view.address or ""
-    return Node(
-        ID=node_id(name),
-        Node=name,
-        Address=address,
-        Datacenter=DATACENTER,
-        TaggedAddresses={"lan": address, "wan": address},
-        Meta=dict(view.labels),
-        CreateIndex=view.index,
-        ModifyIndex=view.index,
-    )
+    return _node(view.id or "", view.address or "", dict(view.labels), view.index)
 
 
 def server_node(index: int) -> Node:
     """The server's own node, where instances that name no node are shown."""
-    return Node(
-        ID=node_id(SERVER_NODE),
-        Node=SERVER_NODE,
-        Address="127.0.0.1",
-        Datacenter=DATACENTER,
-        TaggedAddresses={},
-        Meta={},
-        CreateIndex=index,
-        ModifyIndex=index,
-    )
+    return _node(SERVER_NODE, "127.0.0.1", {}, index)
 
 
 def _check(view: InstanceView, check_id: str, name: str, status: str, **text: str) -> HealthCheck:
