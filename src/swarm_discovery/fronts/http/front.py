@@ -30,6 +30,7 @@ from .context import Context
 from .dispatch import Found, RouteTable
 from .headers import Headers, asgi_headers
 from .limits import Limits
+from .rates import Rates
 from .routes import openapi_document
 
 log = logging.getLogger("swarm")
@@ -40,6 +41,7 @@ class Front:
         self.app = app  # what serves ASGI events other than HTTP (the lifespan), if anything
         self.routes = routes
         self.limits = limits
+        self.writes = Rates(limits.write_rate)  # requests other than GET, per caller
         self.context: Context | None = None  # while a running core is attached
 
     def attach(self, core: Core) -> None:
@@ -69,6 +71,8 @@ class Front:
             call.route = found.endpoint.path
             call.params = found.params
             try:
+                if call.method != "GET":
+                    self.writes.take(call.client)  # TooBusy: nothing of it is read or done
                 return await found.endpoint.handler(call)  # type: ignore[no-any-return]
             except PayloadTooLarge as exc:
                 # The rest of the body is never read, so the connection cannot carry another request.

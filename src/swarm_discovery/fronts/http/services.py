@@ -36,9 +36,12 @@ async def get_instance(call: Call) -> Reply:
 
 
 async def reports(call: Call) -> Reply:
-    registry = call.context.registry
-    body = await json_body(call, Reports)
-    return json_reply(_encode(registry.report(body)), registry.index)
+    """Reports count as the caller's: one caller is one reporter, whatever it sends (balance/quorum.py)."""
+    context = call.context
+    body = await json_body(call, Reports, json_only=True)
+    reporter = call.client
+    accepted = context.registry.report(body, reporter, trusted=reporter in context.core.settings.reports.trusted)
+    return json_reply(_encode(accepted), context.registry.index)
 
 
 async def list_checks(call: Call) -> Reply:
