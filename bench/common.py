@@ -24,10 +24,14 @@ from tests.server import Server, free_port
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
+# One loader's address stands for a whole fleet: a write rate it never reaches, with the limiter running.
+WRITE_RATE = 1e9
 
 
 def start_server(cpus: str | None = SERVER_CPU) -> Server:
-    server = Server(Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "data", cpus=cpus)
+    server = Server(
+        Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "data", cpus=cpus, args=("--write-rate", f"{WRITE_RATE:g}")
+    )
     server.start()
     return server
 

@@ -285,6 +285,7 @@ class InstanceRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False)
     spec: InstanceSpec
     registered_at: float
     maintenance: Maintenance | None = None
+    registrant: str | None = None  # who registered it, as the front names callers; None: its service
 
 
 class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):

@@ -22,7 +22,9 @@ from granian.http import HTTP1Settings
 from granian.server.mp import MPServer
 
 from .acl import AclSettings
+from .balance.quorum import ReportSettings
 from .core.core import Core
+from .core.quotas import Quotas
 from .errors import SwarmError
 from .fronts.http.app import create_front, settings_from_env
 from .fronts.http.limits import Limits
@@ -193,6 +195,8 @@ def serve(
     probes: ProbeSettings | None = None,
     limits: Limits | None = None,
     acl: AclSettings | None = None,
+    reports: ReportSettings | None = None,
+    quotas: Quotas | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
 
@@ -213,6 +217,8 @@ def serve(
     os.environ["SWARM_EXPIRY_OWNERS"] = str(expiry.owners)
     os.environ["SWARM_PROBES"] = msgspec.json.encode(probes or ProbeSettings()).decode()
     os.environ["SWARM_ACL"] = msgspec.json.encode(acl or AclSettings()).decode()
+    os.environ["SWARM_REPORTS"] = msgspec.json.encode(reports or ReportSettings()).decode()
+    os.environ["SWARM_QUOTAS"] = msgspec.json.encode(quotas or Quotas()).decode()
     _end_waits_first()
     _allow_open_files(limits.connections)
     _Granian(

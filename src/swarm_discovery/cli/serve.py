@@ -8,12 +8,16 @@ from typing import Annotated
 
 import typer
 
+from ..balance.quorum import MAX_QUORUM, ReportSettings
+from ..core.quotas import Quotas
 from ..durations import format_duration
 from ..fronts.http.limits import Limits
 from .options import seconds
 from .output import fail
 
 _LIMITS = Limits()  # the defaults
+_REPORTS = ReportSettings()
+_QUOTAS = Quotas()
 
 
 class Anonymous(enum.StrEnum):
@@ -66,6 +70,35 @@ def serve(
         str,
         typer.Option(metavar="DURATION", help="How long clients' reports eject an instance, times its ejections."),
     ] = "30s",
+    report_quorum: Annotated[
+        int,
+        typer.Option(
+            metavar="N", help="Eject an instance when reports from this many distinct clients agree that it fails."
+        ),
+    ] = _REPORTS.quorum,
+    trusted_reporter: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ID",
+            help="A client whose reports alone eject: with --acl its token's id, else its address "
+            "(your gateway's, say). Repeatable.",
+        ),
+    ] = None,
+    max_instances_per_service: Annotated[
+        int, typer.Option(metavar="N", help="Instances one service may have (429 past it).")
+    ] = _QUOTAS.per_service,
+    max_instances_per_registrant: Annotated[
+        int,
+        typer.Option(
+            metavar="N", help="Instances one registrant (with --acl, a token) may have registered (429 past it)."
+        ),
+    ] = _QUOTAS.per_registrant,
+    write_rate: Annotated[
+        float,
+        typer.Option(
+            metavar="N", help="Requests other than GET a second from one client, in bursts of a second's worth; 0: any."
+        ),
+    ] = _LIMITS.write_rate,
     probe_allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -131,10 +164,16 @@ def serve(
         ("--probe-per-target", probe_per_target),
         ("--probe-per-registrant", probe_per_registrant),
         ("--probe-rate", probe_rate),
+        ("--max-instances-per-service", max_instances_per_service),
+        ("--max-instances-per-registrant", max_instances_per_registrant),
     ):
         if value <= 0:
             fail(f"{option}: must be positive")
-    limits = Limits(max_connections, max_long_reads, max_long_reads_per_client, watch_buffer, timeout)
+    if not 1 <= report_quorum <= MAX_QUORUM:
+        fail(f"--report-quorum: between 1 and {MAX_QUORUM}")
+    reports = ReportSettings(quorum=report_quorum, trusted=frozenset(trusted_reporter or ()))
+    quotas = Quotas(per_service=max_instances_per_service, per_registrant=max_instances_per_registrant)
+    limits = Limits(max_connections, max_long_reads, max_long_reads_per_client, watch_buffer, timeout, write_rate)
     problem = limits.problem()
     if problem is not None:
         fail(problem)
@@ -158,6 +197,8 @@ def serve(
             probes=probes,
             limits=limits,
             acl=AclSettings(enabled=acl, anonymous=acl_anonymous.value),
+            reports=reports,
+            quotas=quotas,
         )
     except CannotServe as exc:
         fail(exc.message)

@@ -130,7 +130,7 @@ class BaseClient:
             self.base_url + path,
             params=query,
             content=content,
-            headers=self.headers,
+            headers={**self.headers, "content-type": "application/json"} if content is not None else self.headers,
             extensions={"timeout": httpx.Timeout(timeout or self.timeout).as_dict()},
         )
 

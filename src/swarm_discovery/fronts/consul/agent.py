@@ -107,7 +107,7 @@ async def register(call: Call) -> Reply:
     if elsewhere:
         raise Conflict(f"ID: {iid!r} is an instance of service {elsewhere[0]!r}; deregister it first")
     spec = _spec(registration, iid, call.client)
-    await call.context.registry.register(service, iid, spec)
+    await call.context.registry.register(service, iid, spec, registrant=call.caller.id)
     return _empty(call)
 
 

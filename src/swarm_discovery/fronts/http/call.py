@@ -71,6 +71,11 @@ class Call:
         """The verified client certificate's identity (its first SAN, else its CN); None without one."""
         return None
 
+    @property
+    def principal(self) -> str:
+        """Who the call counts as, for write rates and reports: its token's id, else its address."""
+        return self.caller.id or self.client
+
     def secret(self) -> str | None:
         """The token the request presents, if any (`Authorization: Bearer`, `X-Swarm-Token`, `X-Consul-Token`)."""
         return secret_from(self.header("authorization"), self.header("x-swarm-token") or self.header("x-consul-token"))

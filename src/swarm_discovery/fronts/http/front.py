@@ -32,6 +32,7 @@ from .context import Context
 from .dispatch import Found, RouteTable
 from .headers import Headers, asgi_headers
 from .limits import Limits
+from .rates import Rates
 from .routes import Access, openapi_document
 
 log = logging.getLogger("swarm")
@@ -45,6 +46,7 @@ class Front:
         self.routes = routes
         self.limits = limits
         self.unknown = unknown  # a better 404 message for a path of another API's family, if it has one
+        self.writes = Rates(limits.write_rate)  # requests other than GET, per caller
         self.context: Context | None = None  # while a running core is attached
 
     def attach(self, core: Core) -> None:
@@ -89,6 +91,8 @@ class Front:
             call.params = found.params
             try:
                 self._admit(call, found.endpoint.access)
+                if call.method != "GET":
+                    self.writes.take(call.principal)  # TooBusy: nothing of it is read or done
                 return await found.endpoint.handler(call)  # type: ignore[no-any-return]
             except PayloadTooLarge as exc:
                 # The rest of the body is never read, so the connection cannot carry another request.
