@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,9 @@ from ..durations import format_duration
 from ..fronts.http.limits import Limits
 from .options import seconds
 from .output import fail
+
+if TYPE_CHECKING:
+    from ..fronts.http.tls import TlsFiles
 
 _LIMITS = Limits()  # the defaults
 _REPORTS = ReportSettings()
@@ -139,9 +142,29 @@ def serve(
         Anonymous,
         typer.Option(metavar="RIGHTS", help="With --acl, what a request without a token may do: read or none."),
     ] = Anonymous.read,
+    # --- TLS ---
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Serve HTTPS with this certificate (PEM; intermediates after it)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="The certificate's private key (PEM, no passphrase).")
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Require a client certificate signed by a CA in this PEM bundle (mTLS); needs --tls-cert.",
+        ),
+    ] = None,
+    check_ca: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="HTTPS checks trust the CAs in this PEM bundle instead of the system's."),
+    ] = None,
 ) -> None:
     """Run the server on the embedded SQLite store (Ctrl-C or SIGTERM stops it)."""
     from ..acl import AclSettings
+    from ..certs import CertificateFileError
     from ..health.limits import ProbeSettings
     from ..health.protection import ExpirySettings
     from ..health.targets import networks
@@ -149,6 +172,9 @@ def serve(
     from ..server import serve as run_server
 
     host, port = _address(http)
+    tls = _tls(tls_cert, tls_key, tls_client_ca)
+    if check_ca is not None:
+        _check_ca(check_ca)
     window = seconds(expiry_window, "--expiry-window")
     ejection = seconds(ejection_base, "--ejection-base")
     timeout = seconds(client_timeout, "--client-timeout")
@@ -185,6 +211,7 @@ def serve(
         allow=tuple(probe_allow or ()),
         deny=tuple(probe_deny or ()),
         server=(host, port),
+        ca_file=str(check_ca) if check_ca is not None else None,
     )
     try:
         run_server(
@@ -199,6 +226,41 @@ def serve(
             acl=AclSettings(enabled=acl, anonymous=acl_anonymous.value),
             reports=reports,
             quotas=quotas,
+            tls=tls,
         )
     except CannotServe as exc:
         fail(exc.message)
+    except CertificateFileError as exc:  # a file changed since it was checked
+        fail(str(exc))
+
+
+def _tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> TlsFiles | None:
+    """The TLS files, each checked (readable, PEM, the key the certificate's); None for plain HTTP."""
+    from ..certs import CertificateFileError
+    from ..fronts.http.tls import TlsFiles
+
+    if cert is None and key is None:
+        if client_ca is not None:
+            fail("--tls-client-ca: needs --tls-cert and --tls-key (client certificates are checked over HTTPS)")
+        return None
+    if cert is None:
+        fail("--tls-key: needs --tls-cert")
+    if key is None:
+        fail("--tls-cert: needs --tls-key")
+    files = TlsFiles(str(cert), str(key), str(client_ca) if client_ca is not None else None)
+    try:
+        files.context()
+    except CertificateFileError as exc:
+        fail(str(exc))
+    return files
+
+
+def _check_ca(path: Path) -> None:
+    import ssl
+
+    from ..certs import CertificateFileError, trust
+
+    try:
+        trust(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), str(path), "--check-ca")
+    except CertificateFileError as exc:
+        fail(str(exc))

@@ -37,6 +37,7 @@ class ProbeSettings(msgspec.Struct, frozen=True):
     allow: tuple[str, ...] = ()  # networks probes may reach (empty: everywhere)
     deny: tuple[str, ...] = ()  # networks they may not; deny wins
     server: tuple[str, int] | None = None  # this server's own HTTP address, never a probe target
+    ca_file: str | None = None  # the CAs HTTPS probes trust (--check-ca); None: the system's
 
 
 class ProbeGate:

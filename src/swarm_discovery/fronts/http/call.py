@@ -68,8 +68,9 @@ class Call:
 
     @property
     def identity(self) -> str | None:
-        """The verified client certificate's identity (its first SAN, else its CN); None without one."""
-        return None
+        """Who the client's verified certificate names (`tls.identity`: its first DNS, URI or email
+        alternative name, else its common name); None without a verified client certificate."""
+        raise NotImplementedError
 
     @property
     def principal(self) -> str:

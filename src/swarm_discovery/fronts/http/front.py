@@ -188,6 +188,16 @@ class AsgiCall(Call):
         client = self._scope.get("client")  # ASGI leaves it out when the server does not know it
         return str(client[0]) if client else ""
 
+    @property
+    def identity(self) -> str | None:
+        # The ASGI TLS extension, from servers that give it; only on TLS connections.
+        tls = (self._scope.get("extensions") or {}).get("tls")
+        if tls is None:
+            return None
+        from .tls import identity_from_asgi  # cryptography, loaded only where a certificate may be
+
+        return identity_from_asgi(tls)
+
     def _read(self, length_known: bool) -> Awaitable[bytes]:
         return collect(self._chunks())
 
