@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,10 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
+from bench.common import rss_mb
 from cryptography.hazmat.primitives.asymmetric import ec
+from typer.testing import CliRunner
 
 from swarm_discovery import AsyncClient, Client
 from swarm_discovery.certs import CertificateFileError
+from swarm_discovery.cli.main import app
 from swarm_discovery.errors import Unreachable
 from swarm_discovery.fronts.http.front import AsgiCall
 from swarm_discovery.fronts.http.limits import Limits
@@ -32,6 +36,7 @@ from tests.helpers import instance, unique, wait_for
 from tests.pki import Authority, Issued
 from tests.server import Server
 from tests.test_cli_serve import one_line_error, serve
+from tests.test_hostile import connect, long_reads, send_get
 
 NODE = "gpu-node-7.provider-a.swarm"  # the identity in the provider's node certificate
 
@@ -374,11 +379,12 @@ def test_serve_names_the_tls_file_that_cannot_be_used(pki: Pki, tmp_path: Path) 
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
     cert, server_key = str(pki.server.cert), str(pki.server.key)
-    addr = ("--http", "127.0.0.1:1", "--data-dir", str(tmp_path / "data"))
+    # Run in this process (a start spends a second of CPU importing); --expiry-share is wrong too,
+    # and checked after the TLS files, so that nothing can start serving here.
+    guard = ("--http", "127.0.0.1:1", "--data-dir", str(tmp_path / "data"), "--expiry-share", "5")
     for args, expected in (
         (("--tls-cert", "/nonexistent.pem", "--tls-key", server_key), "--tls-cert: cannot read /nonexistent.pem"),
         (("--tls-cert", str(garbage), "--tls-key", server_key), "--tls-cert: " + str(garbage) + " holds no PEM"),
-        (("--tls-cert", cert, "--tls-key", str(pki.node.key)), "--tls-key: " + str(pki.node.key) + " is not the"),
         (("--tls-cert", cert, "--tls-key", str(encrypted)), "is encrypted"),
         (("--tls-cert", cert), "--tls-cert: needs --tls-key"),
         (("--tls-key", server_key), "--tls-key: needs --tls-cert"),
@@ -386,8 +392,14 @@ def test_serve_names_the_tls_file_that_cannot_be_used(pki: Pki, tmp_path: Path) 
         (("--tls-cert", cert, "--tls-key", server_key, "--tls-client-ca", str(garbage)), "--tls-client-ca: "),
         (("--check-ca", str(garbage)), "--check-ca: " + str(garbage) + " holds no PEM certificate"),
     ):
-        line = one_line_error(serve(*addr, *args))
-        assert expected in line, (args, line)
+        result = CliRunner().invoke(app, ["serve", *guard, *args])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith("error: ") and expected in result.output, (args, result.output)
+    # and once as a process of its own
+    mismatched = serve("--http", "127.0.0.1:1", "--tls-cert", cert, "--tls-key", str(pki.node.key))
+    assert f"--tls-key: {pki.node.key} is not the private key of the certificate in {cert}" in one_line_error(
+        mismatched
+    )
 
 
 def test_the_sdk_names_the_certificate_file_that_cannot_be_used(pki: Pki, env: Any) -> None:
@@ -414,19 +426,26 @@ def test_the_sdk_takes_a_passphrase_for_an_encrypted_key(pki: Pki) -> None:
 
 @pytest.fixture
 def tight_mtls_server(pki: Pki, tmp_path: Path) -> Iterator[Server]:
-    args = (*pki.serve_args(client_ca=True), "--client-timeout", "500ms", "--max-connections", "3")
-    server = Server(tmp_path / "data", args=(*args, "--max-long-reads", "2"), tls=pki.client_context(pki.node))
+    args = (*pki.serve_args(client_ca=True), "--client-timeout", "2s", "--max-connections", "16")
+    server = Server(tmp_path / "data", args=(*args, "--max-long-reads", "12"), tls=pki.client_context(pki.node))
     server.start()
     yield server
     server.stop()
 
 
-def closed_by_server(sock: socket.socket | ssl.SSLSocket, within: float = 10.0) -> bool:
-    sock.settimeout(within)
-    try:
-        return sock.recv(1024) == b""
-    except (ConnectionError, ssl.SSLError):
-        return True
+def closed_by_server(sock: socket.socket, within: float = 10.0) -> bool:
+    """Whether the server ends the connection within `within` seconds (what it still sent, read)."""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except (ConnectionError, ssl.SSLError):
+            return True
+    return False
 
 
 def test_the_limits_hold_on_the_mtls_path(tight_mtls_server: Server, pki: Pki) -> None:
@@ -462,6 +481,30 @@ def test_connections_past_the_cap_wait_until_one_closes(pki: Pki, tmp_path: Path
         watcher.close()
         idle.close()
         server.stop()
+
+
+def test_mtls_watchers_that_never_read_are_bounded_and_cut_off(tight_mtls_server: Server, pki: Pki) -> None:
+    """10 watchers over TLS that take nothing, 300 changes of 60 KB: each would have had 18 MB queued."""
+    server = tight_mtls_server
+    worker = server.worker_pid()
+    context = pki.client_context(pki.node)
+    stalled = []
+    for _ in range(10):
+        tls = context.wrap_socket(connect(server, receive_buffer=4096), server_hostname="localhost")
+        send_get(tls, "/v1/watch?service=big")
+        stalled.append(tls)
+    wait_for(lambda: long_reads(server) == 10)
+    before = rss_mb(worker)
+    blob = ["x" * 1000] * 60
+    for n in range(300):
+        server.http.put(f"/v1/services/big/instances/i{n % 10}", json=instance(capabilities={"blob": blob, "n": n}))
+    grown = rss_mb(worker) - before
+    # About 55 MiB is the registry's own (history, encodings); the relay unpaced, it grew by about 150.
+    assert grown < 100, f"resident memory grew by {grown:.0f} MiB"
+    wait_for(lambda: long_reads(server) == 0)
+    for tls in stalled:
+        assert closed_by_server(tls)
+        tls.close()
 
 
 def test_sigterm_ends_mtls_watch_streams_and_stops_at_once(tight_mtls_server: Server, pki: Pki) -> None:

@@ -113,7 +113,7 @@ def _hint(error: httpx.TransportError, https: bool, shows_cert: bool) -> str:
     dropped = "CERTIFICATE_REQUIRED" in text or "without sending a response" in text
     if https and dropped and not shows_cert:
         return " (if the server requires a client certificate: SWARM_CLIENT_CERT and SWARM_CLIENT_KEY)"
-    if not https and "without sending a response" in text:
+    if not https and ("without sending a response" in text or "illegal" in text):
         return " (if it serves HTTPS, give the address as https://HOST:PORT)"
     if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
         return " (is it serving HTTPS?)"
@@ -203,7 +203,8 @@ class BaseClient:
             yield
         except httpx.TransportError as exc:
             hint = _hint(exc, self.base_url.startswith("https://"), self._shows_cert)
-            raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}{hint}") from exc
+            reason = str(exc).rstrip(".")
+            raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {reason}{hint}") from exc
 
     def _register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None, fields: dict[str, Any]
