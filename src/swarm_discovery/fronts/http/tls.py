@@ -1,4 +1,4 @@
-"""TLS for `swarm serve`: the certificate files checked, client identities, and the mTLS relay.
+"""TLS for `swarm serve`: the server's TLS context, client certificates' identities, the mTLS relay.
 
 With `--tls-cert` and `--tls-key` alone, granian serves HTTPS itself (rustls). With
 `--tls-client-ca` too, every client must present a certificate signed by that CA, and the app must
@@ -75,7 +75,7 @@ def identity(cert: x509.Certificate) -> str | None:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         names = None
-    except ValueError:  # a malformed extension: no name can be trusted from it
+    except (ValueError, x509.DuplicateExtension):  # malformed: no name in it can be trusted
         return None
     if names is not None:
         for kind in (x509.DNSName, x509.UniformResourceIdentifier, x509.RFC822Name):
