@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from swarm_discovery import AsyncClient, Client
 from swarm_discovery.certs import CertificateFileError
 from swarm_discovery.cli.main import app
-from swarm_discovery.errors import Unreachable
+from swarm_discovery.errors import ApiError, Unreachable
 from swarm_discovery.fronts.http.front import AsgiCall
 from swarm_discovery.fronts.http.limits import Limits
 from swarm_discovery.fronts.http.rsgi import RsgiCall
@@ -89,7 +89,7 @@ def mtls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("SWARM_ADDR", "SWARM_CACERT", "SWARM_CLIENT_CERT", "SWARM_CLIENT_KEY", "SSL_CERT_FILE"):
+    for name in ("SWARM_ADDR", "SWARM_TOKEN", "SWARM_CACERT", "SWARM_CLIENT_CERT", "SWARM_CLIENT_KEY", "SSL_CERT_FILE"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -142,6 +142,33 @@ def test_mtls_answers_only_a_client_with_a_certificate_from_the_ca(mtls_server: 
     env.setenv("SWARM_CLIENT_KEY", str(pki.node.key))
     with Client(mtls_server.url) as swarm:
         assert [i.id for i in swarm.instances(service)] == ["a"]  # b was never written
+
+
+def test_a_node_certificate_acts_as_the_token_that_names_its_identity(pki: Pki, tmp_path: Path, env: Any) -> None:
+    """ACLs over mTLS: a provider presenting its node certificate, and no token, has its token's rights."""
+    args = (*pki.serve_args(client_ca=True), "--acl", "--acl-anonymous", "none")
+    server = started(tmp_path, args, pki.client_context(pki.node))
+    ca = str(pki.ca.bundle)
+    other = pki.ca.issue("gpu-node-9", dns=("gpu-node-9.provider-b.swarm",), client=True)
+    try:
+        with Client(server.url, cacert=ca, cert=pki.node.pair) as swarm:
+            management = swarm.bootstrap().token
+        with Client(server.url, token=management, cacert=ca, cert=pki.node.pair) as operator:
+            rules = {"services": {"provider-a-": "write"}, "nodes": {"gpu-node-7": "write"}}
+            operator.create_token(rules, "provider a", identities=[NODE])
+            with Client(server.url, cacert=ca, cert=pki.node.pair) as node:  # no token: its certificate speaks
+                node.register("provider-a-llm", "a1", address="10.8.0.7", port=8000)
+                with pytest.raises(ApiError) as refused:
+                    node.register("provider-b-llm", "b1", address="10.8.0.7", port=8000)
+                assert refused.value.status_code == 403
+            with Client(server.url, cacert=ca, cert=other.pair) as stranger:  # a certificate no token names
+                with pytest.raises(ApiError) as refused:
+                    stranger.register("provider-a-llm", "a2", address="10.8.0.9", port=8000)
+                assert refused.value.status_code == 401
+            assert [i.id for i in operator.instances("provider-a-llm")] == ["a1"]
+            assert [s.name for s in operator.services()] == ["provider-a-llm"]
+    finally:
+        server.stop()
 
 
 def test_a_client_without_a_certificate_gets_no_answer_at_all(mtls_server: Server, pki: Pki) -> None:
