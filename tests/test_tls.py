@@ -354,8 +354,16 @@ def test_https_checks_verify_against_check_ca_and_tls_server_name(https_server: 
             ("named", check(named.url, tls_server_name="backend.swarm.test")),
         ):
             assert http.put(f"/v1/services/{service}/instances/{iid}", json=instance(checks=[spec])).status_code == 200
-        for iid, expected in (("trusted", "passing"), ("named", "passing"), ("untrusted", "critical")):
-            wait_for(lambda iid=iid, expected=expected: status(https_server, service, iid) == expected)  # type: ignore[misc]
+        consul_check = {"HTTP": named.url, "Interval": "100ms", "TLSServerName": "backend.swarm.test"}
+        consul = {"Name": service, "ID": "consul", "Address": "127.0.0.1", "Port": named.port, "Check": consul_check}
+        assert http.put("/v1/agent/service/register", json=consul).status_code == 200  # as Consul's API spells it
+        for iid, expected in (
+            ("trusted", "passing"),
+            ("named", "passing"),
+            ("consul", "passing"),
+            ("untrusted", "critical"),
+        ):
+            wait_for(lambda iid=iid, expected=expected: status(https_server, service, iid) == expected)
         wait_for(lambda: status(https_server, service, "unnamed") == "critical")
         outputs = {
             iid: http.get(f"/v1/services/{service}/instances/{iid}/checks").json()[0]["output"]

@@ -34,6 +34,8 @@ def _check(check: ConsulCheck, field: str, default_id: str) -> dict[str, Any]:
         headers = {k: ", ".join(v) for k, v in check.Header.items()}
         spec = {"type": "http", "url": check.HTTP, "method": check.Method or "GET", "headers": headers}
         spec["tls_skip_verify"] = check.TLSSkipVerify
+        if check.TLSServerName:
+            spec["tls_server_name"] = check.TLSServerName
     elif check.TCP:
         spec = {"type": "tcp", "tcp": check.TCP}
     elif check.GRPC:
