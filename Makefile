@@ -24,6 +24,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 test: lint
+	tests/setup.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed

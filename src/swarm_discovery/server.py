@@ -29,6 +29,7 @@ from .fronts.http.limits import Limits
 from .fronts.http.rsgi import RSGIApp
 from .health.limits import ProbeSettings
 from .health.protection import ExpirySettings
+from .store import EtcdOptions
 
 log = logging.getLogger("swarm")
 # granian's default lets a connection buffer 400 KiB of headers; a 2,048-character selector of
@@ -193,6 +194,7 @@ def serve(
     probes: ProbeSettings | None = None,
     limits: Limits | None = None,
     acl: AclSettings | None = None,
+    etcd: EtcdOptions | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
 
@@ -200,13 +202,15 @@ def serve(
     """
     listener = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
-    _ready[:] = [f"swarm: serving on http://{shown}:{port}, data in {os.path.abspath(data_dir)}"]
+    where = f"data in {os.path.abspath(data_dir)}" if store == "sqlite" else f"store {store}"
+    _ready[:] = [f"swarm: serving on http://{shown}:{port}, {where}"]
     expiry = expiry or ExpirySettings()
     limits = limits or Limits()
     os.environ.update(limits.to_env())
     os.environ["SWARM_EJECTION_BASE"] = f"{ejection_base}s"
     os.environ["SWARM_DATA_DIR"] = os.path.abspath(data_dir)
     os.environ["SWARM_STORE"] = store
+    os.environ.update((etcd or EtcdOptions()).to_env())  # the worker's store reads them (open_store)
     os.environ["SWARM_EXPIRY_SHARE"] = str(expiry.share)
     os.environ["SWARM_EXPIRY_MINIMUM"] = str(expiry.minimum)
     os.environ["SWARM_EXPIRY_WINDOW"] = f"{expiry.window}s"
