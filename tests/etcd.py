@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -97,6 +98,18 @@ class Member:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def status(self) -> dict[str, Any] | None:
+        """etcd's own status of this member (through its JSON gateway), None when it does not answer."""
+        try:
+            answer = httpx.post(f"http://{self.endpoint}/v3/maintenance/status", json={}, timeout=1)
+        except httpx.TransportError:
+            return None
+        return answer.json() if answer.status_code == 200 else None
+
+    def revision(self) -> int:
+        status = self.status()
+        return int(status["header"]["revision"]) if status else 0
+
     def healthy(self) -> bool:
         try:
             answer = httpx.get(f"http://{self.endpoint}/health", timeout=1)
@@ -127,6 +140,13 @@ class EtcdCluster:
         for member in self.members:
             member.start()
         self.wait_healthy()
+
+    def leader(self) -> Member:
+        for member in self.members:
+            status = member.status()
+            if status is not None and status["leader"] == status["header"]["member_id"]:
+                return member
+        raise RuntimeError("no member leads")
 
     def wait_healthy(self, seconds: float = 30.0) -> None:
         """Until every running member says it is healthy (it has a leader and serves)."""

@@ -19,6 +19,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -219,7 +220,9 @@ class Registry:
         self._unreadable: dict[str, int] = {}  # key -> revision of a stored value this version cannot read
         self._quiet: dict[tuple[str, str], asyncio.TimerHandle] = {}  # quiet changes waiting to show
         self._index_mark: int | None = None  # the change index stored last, if ever
-        self._mark_due = 0.0  # when the next durable write stores the change index again
+        # When the next durable write stores the change index again; never on a shared store,
+        # where the servers' indexes follow its revisions and one server's mark would set it apart.
+        self._mark_due = math.inf if store.shared else 0.0
         self._stopping = False
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
 
@@ -284,6 +287,8 @@ class Registry:
                 self._resync(snapshot)
                 return snapshot.revision + 1
             except Exception:
+                if self._stopping:
+                    raise  # the store is closed: the feed is done with
                 log.exception("reloading from the store failed; trying again")
                 await asyncio.sleep(RELOAD_PAUSE)
 

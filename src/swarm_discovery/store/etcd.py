@@ -6,8 +6,9 @@ etcd committed it (a quorum has it on disk). The v3 API is spoken through aetcd'
 and queues watch events without bound:
 
 - **Members.** One channel to one member at a time. A call that the member cannot answer
-  (unreachable, no leader, too slow) moves to the next member and is tried there, each member at
-  most twice per call; only then does it fail with a `StoreError`. A transaction whose answer
+  (unreachable, no leader, too slow) moves to the next member and is tried there, member after
+  member for up to `RETRY_FOR` (an election takes about a second); only then does it fail with a
+  `StoreError`. A transaction whose answer
   was lost may have committed: tried again, its comparisons (every write of the registry is
   conditional on a mod revision) fail and its writer rebuilds it from what it finds, so nothing
   is applied twice unseen.
@@ -56,9 +57,14 @@ from .protocol import (
 
 log = logging.getLogger("swarm.store")
 
-CALL_TIMEOUT = 5.0  # one call on one member; past it the next member is tried
-ATTEMPTS_PER_MEMBER = 2
+# One call on one member; past it the next member is tried. A write a follower forwarded to a
+# leader that died is lost, and etcd would answer only at its own request timeout (7 s).
+CALL_TIMEOUT = 2.0
+RETRY_FOR = 8.0  # a call is tried on member after member for this long (an election takes about 1 s)
 RETRY_PAUSE = 0.2  # after every member failed once, before the next round
+# gRPC waits this long at most before it connects again to a member that refused: a member back
+# from a restart is used within a second (gRPC's default backoff grows to two minutes).
+RECONNECT_MS = 1000
 PAGE = 500  # keys per range request of a snapshot: 500 records of at most 64 KiB fit one message
 MAX_MESSAGE = 64 * 1024 * 1024
 SYNC_KEY = ".sync"
@@ -75,7 +81,13 @@ class _Link:
 
     def __init__(self, endpoint: str, options: EtcdOptions, credentials: grpc.ChannelCredentials | None) -> None:
         self.endpoint = endpoint
-        settings = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+        settings = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_MS),
+        ]
         if credentials is not None:
             self.channel = grpc.aio.secure_channel(endpoint, credentials, options=settings)
         else:
@@ -177,6 +189,7 @@ class _StreamBroken(Exception):
 
 class EtcdStore:
     name = "etcd"
+    shared = True
 
     def __init__(
         self, endpoints: Sequence[str], prefix: str = f"/{DEFAULT_PREFIX}/", options: EtcdOptions | None = None
@@ -225,11 +238,14 @@ class EtcdStore:
         """One unary call, moved to the next member while members fail to answer it; with `renew`,
         a token etcd no longer takes is renewed and the call tried again."""
         last: grpc.aio.AioRpcError | None = None
-        for attempt in range(ATTEMPTS_PER_MEMBER * len(self.endpoints)):
+        give_up = asyncio.get_running_loop().time() + RETRY_FOR
+        attempt = 0
+        while last is None or asyncio.get_running_loop().time() < give_up:
             if self._closed:
                 raise StoreError("the store is closed")
             if attempt and attempt % len(self.endpoints) == 0:
                 await asyncio.sleep(RETRY_PAUSE)
+            attempt += 1
             link = self._member()
             try:
                 return await getattr(getattr(link, stub), method)(request, timeout=timeout, metadata=self._metadata)
@@ -379,6 +395,8 @@ class EtcdStore:
         while not self._closed:
             if failures and failures % len(self.endpoints) == 0:
                 await asyncio.sleep(min(RETRY_PAUSE * failures, 2.0))
+                if self._closed:
+                    return
             link = self._member()
             # With "hasleader", a member cut off from the others ends the watch instead of going
             # silent, so the watch moves to a member that still hears about changes.
@@ -430,8 +448,8 @@ class EtcdStore:
                     raise _error(exc) from None
                 failures += 1
                 self._failed(link)
-            except asyncio.CancelledError:
-                if self._closed:
+            except (asyncio.CancelledError, Exception):
+                if self._closed:  # whatever closing the channel made of the call
                     return
                 raise
             finally:
