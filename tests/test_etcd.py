@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from swarm_discovery.store.etcd import EtcdStore
+from tests.backends import HttpBackend
 from tests.conftest import FAST_EXPIRY
 from tests.etcd import EtcdCluster
 from tests.helpers import ids, instance, put, unique, wait_for
@@ -69,6 +70,36 @@ def test_a_write_through_one_server_shows_on_the_other_at_the_same_index(servers
     b.http.delete(f"/v1/services/{service}/instances/i1")
     wait_for(lambda: a.http.get(f"/v1/services/{service}/instances/i1").status_code == 404, 5)
     assert a.http.get("/v1/server").json()["store"] == "etcd"
+
+
+def test_each_server_lists_its_peers_and_etcds_members(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    info = a.http.get("/v1/server").json()
+    addresses = {peer["address"] for peer in info["peers"]}
+    assert addresses == {a.addr, b.addr}
+    assert info["id"] in {peer["id"] for peer in info["peers"]}
+    assert len(info["members"]) == 3 and all(m["healthy"] for m in info["members"])
+    assert sum(m["leader"] for m in info["members"]) == 1
+    assert b.http.get("/v1/server").json()["peers"] == info["peers"]
+
+
+def test_a_heartbeat_to_one_server_renews_the_ttl_on_every_server(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    service = unique("ttl")
+    put(a.http, service, "i1", checks=[{"type": "ttl", "ttl": "1s"}])
+    beat = f"/v1/services/{service}/instances/i1/heartbeat"
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 3:  # three TTLs, every heartbeat through b only
+        assert b.http.put(beat, json={"metrics": {"queue_depth": n}}).status_code == 200
+        assert ids(a.http.get(f"/v1/services/{service}")) == ["i1"], "a let the TTL lapse"
+        n += 1
+        time.sleep(0.2)
+    # The metrics reach a too (coalesced: at most a second behind).
+    wait_for(lambda: a.http.get(f"{beat.removesuffix('/heartbeat')}").json()["metrics"] == {"queue_depth": n - 1}, 5)
+    # Silence everywhere: both let it lapse.
+    for server in (a, b):
+        wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 10)  # type: ignore[misc]
 
 
 def test_a_blocking_query_and_a_watch_on_one_server_wake_for_a_write_through_the_other(
@@ -205,7 +236,7 @@ def test_a_server_whose_history_was_compacted_reloads(
         deleted = a.http.delete(f"/v1/services/{service}/instances/gone")
         assert deleted.status_code == 200, deleted.text
         put(a.http, service, "new")
-        revision = int(a.http.get("/v1/server").headers["x-swarm-index"])
+        revision = cluster.members[0].revision()
 
         async def compact() -> None:
             store = EtcdStore(cluster.endpoints[:2], f"/{PREFIX}/")
@@ -221,10 +252,43 @@ def test_a_server_whose_history_was_compacted_reloads(
     try:
         wait_for(lambda: ids(c.http.get(f"/v1/services/{service}")) == ["new"], 15)
         assert "reloading everything" in Path(c.log.name).read_text()
-        put(a.http, service, "later")  # started later and reloaded since: the same index all the same
+        put(a.http, service, "later")  # and it follows the feed again
         wait_for(lambda: len(ids(c.http.get(f"/v1/services/{service}"))) == 2, 5)
-        indexes = {s.http.get(f"/v1/services/{service}").headers["x-swarm-index"] for s in (a, c)}
-        assert len(indexes) == 1, indexes
     finally:
         c.stop()
         cluster.wait_healthy()
+
+
+def test_active_checks_are_split_among_the_servers_and_move_when_one_dies(
+    cluster: EtcdCluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    a, b = servers
+    c = _server(tmp_path, "c", cluster.url(PREFIX))
+    c.start()
+    backend = HttpBackend()
+    service = unique("probed")
+    try:
+        wait_for(lambda: len(a.http.get("/v1/server").json()["peers"]) == 3, 10)
+        check = {"type": "http", "url": backend.url, "interval": "200ms"}
+        for n in range(30):
+            put(a.http, service, f"i{n}", checks=[check])
+
+        def shares() -> list[int]:
+            return [s.http.get("/v1/server").json()["checks_here"] for s in (a, b, c)]
+
+        def healthy(server: Server) -> int:
+            return len(ids(server.http.get(f"/v1/services/{service}")))
+
+        wait_for(lambda: sum(shares()) == 30, 10)  # each check on exactly one server
+        assert all(share > 0 for share in shares()), shares()
+        # Each server shows what the others' probes found.
+        wait_for(lambda: [healthy(s) for s in (a, b, c)] == [30, 30, 30], 10)
+        backend.status = 503
+        wait_for(lambda: [healthy(s) for s in (a, b, c)] == [0, 0, 0], 10)
+        backend.status = 200
+        c.kill()  # its share moves to the others within a lease TTL, and they probe it
+        wait_for(lambda: sum(s.http.get("/v1/server").json()["checks_here"] for s in (a, b)) == 30, 15)
+        wait_for(lambda: [healthy(s) for s in (a, b)] == [30, 30], 10)
+    finally:
+        backend.stop()
+        c.stop()
