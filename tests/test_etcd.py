@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from swarm_discovery.sdk.client import Client
 from swarm_discovery.store.etcd import EtcdStore
 from tests.backends import HttpBackend
 from tests.conftest import FAST_EXPIRY
@@ -286,9 +287,16 @@ def test_active_checks_are_split_among_the_servers_and_move_when_one_dies(
         backend.status = 503
         wait_for(lambda: [healthy(s) for s in (a, b, c)] == [0, 0, 0], 10)
         backend.status = 200
-        c.kill()  # its share moves to the others within a lease TTL, and they probe it
-        wait_for(lambda: sum(s.http.get("/v1/server").json()["checks_here"] for s in (a, b)) == 30, 15)
-        wait_for(lambda: [healthy(s) for s in (a, b)] == [30, 30], 10)
+        # A client that names c first, and a after it, heartbeating a TTL instance through c.
+        with Client(f"{c.addr},{a.addr}", timeout=2) as client:
+            client.register(service, "ttl", address="10.0.0.9", port=80, checks=[{"type": "ttl", "ttl": "2s"}])
+            with client.keep_alive(service, "ttl", every=0.3):
+                wait_for(lambda: "ttl" in ids(b.http.get(f"/v1/services/{service}")), 5)
+                c.kill()  # its share moves to the others within a lease TTL, and they probe it
+                wait_for(lambda: sum(s.http.get("/v1/server").json()["checks_here"] for s in (a, b)) == 30, 15)
+                wait_for(lambda: [healthy(s) for s in (a, b)] == [31, 31], 10)
+                assert client.base_url == a.url  # the client moved on, and its heartbeats held the TTL
+                assert [i.id for i in client.instances(service) if i.id == "ttl"] == ["ttl"]
     finally:
         backend.stop()
         c.stop()

@@ -15,7 +15,9 @@ from .output import fail
 
 Addr = Annotated[
     str | None,
-    typer.Option("--addr", envvar="SWARM_ADDR", metavar="HOST:PORT", help="The server."),
+    typer.Option(
+        "--addr", envvar="SWARM_ADDR", metavar="HOST:PORT", help="The server; several, comma-separated, tried in turn."
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON, with every field, instead of text.")]
 Service = Annotated[

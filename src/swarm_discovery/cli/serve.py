@@ -139,8 +139,8 @@ def serve(
         str,
         typer.Option(
             metavar="URL",
-            help="sqlite (the file in --data-dir), or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] to share "
-            "an etcd cluster with other servers (records under /PREFIX/, default /swarm/).",
+            help="sqlite (the file in --data-dir), or etcd://HOST:PORT,HOST:PORT.../PREFIX to share an etcd "
+            "cluster with other servers: one member or more, records under /PREFIX/ (default /swarm/).",
         ),
     ] = "sqlite",
     etcd_ca: Annotated[

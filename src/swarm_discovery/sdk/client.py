@@ -39,6 +39,7 @@ from .answers import NotSwarm, Read, raise_for_error, reader
 from .balancer import AsyncBalancer, Balancer
 from .keepalive import AsyncKeepAlive, KeepAlive, MetricsSource
 from .resume import EventParser, Follower, WatchEvent
+from .servers import Servers, parse_addresses
 
 __all__ = ["AsyncClient", "Client", "NotSwarm", "WatchEvent"]
 DEFAULT_ADDR = "http://127.0.0.1:8500"
@@ -63,8 +64,8 @@ class Operation(msgspec.Struct, Generic[T], frozen=True):
 
 
 def server_address(addr: str | None = None) -> str:
-    addr = addr or os.environ.get("SWARM_ADDR") or DEFAULT_ADDR
-    return addr if "://" in addr else f"http://{addr}"
+    """The first of the servers `addr` (or SWARM_ADDR) names."""
+    return parse_addresses(addr)[0]
 
 
 def _body(spec: msgspec.Struct | dict[str, Any] | None, fields: dict[str, Any]) -> bytes:
@@ -110,10 +111,15 @@ class BaseClient:
     """The server, the token and the timeout, and every request built and every answer read."""
 
     def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
-        self.base_url = server_address(addr)
+        self.servers = Servers(addr)  # several, comma-separated: the next when one stops answering
         token = token or os.environ.get("SWARM_TOKEN")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
+
+    @property
+    def base_url(self) -> str:
+        """The server in use."""
+        return self.servers.current
 
     def _request(
         self,
@@ -140,7 +146,7 @@ class BaseClient:
         try:
             yield
         except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}") from exc
+            raise Unreachable(f"cannot reach the swarm server at {self.servers.named()}: {exc}") from exc
 
     def _register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None, fields: dict[str, Any]
@@ -245,7 +251,13 @@ class Client(BaseClient):
 
     def _send(self, operation: Operation[T]) -> T:
         with self._translate_errors():
-            response = self._http.send(operation.request)
+            request, attempts = operation.request, self.servers.attempts(operation.request)
+            while True:
+                try:
+                    response = self._http.send(request)
+                    break
+                except httpx.TransportError as exc:
+                    request = self.servers.next_after(attempts, request, exc)  # or raises exc
         return operation.read(response)
 
     def register(
@@ -421,7 +433,13 @@ class AsyncClient(BaseClient):
 
     async def _send(self, operation: Operation[T]) -> T:
         with self._translate_errors():
-            response = await self._http.send(operation.request)
+            request, attempts = operation.request, self.servers.attempts(operation.request)
+            while True:
+                try:
+                    response = await self._http.send(request)
+                    break
+                except httpx.TransportError as exc:
+                    request = self.servers.next_after(attempts, request, exc)  # or raises exc
         return operation.read(response)
 
     async def register(
