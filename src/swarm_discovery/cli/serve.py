@@ -140,7 +140,7 @@ def serve(
         typer.Option(
             metavar="URL",
             help="sqlite (the file in --data-dir), or etcd://HOST:PORT,HOST:PORT.../PREFIX to share an etcd "
-            "cluster with other servers: one member or more, records under /PREFIX/ (default /swarm/).",
+            "cluster with other servers: one member or more, records under /PREFIX/ (/swarm/ without one).",
         ),
     ] = "sqlite",
     etcd_ca: Annotated[
