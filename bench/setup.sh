@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# References and load generators for the benchmarks, from Debian: nginx, HAProxy and wrk.
+# References and load generators for the benchmarks, from Debian: nginx, HAProxy, etcd and wrk.
 set -euo pipefail
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v etcd >/dev/null || [ -x /usr/bin/etcd ] || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} ..."
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

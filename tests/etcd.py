@@ -27,16 +27,19 @@ HEARTBEAT_MS = 50
 ELECTION_MS = 500
 
 
-def _scratch() -> Path:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="swarm-etcd-", dir=base))
+def _scratch(in_memory: bool) -> Path:
+    shm = in_memory and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
+    return Path(tempfile.mkdtemp(prefix="swarm-etcd-", dir="/dev/shm" if shm else None))
 
 
 class Member:
     """One etcd process; `kill()` is kill -9, `start()` brings it back on its ports and data."""
 
-    def __init__(self, name: str, data_dir: Path, initial_cluster: str, client_port: int, peer_port: int) -> None:
+    def __init__(
+        self, name: str, data_dir: Path, initial_cluster: str, client_port: int, peer_port: int, cpus: str | None
+    ) -> None:
         self.name = name
+        self.cpus = cpus
         self.data_dir = data_dir
         self.initial_cluster = initial_cluster
         self.client_port = client_port
@@ -49,8 +52,10 @@ class Member:
         client = f"http://{self.endpoint}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")  # noqa: SIM115
+        pinned = ["taskset", "-c", self.cpus] if self.cpus is not None else []
         self.process = subprocess.Popen(
             [
+                *pinned,
                 ETCD,
                 "--name",
                 self.name,
@@ -119,14 +124,17 @@ class Member:
 
 
 class EtcdCluster:
-    """`size` members on loopback, started together; `url(prefix)` is what `swarm serve --store` takes."""
+    """`size` members on loopback, started together; `url(prefix)` is what `swarm serve --store` takes.
 
-    def __init__(self, size: int = 1) -> None:
-        self.root = _scratch()
+    `in_memory=False` keeps their data on disk (the benchmarks: etcd fsyncs as in production);
+    `cpus` pins them (taskset)."""
+
+    def __init__(self, size: int = 1, in_memory: bool = True, cpus: str | None = None) -> None:
+        self.root = _scratch(in_memory)
         ports = [(free_port(), free_port()) for _ in range(size)]
         initial = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
         self.members = [
-            Member(f"m{i}", self.root / f"m{i}", initial, client, peer) for i, (client, peer) in enumerate(ports)
+            Member(f"m{i}", self.root / f"m{i}", initial, client, peer, cpus) for i, (client, peer) in enumerate(ports)
         ]
 
     @property
