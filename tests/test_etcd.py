@@ -17,13 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from swarm_discovery.errors import Unreachable
 from swarm_discovery.sdk.client import Client
 from swarm_discovery.store.etcd import EtcdStore
 from tests.backends import HttpBackend
 from tests.conftest import FAST_EXPIRY
 from tests.etcd import EtcdCluster
 from tests.helpers import ids, instance, put, unique, wait_for
-from tests.server import Server
+from tests.server import Server, free_port
 
 PREFIX = "ha"
 
@@ -101,6 +102,20 @@ def test_a_heartbeat_to_one_server_renews_the_ttl_on_every_server(servers: tuple
     # Silence everywhere: both let it lapse.
     for server in (a, b):
         wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 10)  # type: ignore[misc]
+
+
+def test_a_client_given_several_servers_moves_past_one_that_does_not_answer(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    service = unique("addresses")
+    put(a.http, service, "i1")
+    dead = f"127.0.0.1:{free_port()}"
+    with Client(f"{dead},{b.addr}") as client:
+        assert [i.id for i in client.instances(service)] == ["i1"]
+        assert client.base_url == b.url  # and it stays there
+        events = client.events(service)
+        assert next(events).event == "snapshot"
+    with Client(f"{dead},127.0.0.1:{free_port()}") as client, pytest.raises(Unreachable, match="nor at"):
+        client.services()
 
 
 def test_a_blocking_query_and_a_watch_on_one_server_wake_for_a_write_through_the_other(

@@ -251,14 +251,17 @@ class Client(BaseClient):
 
     def _send(self, operation: Operation[T]) -> T:
         with self._translate_errors():
-            request, attempts = operation.request, self.servers.attempts(operation.request)
-            while True:
-                try:
-                    response = self._http.send(request)
-                    break
-                except httpx.TransportError as exc:
-                    request = self.servers.next_after(attempts, request, exc)  # or raises exc
+            response = self._transmit(operation.request)
         return operation.read(response)
+
+    def _transmit(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """`request` to the server in use, or to the next ones while they cannot be reached."""
+        attempts = self.servers.attempts(request)
+        while True:
+            try:
+                return self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                request = self.servers.next_after(attempts, request, exc)  # or raises exc
 
     def register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None = None, **fields: Any
@@ -360,7 +363,7 @@ class Client(BaseClient):
         while True:
             try:
                 with self._translate_errors():
-                    response = self._http.send(self._events(service, selector, all, follower.index), stream=True)
+                    response = self._transmit(self._events(service, selector, all, follower.index), stream=True)
                 with contextlib.closing(response):
                     if response.status_code >= 400:
                         response.read()
@@ -374,6 +377,7 @@ class Client(BaseClient):
                             yield event
                 raise self._stream_ended()  # the server is stopping
             except (ApiError, httpx.TransportError) as exc:
+                self.servers.lost(exc)
                 time.sleep(follower.lost(exc))
 
     def bootstrap(self) -> CreatedToken:
@@ -433,14 +437,17 @@ class AsyncClient(BaseClient):
 
     async def _send(self, operation: Operation[T]) -> T:
         with self._translate_errors():
-            request, attempts = operation.request, self.servers.attempts(operation.request)
-            while True:
-                try:
-                    response = await self._http.send(request)
-                    break
-                except httpx.TransportError as exc:
-                    request = self.servers.next_after(attempts, request, exc)  # or raises exc
+            response = await self._transmit(operation.request)
         return operation.read(response)
+
+    async def _transmit(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """`request` to the server in use, or to the next ones while they cannot be reached."""
+        attempts = self.servers.attempts(request)
+        while True:
+            try:
+                return await self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                request = self.servers.next_after(attempts, request, exc)  # or raises exc
 
     async def register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None = None, **fields: Any
@@ -541,7 +548,7 @@ class AsyncClient(BaseClient):
             try:
                 with self._translate_errors():
                     request = self._events(service, selector, all, follower.index)
-                    response = await self._http.send(request, stream=True)
+                    response = await self._transmit(request, stream=True)
                 try:
                     if response.status_code >= 400:
                         await response.aread()
@@ -557,6 +564,7 @@ class AsyncClient(BaseClient):
                     await response.aclose()
                 raise self._stream_ended()
             except (ApiError, httpx.TransportError) as exc:
+                self.servers.lost(exc)
                 await asyncio.sleep(follower.lost(exc))
 
     async def bootstrap(self) -> CreatedToken:

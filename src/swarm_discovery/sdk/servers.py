@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import httpx
 
+from ..errors import Unreachable
+
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 _RESENT = {"GET", "HEAD", "PUT", "DELETE"}  # idempotent: the same request again changes nothing more
 
@@ -57,6 +59,11 @@ class Servers:
         url = str(following.url)
         self._at = next(i for i, base in enumerate(self.urls) if url.startswith(base))  # in use from now on
         return following
+
+    def lost(self, error: Exception) -> None:
+        """A stream was cut, or could not be opened, for want of the server: the next one from now on."""
+        if isinstance(error, (Unreachable, httpx.TransportError)):
+            self._at += 1
 
 
 def _rebased(request: httpx.Request, old: str, new: str) -> httpx.Request:
