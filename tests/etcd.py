@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -32,14 +33,52 @@ def _scratch(in_memory: bool) -> Path:
     return Path(tempfile.mkdtemp(prefix="swarm-etcd-", dir="/dev/shm" if shm else None))
 
 
+class Tls:
+    """A throwaway CA, a certificate for 127.0.0.1 signed by it, and a client certificate (openssl)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.ca = directory / "ca.pem"
+        self.server_cert, self.server_key = directory / "server.pem", directory / "server.key"
+        self.client_cert, self.client_key = directory / "client.pem", directory / "client.key"
+
+    @classmethod
+    def make(cls, directory: Path) -> Tls:
+        directory.mkdir(parents=True)
+        tls = cls(directory)
+        ca_key = directory / "ca.key"
+
+        def run(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(tls.ca),
+            "-days", "1", "-subj", "/CN=swarm test CA")  # fmt: skip
+        for cert, key, name in ((tls.server_cert, tls.server_key, "etcd"), (tls.client_cert, tls.client_key, "swarm")):
+            request = directory / f"{name}.csr"
+            extensions = directory / f"{name}.ext"
+            extensions.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+            run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(request),
+                "-subj", f"/CN={name}")  # fmt: skip
+            run("x509", "-req", "-in", str(request), "-CA", str(tls.ca), "-CAkey", str(ca_key), "-CAcreateserial",
+                "-out", str(cert), "-days", "1", "-extfile", str(extensions))  # fmt: skip
+        return tls
+
+
 class Member:
     """One etcd process; `kill()` is kill -9, `start()` brings it back on its ports and data."""
 
     def __init__(
-        self, name: str, data_dir: Path, initial_cluster: str, client_port: int, peer_port: int, cpus: str | None
+        self,
+        name: str,
+        data_dir: Path,
+        initial_cluster: str,
+        client_port: int,
+        peer_port: int,
+        cpus: str | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self.name = name
         self.cpus = cpus
+        self.tls = tls
         self.data_dir = data_dir
         self.initial_cluster = initial_cluster
         self.client_port = client_port
@@ -49,7 +88,15 @@ class Member:
         self._started_once = False
 
     def start(self) -> None:
-        client = f"http://{self.endpoint}"
+        client = f"{'https' if self.tls else 'http'}://{self.endpoint}"
+        secured = (
+            [
+                "--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca), "--client-cert-auth",
+            ]
+            if self.tls is not None
+            else []
+        )  # fmt: skip
         peer = f"http://127.0.0.1:{self.peer_port}"
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")  # noqa: SIM115
         pinned = ["taskset", "-c", self.cpus] if self.cpus is not None else []
@@ -83,6 +130,7 @@ class Member:
                 "zap",
                 "--log-level",
                 "error",
+                *secured,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -103,10 +151,18 @@ class Member:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def _http(self) -> httpx.Client:
+        if self.tls is None:
+            return httpx.Client(base_url=f"http://{self.endpoint}", timeout=1)
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        return httpx.Client(base_url=f"https://{self.endpoint}", timeout=1, verify=context)
+
     def status(self) -> dict[str, Any] | None:
         """etcd's own status of this member (through its JSON gateway), None when it does not answer."""
         try:
-            answer = httpx.post(f"http://{self.endpoint}/v3/maintenance/status", json={}, timeout=1)
+            with self._http() as http:
+                answer = http.post("/v3/maintenance/status", json={})
         except httpx.TransportError:
             return None
         return answer.json() if answer.status_code == 200 else None
@@ -117,7 +173,8 @@ class Member:
 
     def healthy(self) -> bool:
         try:
-            answer = httpx.get(f"http://{self.endpoint}/health", timeout=1)
+            with self._http() as http:
+                answer = http.get("/health")
         except httpx.TransportError:
             return False
         return answer.status_code == 200 and answer.json().get("health") == "true"
@@ -129,12 +186,14 @@ class EtcdCluster:
     `in_memory=False` keeps their data on disk (the benchmarks: etcd fsyncs as in production);
     `cpus` pins them (taskset)."""
 
-    def __init__(self, size: int = 1, in_memory: bool = True, cpus: str | None = None) -> None:
+    def __init__(self, size: int = 1, in_memory: bool = True, cpus: str | None = None, tls: bool = False) -> None:
         self.root = _scratch(in_memory)
+        self.tls = Tls.make(self.root / "tls") if tls else None
         ports = [(free_port(), free_port()) for _ in range(size)]
         initial = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
         self.members = [
-            Member(f"m{i}", self.root / f"m{i}", initial, client, peer, cpus) for i, (client, peer) in enumerate(ports)
+            Member(f"m{i}", self.root / f"m{i}", initial, client, peer, cpus, self.tls)
+            for i, (client, peer) in enumerate(ports)
         ]
 
     @property
