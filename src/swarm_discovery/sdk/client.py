@@ -363,12 +363,13 @@ class Client(BaseClient):
         while True:
             try:
                 with self._translate_errors():
-                    response = self._transmit(self._events(service, selector, all, follower.index), stream=True)
+                    request = self._events(service, selector, all, follower.since(self.base_url))
+                    response = self._transmit(request, stream=True)
                 with contextlib.closing(response):
                     if response.status_code >= 400:
                         response.read()
                         raise_for_error(response)
-                    follower.answered()
+                    follower.answered(str(response.request.url))
                     parser = EventParser()
                     for line in response.iter_lines():
                         event = parser.feed(line)
@@ -547,13 +548,13 @@ class AsyncClient(BaseClient):
         while True:
             try:
                 with self._translate_errors():
-                    request = self._events(service, selector, all, follower.index)
+                    request = self._events(service, selector, all, follower.since(self.base_url))
                     response = await self._transmit(request, stream=True)
                 try:
                     if response.status_code >= 400:
                         await response.aread()
                         raise_for_error(response)
-                    follower.answered()
+                    follower.answered(str(response.request.url))
                     parser = EventParser()
                     async for line in response.aiter_lines():
                         event = parser.feed(line)
