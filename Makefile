@@ -42,6 +42,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.balancer
 	$(BIN)/python -m bench.consul
 	$(BIN)/python -m bench.acl
+	$(BIN)/python -m bench.etcd
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache

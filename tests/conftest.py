@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.etcd import EtcdCluster
 from tests.server import Server
 
 # A lapsed TTL waits this long before it expires (mass-expiry protection); tests keep it short.
@@ -35,3 +36,13 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def swarm_env(server: Server) -> dict[str, str]:
     return {**os.environ, "SWARM_ADDR": server.addr, "COLUMNS": "200"}
+
+
+@pytest.fixture(scope="session")
+def etcd_member() -> Iterator[EtcdCluster]:
+    """One etcd member for the whole run, started when a test first needs it; tests share it
+    under key prefixes of their own."""
+    cluster = EtcdCluster(1)
+    cluster.start()
+    yield cluster
+    cluster.stop()

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# What the tests run beside our server, from Debian: Prometheus (service discovery against us).
+# What the tests run beside our server, from Debian: etcd-server (the etcd store's tests start real
+# members on loopback ports) and Prometheus (service discovery against us).
 # Each entry is "command package"; only what is missing is installed.
 set -euo pipefail
 needed=(
+  "etcd etcd-server"
   "prometheus prometheus"
 )
 missing=()

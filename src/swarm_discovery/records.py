@@ -254,6 +254,20 @@ class ServerInfo(View, kw_only=True):
     watchers: int
     active_checks: int
     expiry_protection: bool  # TTL expiry held: many lapsed at once (see health/protection.py)
+    # On a shared store (etcd): this server, the live servers, etcd's members, its share of checks.
+    id: str | None = None
+    peers: list[Peer] | None = None
+    members: list[dict[str, Any]] | None = None
+    checks_here: int | None = None
+
+
+class Peer(View, kw_only=True):
+    """A server on the shared store, as it registered itself."""
+
+    id: str
+    address: str  # its HTTP front
+    version: str
+    started_at: float
 
 
 class ReportsAccepted(View, kw_only=True):

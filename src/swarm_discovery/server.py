@@ -39,6 +39,7 @@ from .fronts.http.rsgi import RelayedApp, RSGIApp
 from .fronts.http.tls import TlsFiles
 from .health.limits import ProbeSettings
 from .health.protection import ExpirySettings
+from .store import EtcdOptions
 
 log = logging.getLogger("swarm")
 # granian's default lets a connection buffer 400 KiB of headers; a 2,048-character selector of
@@ -232,6 +233,7 @@ def serve(
     reports: ReportSettings | None = None,
     quotas: Quotas | None = None,
     tls: TlsFiles | None = None,
+    etcd: EtcdOptions | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
 
@@ -243,7 +245,8 @@ def serve(
     listener = listen(host, port)
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if tls is not None else "http"
-    _ready[:] = [f"swarm: serving on {scheme}://{shown}:{port}, data in {os.path.abspath(data_dir)}"]
+    where = f"data in {os.path.abspath(data_dir)}" if store == "sqlite" else f"store {store}"
+    _ready[:] = [f"swarm: serving on {scheme}://{shown}:{port}, {where}"]
     granian_tls: dict[str, Any] = {}
     files_each = 1
     if tls is not None and tls.client_ca is not None:
@@ -259,6 +262,7 @@ def serve(
     os.environ["SWARM_EJECTION_BASE"] = f"{ejection_base}s"
     os.environ["SWARM_DATA_DIR"] = os.path.abspath(data_dir)
     os.environ["SWARM_STORE"] = store
+    os.environ.update((etcd or EtcdOptions()).to_env())  # the worker's store reads them (open_store)
     os.environ["SWARM_EXPIRY_SHARE"] = str(expiry.share)
     os.environ["SWARM_EXPIRY_MINIMUM"] = str(expiry.minimum)
     os.environ["SWARM_EXPIRY_WINDOW"] = f"{expiry.window}s"

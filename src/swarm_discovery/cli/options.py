@@ -20,8 +20,9 @@ Addr = Annotated[
         "--addr",
         envvar="SWARM_ADDR",
         metavar="HOST:PORT",
-        help="The server; https://HOST:PORT for TLS, verified with SWARM_CACERT (a CA bundle), "
-        "with SWARM_CLIENT_CERT and SWARM_CLIENT_KEY as the client certificate if it asks for one.",
+        help="The server, or several, comma-separated, tried in turn; https://HOST:PORT for TLS, verified "
+        "with SWARM_CACERT (a CA bundle), with SWARM_CLIENT_CERT and SWARM_CLIENT_KEY as the client "
+        "certificate if it asks for one.",
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON, with every field, instead of text.")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +13,7 @@ from ..balance.quorum import MAX_QUORUM, ReportSettings
 from ..core.quotas import Quotas
 from ..durations import format_duration
 from ..fronts.http.limits import Limits
+from ..store.etcd_config import EtcdOptions, parse_url
 from .options import seconds
 from .output import fail
 
@@ -43,6 +45,32 @@ def _address(http: str) -> tuple[str, int]:
     if not 1 <= int(port) <= 65535:
         fail(f"--http: port {port} is not between 1 and 65535")
     return host, int(port)
+
+
+def _store(
+    url: str, ca: Path | None, cert: Path | None, key: Path | None, user: str | None
+) -> tuple[str, EtcdOptions | None]:
+    """The store's URL, checked, and how to reach etcd when it is etcd."""
+    if url == "sqlite":
+        if any(given is not None for given in (ca, cert, key, user)):
+            fail("--etcd-ca, --etcd-cert, --etcd-key and --etcd-user go with --store etcd://...")
+        return url, None
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        fail(f"--store: {exc}")
+    password = os.environ.get("SWARM_ETCD_PASSWORD") or None
+    etcd = EtcdOptions(
+        ca=str(ca) if ca else None,
+        cert=str(cert) if cert else None,
+        key=str(key) if key else None,
+        user=user,
+        password=password,
+    )
+    problem = etcd.problem()
+    if problem is not None:
+        fail(problem)
+    return url, etcd
 
 
 def serve(
@@ -161,8 +189,36 @@ def serve(
         Path | None,
         typer.Option(metavar="FILE", help="HTTPS checks trust the CAs in this PEM bundle instead of the system's."),
     ] = None,
+    # --- the store: the embedded SQLite file, or an etcd cluster shared with other servers ---
+    store: Annotated[
+        str,
+        typer.Option(
+            metavar="URL",
+            help="sqlite (the file in --data-dir), or etcd://HOST:PORT,HOST:PORT.../PREFIX to share an etcd "
+            "cluster with other servers: one member or more, records under /PREFIX/ (/swarm/ without one).",
+        ),
+    ] = "sqlite",
+    etcd_ca: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", envvar="SWARM_ETCD_CA", help="CA certificate to verify etcd's (TLS to etcd)."),
+    ] = None,
+    etcd_cert: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", envvar="SWARM_ETCD_CERT", help="Client certificate to present to etcd."),
+    ] = None,
+    etcd_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", envvar="SWARM_ETCD_KEY", help="... and its private key.")
+    ] = None,
+    etcd_user: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            envvar="SWARM_ETCD_USER",
+            help="etcd user, with etcd's authentication; the password comes from SWARM_ETCD_PASSWORD.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the server on the embedded SQLite store (Ctrl-C or SIGTERM stops it)."""
+    """Run the server: on the embedded SQLite store, or on etcd beside other servers (Ctrl-C or SIGTERM stops it)."""
     from ..acl import AclSettings
     from ..certs import CertificateFileError
     from ..health.limits import ProbeSettings
@@ -199,6 +255,7 @@ def serve(
         fail(f"--report-quorum: between 1 and {MAX_QUORUM}")
     reports = ReportSettings(quorum=report_quorum, trusted=frozenset(trusted_reporter or ()))
     quotas = Quotas(per_service=max_instances_per_service, per_registrant=max_instances_per_registrant)
+    store_url, etcd = _store(store, etcd_ca, etcd_cert, etcd_key, etcd_user)
     limits = Limits(max_connections, max_long_reads, max_long_reads_per_client, watch_buffer, timeout, write_rate)
     problem = limits.problem()
     if problem is not None:
@@ -218,6 +275,8 @@ def serve(
             host,
             port,
             str(data_dir),
+            store=store_url,
+            etcd=etcd,
             log_level=log_level.value,
             expiry=expiry,
             ejection_base=ejection,

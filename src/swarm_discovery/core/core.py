@@ -15,6 +15,7 @@ from ..health.limits import ProbeSettings
 from ..health.monitor import HealthMonitor
 from ..health.protection import ExpirySettings
 from ..store import Store, open_store
+from .cluster import Cluster
 from .lookup import Lookup
 from .quotas import Quotas
 from .registry import Registry
@@ -42,6 +43,11 @@ class Core:
         self.acl = Acl(self.settings.acl, self.registry.commit)
         self.registry.follow("acl", self.acl)
         self.lookup = Lookup(self.registry, self.acl)
+        # With other servers on the store: peers, shared heartbeats, active checks split (cluster.py).
+        self.cluster: Cluster | None = None
+        if self.store.shared:
+            host, port = self.settings.probes.server or ("127.0.0.1", 0)
+            self.cluster = Cluster(self.registry, f"{host}:{port}")
 
     @property
     def health(self) -> HealthMonitor:
@@ -49,6 +55,8 @@ class Core:
 
     async def start(self) -> None:
         await self.registry.start()
+        if self.cluster is not None:
+            await self.cluster.start()
 
     def end_waits(self) -> None:
         """Answer every blocking query and end every watch stream now: the server is stopping."""
@@ -56,4 +64,6 @@ class Core:
 
     async def stop(self) -> None:
         """End blocking queries and watch streams at once, then stop checks and close the store."""
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.registry.stop()

@@ -19,6 +19,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -229,9 +230,13 @@ class Registry:
         self._unreadable: dict[str, int] = {}  # key -> revision of a stored value this version cannot read
         self._quiet: dict[tuple[str, str], asyncio.TimerHandle] = {}  # quiet changes waiting to show
         self._index_mark: int | None = None  # the change index stored last, if ever
-        self._mark_due = 0.0  # when the next durable write stores the change index again
+        # When the next durable write stores the change index again; never on a shared store,
+        # where the servers' indexes follow its revisions and one server's mark would set it apart.
+        self._mark_due = math.inf if store.shared else 0.0
         self._stopping = False
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
+        self.on_heartbeat: Callable[[str, str, Heartbeat], None] | None = None
+        self.on_health_changed: Callable[[Owner], None] | None = None  # after it is republished
 
     def follow(self, kind: str, follower: Follower) -> None:
         """Hand stored changes of keys under `kind/` to `follower`, in order with every other change."""
@@ -294,6 +299,8 @@ class Registry:
                 self._resync(snapshot)
                 return snapshot.revision + 1
             except Exception:
+                if self._stopping:
+                    raise  # the store is closed: the feed is done with
                 log.exception("reloading from the store failed; trying again")
                 await asyncio.sleep(RELOAD_PAUSE)
 
@@ -659,7 +666,22 @@ class Registry:
     # --- live state: applied at once, never behind a commit ----------------------------------
 
     def heartbeat(self, service: str, iid: str, beat: Heartbeat) -> Published:
+        """A heartbeat this server received: renewed here, and handed to `on_heartbeat`, which on a
+        shared store has the other servers renew it too (see cluster.py)."""
+        published = self.renew(service, iid, beat)
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(service, iid, beat)
+        return published
+
+    def ttl_of(self, service: str, iid: str) -> float | None:
+        """The shortest TTL of the instance's checks, None without a TTL check."""
+        return min((c.ttl for c in self._entry(service, iid).checks if c.ttl is not None), default=None)
+
+    def renew(self, service: str, iid: str, beat: Heartbeat, index: int | None = None) -> Published:
         """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart.
+
+        With `index`, the heartbeat came from another server through the store's feed (already
+        coalesced there): what it changes is published at once, at that index.
 
         A status change is published at once; new metrics or output quietly (see `_quietly_changed`);
         a heartbeat that changes neither moves no index and wakes nobody. The answer is the
@@ -672,7 +694,10 @@ class Registry:
         owner = _instance_owner(service, iid)
         entry.updated_at = self._clock()
         if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or ""):
-            self._publish(entry, self.changes.next())
+            self._publish(entry, self.changes.next() if index is None else index)
+            return entry.published
+        if index is not None and (metrics_changed or beat.output):
+            self._publish(entry, index)
             return entry.published
         if metrics_changed or beat.output:
             self._quietly_changed(owner)
@@ -718,6 +743,33 @@ class Registry:
             self._node_health_changed(owner[1], self.changes.next())
         else:
             self._republish(owner[1], owner[2], self.changes.next())
+        if self.on_health_changed is not None:
+            self.on_health_changed(owner)
+
+    def checks_of(self, owner: Owner) -> tuple[CheckRuntime, ...]:
+        """The checks of an instance or a node, in their order (none when it is gone)."""
+        if owner[0] == "node":
+            node = self._nodes.get(owner[1])
+            return node.checks if node is not None else ()
+        entry = self._services.get(owner[1], {}).get(owner[2])
+        return entry.checks if entry is not None else ()
+
+    def set_checks(self, owner: Owner, states: Sequence[tuple[int, CheckStatus, str]], index: int) -> None:
+        """What another server's probes found (position among the owner's checks, status, output),
+        from the store's feed: set here as it is, and the owner republished at `index` if a status
+        changed."""
+        checks, now = self.checks_of(owner), self._clock()
+        changed = [
+            checks[position].set(status, output, now)
+            for position, status, output in states
+            if position < len(checks) and checks[position].ttl is None
+        ]
+        if not any(changed):
+            return
+        if owner[0] == "node":
+            self._node_health_changed(owner[1], index)
+        else:
+            self._republish(owner[1], owner[2], index)
 
     def _critical_too_long(self, owner: Owner) -> None:
         entry = self._services.get(owner[1], {}).get(owner[2]) if owner[0] == "instance" else None

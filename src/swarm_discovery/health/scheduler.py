@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from functools import partial
 from typing import Any
 
@@ -66,6 +66,9 @@ class Scheduler:
         self._timers = Deadlines(self._due, clock)
         self._task: asyncio.Task[None] | None = None
         self._counters: dict[tuple[str, str], Any] = {}  # labels() costs a lock and a hash per probe
+        # Whether this server probes the check (servers on one store share them out, cluster.py);
+        # one that does not keeps its place in the heap, so it starts at once when it becomes ours.
+        self.mine: Callable[[Hashable], bool] = lambda key: True
 
     def add(self, key: Hashable, check: CheckRuntime, registrant: str) -> None:
         self.remove(key)  # so that a replaced check leaves its registrant's count
@@ -90,6 +93,9 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._checks)
 
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._checks)
+
     def _due(self, key: Hashable, due: float) -> None:
         entry = self._checks.get(key)
         if entry is None:
@@ -99,7 +105,7 @@ class Scheduler:
         PROBE_LAG.observe(max(now - due, 0.0))
         # Fixed rate, but a loop that fell behind does not fire a burst of catch-up probes.
         self._timers.set_at(key, max(due + check.interval, now))
-        if key in self._running:
+        if key in self._running or not self.mine(key):
             return
         target = check.target or ("", 0)
         refusal = self._gate.admit(registrant, target)

@@ -41,6 +41,7 @@ from .answers import NotSwarm, Read, raise_for_error, reader
 from .balancer import AsyncBalancer, Balancer
 from .keepalive import AsyncKeepAlive, KeepAlive, MetricsSource
 from .resume import EventParser, Follower, WatchEvent
+from .servers import Servers, parse_addresses
 
 __all__ = ["AsyncClient", "CertificateFileError", "Client", "NotSwarm", "WatchEvent", "tls_context"]
 DEFAULT_ADDR = "http://127.0.0.1:8500"
@@ -67,8 +68,8 @@ class Operation(msgspec.Struct, Generic[T], frozen=True):
 
 
 def server_address(addr: str | None = None) -> str:
-    addr = addr or os.environ.get("SWARM_ADDR") or DEFAULT_ADDR
-    return addr if "://" in addr else f"http://{addr}"
+    """The first of the servers `addr` (or SWARM_ADDR) names."""
+    return parse_addresses(addr)[0]
 
 
 def tls_context(cacert: str | None = None, cert: CertTypes | None = None) -> ssl.SSLContext | None:
@@ -170,12 +171,17 @@ class BaseClient:
         cacert: str | None = None,
         cert: CertTypes | None = None,
     ) -> None:
-        self.base_url = server_address(addr)
+        self.servers = Servers(addr)  # several, comma-separated: the next when one stops answering
         token = token or os.environ.get("SWARM_TOKEN")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
         self.tls = tls_context(cacert, cert)  # also what balancers verify instances with and show them
         self._shows_cert = bool(cert or os.environ.get("SWARM_CLIENT_CERT"))
+
+    @property
+    def base_url(self) -> str:
+        """The server in use."""
+        return self.servers.current
 
     def _request(
         self,
@@ -204,7 +210,7 @@ class BaseClient:
         except httpx.TransportError as exc:
             hint = _hint(exc, self.base_url.startswith("https://"), self._shows_cert)
             reason = str(exc).rstrip(".")
-            raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {reason}{hint}") from exc
+            raise Unreachable(f"cannot reach the swarm server at {self.servers.named()}: {reason}{hint}") from exc
 
     def _register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None, fields: dict[str, Any]
@@ -321,8 +327,17 @@ class Client(BaseClient):
 
     def _send(self, operation: Operation[T]) -> T:
         with self._translate_errors():
-            response = self._http.send(operation.request)
+            response = self._transmit(operation.request)
         return operation.read(response)
+
+    def _transmit(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """`request` to the server in use, or to the next ones while they cannot be reached."""
+        attempts = self.servers.attempts(request)
+        while True:
+            try:
+                return self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                request = self.servers.next_after(attempts, request, exc)  # or raises exc
 
     def register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None = None, **fields: Any
@@ -424,12 +439,13 @@ class Client(BaseClient):
         while True:
             try:
                 with self._translate_errors():
-                    response = self._http.send(self._events(service, selector, all, follower.index), stream=True)
+                    request = self._events(service, selector, all, follower.since(self.base_url))
+                    response = self._transmit(request, stream=True)
                 with contextlib.closing(response):
                     if response.status_code >= 400:
                         response.read()
                         raise_for_error(response)
-                    follower.answered()
+                    follower.answered(str(response.request.url))
                     parser = EventParser()
                     for line in response.iter_lines():
                         event = parser.feed(line)
@@ -438,6 +454,7 @@ class Client(BaseClient):
                             yield event
                 raise self._stream_ended()  # the server is stopping
             except (ApiError, httpx.TransportError) as exc:
+                self.servers.lost(exc)
                 time.sleep(follower.lost(exc))
 
     def bootstrap(self) -> CreatedToken:
@@ -505,8 +522,17 @@ class AsyncClient(BaseClient):
 
     async def _send(self, operation: Operation[T]) -> T:
         with self._translate_errors():
-            response = await self._http.send(operation.request)
+            response = await self._transmit(operation.request)
         return operation.read(response)
+
+    async def _transmit(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """`request` to the server in use, or to the next ones while they cannot be reached."""
+        attempts = self.servers.attempts(request)
+        while True:
+            try:
+                return await self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                request = self.servers.next_after(attempts, request, exc)  # or raises exc
 
     async def register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None = None, **fields: Any
@@ -606,13 +632,13 @@ class AsyncClient(BaseClient):
         while True:
             try:
                 with self._translate_errors():
-                    request = self._events(service, selector, all, follower.index)
-                    response = await self._http.send(request, stream=True)
+                    request = self._events(service, selector, all, follower.since(self.base_url))
+                    response = await self._transmit(request, stream=True)
                 try:
                     if response.status_code >= 400:
                         await response.aread()
                         raise_for_error(response)
-                    follower.answered()
+                    follower.answered(str(response.request.url))
                     parser = EventParser()
                     async for line in response.aiter_lines():
                         event = parser.feed(line)
@@ -623,6 +649,7 @@ class AsyncClient(BaseClient):
                     await response.aclose()
                 raise self._stream_ended()
             except (ApiError, httpx.TransportError) as exc:
+                self.servers.lost(exc)
                 await asyncio.sleep(follower.lost(exc))
 
     async def bootstrap(self) -> CreatedToken:

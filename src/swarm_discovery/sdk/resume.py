@@ -42,12 +42,20 @@ class Follower:
         self.index: int | None = None  # None until the first answer
         self._lost: str | None = None  # why, while the server is lost
         self._failures = 0
+        self._from = base_url  # where the stream's index comes from
 
-    def answered(self) -> None:
-        """The server answered: say so if it had been lost."""
+    def answered(self, url: str | None = None) -> None:
+        """The server answered (at `url`, for a change stream): say so if it had been lost."""
+        if url is not None:
+            self._from = url
         if self._lost is not None:
             log.warning("%s: %s answers again; resuming from index %s", self.what, self.base_url, self.index)
         self._lost, self._failures = None, 0
+
+    def since(self, base_url: str) -> int | None:
+        """The index a change stream resumes from at `base_url`: none on another server than the
+        one it came from, whose indexes may differ (a fresh snapshot, rather than a gap)."""
+        return self.index if self._from.startswith(base_url) else None
 
     def lost(self, error: Exception) -> float:
         """Asking failed: `error` raised again if it is not worth retrying, else the seconds to wait."""

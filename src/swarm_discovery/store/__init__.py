@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .etcd_config import EtcdOptions
 from .protocol import (
     Compacted,
     Compare,
@@ -22,6 +23,7 @@ __all__ = [
     "Compacted",
     "Compare",
     "Delete",
+    "EtcdOptions",
     "KeyValue",
     "LeaseNotFound",
     "Op",
@@ -36,7 +38,15 @@ __all__ = [
 ]
 
 
-def open_store(kind: str, data_dir: str) -> Store:
-    if kind == "sqlite":
+def open_store(url: str, data_dir: str, etcd: EtcdOptions | None = None) -> Store:
+    """`sqlite` (one file in `data_dir`) or `etcd://H:P[,H:P...][/prefix]`, with `etcd` (by default
+    from SWARM_ETCD_*: see `EtcdOptions`) saying how to reach it; ValueError naming what is wrong."""
+    if url == "sqlite":
         return SqliteStore(data_dir)
-    raise ValueError(f"unknown store {kind!r} (known: sqlite)")
+    if url.startswith("etcd://"):
+        from .etcd import EtcdStore
+        from .etcd_config import parse_url
+
+        endpoints, prefix = parse_url(url)
+        return EtcdStore(endpoints, prefix, etcd or EtcdOptions.from_env())
+    raise ValueError(f"unknown store {url!r}: expected sqlite or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]")

@@ -89,6 +89,9 @@ class LeaseNotFound(StoreError):
 class Store(Protocol):
     name: str
     location: str | None
+    # Whether other servers write to it too (etcd): then its revisions, not one server's own
+    # counting, are what every server's change index follows.
+    shared: bool
 
     async def open(self) -> Snapshot:
         """Open the store and read everything in it."""

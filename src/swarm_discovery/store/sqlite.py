@@ -88,6 +88,7 @@ class _Batch:
 
 class SqliteStore:
     name = "sqlite"
+    shared = False
 
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir

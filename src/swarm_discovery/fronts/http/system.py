@@ -26,6 +26,10 @@ async def server_info(call: Call) -> Reply:
         active_checks=len(registry.health.scheduler),
         expiry_protection=registry.health.guard.active,
     )
+    cluster = call.context.core.cluster
+    if cluster is not None:
+        info.id, info.peers, info.checks_here = cluster.me.id, cluster.live(), cluster.share()
+        info.members = await cluster.members()
     return json_reply(_encode(info), registry.index)
 
 

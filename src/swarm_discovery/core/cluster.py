@@ -1,0 +1,264 @@
+"""What the servers on one shared store (etcd) share besides the records: who serves, heartbeats,
+and the active checks, split among them.
+
+    servers/{id}            each server, under a lease of its own (PEER_TTL, renewed every third
+                            of it): the live peers. A server that stops renewing drops out.
+    beats/{service}/{id}    the last heartbeat a server received for an instance; every other
+                            server renews the instance's TTL and takes its metrics from it.
+    checks/{kind}/{...}     what the probes of the server that runs an owner's active checks found.
+
+Active checks are split by rendezvous hashing: each owner (an instance or a node) is probed by the
+live server with the highest hash of (server, owner), so that a server joining or leaving moves
+only its own share, and a dead server's checks move within PEER_TTL. Its results are written only
+when a status changes (or, quietly, the output: at most every BEAT_EVERY); the others set them
+as they are, so every server shows the same status.
+
+Heartbeats are coalesced: one instance's is written when its status or output changed, when its
+metrics changed and BEAT_EVERY has passed since the last write, or when a third of its TTL has
+passed (so that the others renew it in time); a server's writes go out together, FLUSH_OPS to a
+transaction, every FLUSH_EVERY. A fleet heartbeating every second with a 15 s TTL and steady
+metrics writes a fifth of its heartbeats. beats/ and checks/ keys hold their writer's lease: they
+go with the server that wrote them.
+
+The change index: a change applied from the store's feed takes its revision on every server, so
+durable changes, heartbeats and check results that came through etcd show at the same index
+everywhere. The server that received a heartbeat, or whose probe saw a change, publishes it at
+once with an index of its own, above the revision, as on SQLite: until the revisions pass it,
+its index for the same state is ahead of the others'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import socket
+import time
+from typing import Any
+
+import msgspec
+
+from .. import __version__
+from ..errors import NotFound, StoreError
+from ..health.monitor import Owner
+from ..records import CheckStatus, Heartbeat, Peer
+from ..store import LeaseNotFound, Put
+from ..store.etcd import EtcdStore
+from .registry import Registry
+
+PEER_TTL = 6.0
+BEAT_EVERY = 1.0
+FLUSH_EVERY = 0.05
+FLUSH_OPS = 100  # etcd takes at most 128 operations in one transaction by default
+PRUNE_EVERY = 60.0  # what was written for instances since gone is forgotten this often
+log = logging.getLogger("swarm.cluster")
+
+
+class SharedBeat(msgspec.Struct, frozen=True):
+    by: str  # the server that received it
+    beat: Heartbeat
+
+
+class CheckResults(msgspec.Struct, frozen=True):
+    by: str
+    states: list[tuple[int, CheckStatus, str]]  # position among the owner's checks, status, output
+
+
+class _Written:
+    __slots__ = ("at", "metrics", "said")
+
+    def __init__(self, at: float, said: tuple[str, str], metrics: Any) -> None:
+        self.at = at
+        self.said = said
+        self.metrics = metrics
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_peer = msgspec.json.Decoder(Peer).decode
+_decode_beat = msgspec.json.Decoder(SharedBeat).decode
+_decode_results = msgspec.json.Decoder(CheckResults).decode
+
+
+def _owner_key(owner: Owner) -> str:
+    return "checks/" + "/".join(owner)
+
+
+def _weight(server: str, owner: Owner) -> int:
+    digest = hashlib.blake2b(f"{server}\0{'/'.join(owner)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Cluster:
+    """This server among the others on the store: follows servers/, beats/ and checks/ keys."""
+
+    def __init__(self, registry: Registry, address: str) -> None:
+        self._registry = registry
+        self._store = registry.store
+        host = socket.gethostname()
+        self.me = Peer(
+            id=f"{host}-{os.getpid()}-{os.urandom(3).hex()}",
+            address=address,
+            version=__version__,
+            started_at=time.time(),
+        )
+        self.peers: dict[str, Peer] = {}
+        self._revisions: dict[str, int] = {}  # every key applied, with its mod revision
+        self._lease = 0
+        self._pending: dict[str, tuple[bytes, float]] = {}  # key -> (value, not before)
+        self._written: dict[tuple[str, str], _Written] = {}
+        self._mine: dict[Owner, bool] = {}  # rendezvous answers, until the peers change
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        for kind in ("servers", "beats", "checks"):  # before the registry loads the store
+            registry.follow(kind, self)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        registry = self._registry
+        await self._join()
+        registry.on_heartbeat = self.share_heartbeat
+        registry.on_health_changed = self.share_checks
+        registry.health.scheduler.mine = self.mine
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._renew()), loop.create_task(self._flush())]
+
+    async def _join(self) -> None:
+        self._lease = await self._store.grant(PEER_TTL)
+        await self._registry.commit([], [Put(f"servers/{self.me.id}", _encode(self.me), lease=self._lease)])
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(StoreError):  # the others see it leave now, not in PEER_TTL
+            await self._store.revoke(self._lease)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(PEER_TTL / 3)
+            try:
+                await self._store.keep_alive(self._lease)
+            except LeaseNotFound:
+                log.warning("this server's lease ran out (the store was out of reach): joining again")
+                with contextlib.suppress(StoreError):
+                    await self._join()
+            except StoreError as exc:
+                log.warning("cannot renew this server's lease: %s", exc)
+
+    # --- the peers and the checks they share out ---------------------------------------------
+
+    def live(self) -> list[Peer]:
+        return sorted(self.peers.values(), key=lambda p: p.id)
+
+    def mine(self, key: Any) -> bool:
+        """Whether this server probes the check `key` ((*owner, position)): the owner's rendezvous."""
+        owner: Owner = key[:-1]
+        found = self._mine.get(owner)
+        if found is None:
+            ids = self.peers.keys() | {self.me.id}
+            found = self._mine[owner] = max(ids, key=lambda server: _weight(server, owner)) == self.me.id
+        return found
+
+    async def members(self) -> list[dict[str, Any]] | None:
+        """etcd's members and their health, None when the store cannot say."""
+        if not isinstance(self._store, EtcdStore):
+            return None
+        try:
+            return await self._store.members()
+        except StoreError as exc:
+            return [{"error": str(exc)}]
+
+    def share(self) -> int:
+        """How many active checks this server runs now."""
+        scheduler = self._registry.health.scheduler
+        return sum(1 for key in scheduler if self.mine(key))
+
+    def share_checks(self, owner: Owner) -> None:
+        """A status of the owner changed here: if its probes are ours, the others learn it."""
+        checks = self._registry.checks_of(owner)
+        active = [(p, c.status, c.output) for p, c in enumerate(checks) if c.ttl is None]
+        if active and self.mine((*owner, 0)):
+            self._queue(_owner_key(owner), _encode(CheckResults(self.me.id, active)), 0.0)
+
+    # --- heartbeats -----------------------------------------------------------------------------
+
+    def share_heartbeat(self, service: str, iid: str, beat: Heartbeat) -> None:
+        """Queue the heartbeat for the others, unless they have what it says and need no renewal yet."""
+        now = time.monotonic()
+        said = (beat.status or "passing", beat.output or "")
+        last = self._written.get((service, iid))
+        if last is None or last.said != said:
+            not_before = now
+        else:
+            ttl = self._registry.ttl_of(service, iid)
+            renewal = last.at + ttl / 3 if ttl is not None else math.inf
+            metrics = last.at + BEAT_EVERY if beat.metrics is not None and beat.metrics != last.metrics else math.inf
+            not_before = min(renewal, metrics)
+            if not_before == math.inf:
+                return
+        self._written[service, iid] = _Written(max(now, not_before), said, beat.metrics)
+        self._queue(f"beats/{service}/{iid}", _encode(SharedBeat(self.me.id, beat)), not_before)
+
+    def _queue(self, key: str, value: bytes, not_before: float) -> None:
+        queued = self._pending.get(key)
+        self._pending[key] = (value, min(not_before, queued[1]) if queued is not None else not_before)
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        pruned = time.monotonic()
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(FLUSH_EVERY)  # what arrives meanwhile goes in the same transactions
+            now = time.monotonic()
+            due = [(key, value) for key, (value, not_before) in self._pending.items() if not_before <= now]
+            for key, _ in due:
+                del self._pending[key]
+            if not self._pending:
+                self._wake.clear()
+            for start in range(0, len(due), FLUSH_OPS):
+                ops = [Put(key, value, lease=self._lease) for key, value in due[start : start + FLUSH_OPS]]
+                try:
+                    await self._store.txn([], ops)
+                except StoreError as exc:  # the next heartbeats say it again
+                    log.warning("cannot share %d heartbeats and check results: %s", len(ops), exc)
+            if now - pruned > PRUNE_EVERY:
+                pruned = now
+                self._prune()
+
+    def _prune(self) -> None:
+        for service, iid in list(self._written):
+            try:
+                self._registry.instance(service, iid)
+            except NotFound:
+                del self._written[service, iid]
+
+    # --- following the store --------------------------------------------------------------------
+
+    def apply(self, key: str, value: bytes | None, revision: int) -> None:
+        kind, _, rest = key.partition("/")
+        if value is None:
+            self._revisions.pop(key, None)
+            if kind == "servers" and self.peers.pop(rest, None) is not None:
+                self._mine.clear()  # its checks move to the others
+            return
+        self._revisions[key] = revision
+        if kind == "servers":
+            self.peers[rest] = _decode_peer(value)
+            self._mine.clear()
+        elif kind == "beats":
+            shared = _decode_beat(value)
+            service, _, iid = rest.partition("/")
+            if shared.by != self.me.id:
+                with contextlib.suppress(NotFound):  # not registered (yet, or any more)
+                    self._registry.renew(service, iid, shared.beat, self._registry.index)
+        else:
+            results = _decode_results(value)
+            if results.by != self.me.id:
+                self._registry.set_checks(tuple(rest.split("/")), results.states, self._registry.index)
+
+    def known(self) -> dict[str, int]:
+        return dict(self._revisions)

@@ -1,0 +1,317 @@
+"""Several `swarm serve` processes on one three-member etcd cluster: what one writes, the others see.
+
+One cluster and two servers for the module (tests use services of their own); the tests that
+kill or restart members bring them back before they end, so the next test finds three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from swarm_discovery.errors import Unreachable
+from swarm_discovery.sdk.client import Client
+from swarm_discovery.store.etcd import EtcdStore
+from tests.backends import HttpBackend
+from tests.conftest import FAST_EXPIRY
+from tests.etcd import EtcdCluster
+from tests.helpers import ids, instance, put, unique, wait_for
+from tests.server import Server, free_port
+
+PREFIX = "ha"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EtcdCluster]:
+    etcd = EtcdCluster(3)
+    etcd.start()
+    yield etcd
+    etcd.stop()
+
+
+def _server(root: Path, name: str, url: str) -> Server:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    return Server(root / name / "data", args=(*FAST_EXPIRY, "--store", url))
+
+
+@pytest.fixture(scope="module")
+def servers(cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    root = tmp_path_factory.mktemp("ha")
+    endpoints = cluster.endpoints
+    # Each lists the members in another order, so that they start on different members.
+    a = _server(root, "a", "etcd://" + ",".join(endpoints) + f"/{PREFIX}")
+    b = _server(root, "b", "etcd://" + ",".join(reversed(endpoints)) + f"/{PREFIX}")
+    a.start()
+    b.start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def _run(scenario: object) -> object:
+    return asyncio.run(asyncio.wait_for(scenario, 60))  # type: ignore[arg-type]
+
+
+def test_a_write_through_one_server_shows_on_the_other_at_the_same_index(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    service = unique("shared")
+    written = put(a.http, service, "i1")
+    wait_for(lambda: ids(b.http.get(f"/v1/services/{service}")) == ["i1"], 5)
+    # The same durable state: the same index everywhere, which is etcd's revision.
+    on_a, on_b = a.http.get(f"/v1/services/{service}"), b.http.get(f"/v1/services/{service}")
+    assert on_a.headers["x-swarm-index"] == on_b.headers["x-swarm-index"] == written.headers["x-swarm-index"]
+    assert on_b.json()[0]["index"] == written.json()["index"]
+    b.http.delete(f"/v1/services/{service}/instances/i1")
+    wait_for(lambda: a.http.get(f"/v1/services/{service}/instances/i1").status_code == 404, 5)
+    assert a.http.get("/v1/server").json()["store"] == "etcd"
+
+
+def test_each_server_lists_its_peers_and_etcds_members(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    info = a.http.get("/v1/server").json()
+    addresses = {peer["address"] for peer in info["peers"]}
+    assert addresses == {a.addr, b.addr}
+    assert info["id"] in {peer["id"] for peer in info["peers"]}
+    assert len(info["members"]) == 3 and all(m["healthy"] for m in info["members"])
+    assert sum(m["leader"] for m in info["members"]) == 1
+    assert b.http.get("/v1/server").json()["peers"] == info["peers"]
+
+
+def test_a_heartbeat_to_one_server_renews_the_ttl_on_every_server(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    service = unique("ttl")
+    put(a.http, service, "i1", checks=[{"type": "ttl", "ttl": "1s"}])
+    beat = f"/v1/services/{service}/instances/i1/heartbeat"
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 3:  # three TTLs, every heartbeat through b only
+        assert b.http.put(beat, json={"metrics": {"queue_depth": n}}).status_code == 200
+        assert ids(a.http.get(f"/v1/services/{service}")) == ["i1"], "a let the TTL lapse"
+        n += 1
+        time.sleep(0.2)
+    # The metrics reach a too (coalesced: at most a second behind).
+    wait_for(lambda: a.http.get(f"{beat.removesuffix('/heartbeat')}").json()["metrics"] == {"queue_depth": n - 1}, 5)
+    # Silence everywhere: both let it lapse.
+    for server in (a, b):
+        wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 10)  # type: ignore[misc]
+
+
+def test_a_client_given_several_servers_moves_past_one_that_does_not_answer(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    service = unique("addresses")
+    put(a.http, service, "i1")
+    dead = f"127.0.0.1:{free_port()}"
+    with Client(f"{dead},{b.addr}") as client:
+        assert [i.id for i in client.instances(service)] == ["i1"]
+        assert client.base_url == b.url  # and it stays there
+        events = client.events(service)
+        assert next(events).event == "snapshot"
+    with Client(f"{dead},127.0.0.1:{free_port()}") as client, pytest.raises(Unreachable, match="nor at"):
+        client.services()
+
+
+def test_a_blocking_query_and_a_watch_on_one_server_wake_for_a_write_through_the_other(
+    servers: tuple[Server, Server],
+) -> None:
+    a, b = servers
+    service = unique("wake")
+    put(a.http, service, "first")
+    index = int(b.http.get(f"/v1/services/{service}").headers["x-swarm-index"])
+    woke: dict[str, float] = {}
+    events: list[str] = []
+
+    def block() -> None:
+        answer = b.http.get(f"/v1/services/{service}", params={"index": index, "wait": "20s"})
+        woke["blocking"] = time.monotonic()
+        assert sorted(ids(answer)) == ["first", "second"]
+
+    def stream() -> None:
+        with httpx.stream("GET", f"{b.url}/v1/watch", params={"service": service}, timeout=20) as answer:
+            for line in answer.iter_lines():
+                if line.startswith("event: "):
+                    events.append(line.removeprefix("event: "))
+                if events[-2:] == ["snapshot", "put"] or "put" in events:
+                    woke["watch"] = time.monotonic()
+                    return
+
+    threads = [threading.Thread(target=block), threading.Thread(target=stream)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: "snapshot" in events and b.http.get("/v1/server").json()["watchers"] >= 1, 10)
+    written = time.monotonic()
+    put(a.http, service, "second")
+    for thread in threads:
+        thread.join(20)
+    assert woke.keys() == {"blocking", "watch"}, woke
+    assert all(at - written < 5 for at in woke.values())
+
+
+def test_no_acknowledged_write_is_lost_when_the_etcd_leader_is_killed(
+    cluster: EtcdCluster, servers: tuple[Server, Server]
+) -> None:
+    a, b = servers
+    service = unique("load")
+    leader = cluster.leader()
+    acknowledged: list[str] = []
+    failed: list[str] = []
+    after_kill: list[str] = []
+    killed = asyncio.Event()
+
+    async def writer(http: httpx.AsyncClient, name: str) -> None:
+        for n in range(10_000):
+            iid = f"{name}-{n}"
+            try:
+                answer = await http.put(f"/v1/services/{service}/instances/{iid}", json=instance())
+            except httpx.TransportError:
+                failed.append(iid)
+                continue
+            (acknowledged if answer.status_code == 200 else failed).append(iid)
+            if answer.status_code == 200 and killed.is_set():
+                after_kill.append(iid)
+            if len(after_kill) >= 40:
+                return
+
+    async def load() -> None:
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=30) as on_a,
+            httpx.AsyncClient(base_url=b.url, timeout=30) as on_b,
+        ):
+            writers = [
+                asyncio.ensure_future(writer(h, f"{s}{k}")) for h, s in ((on_a, "a"), (on_b, "b")) for k in range(4)
+            ]
+            while len(acknowledged) < 40:
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(leader.kill)
+            killed.set()
+            await asyncio.wait_for(asyncio.gather(*writers), 45)
+
+    try:
+        _run(load())
+        assert len(after_kill) >= 40  # writes went on without the leader
+        for server in (a, b):
+            listed = set(ids(server.http.get(f"/v1/services/{service}", params={"all": "true"})))
+            assert set(acknowledged) <= listed, sorted(set(acknowledged) - listed)[:5]
+    finally:
+        leader.start()
+        cluster.wait_healthy()
+
+
+def test_servers_and_their_watchers_resume_after_etcd_restarts(
+    cluster: EtcdCluster, servers: tuple[Server, Server]
+) -> None:
+    a, b = servers
+    service = unique("restart")
+    put(a.http, service, "before")
+    wait_for(lambda: ids(b.http.get(f"/v1/services/{service}")) == ["before"], 5)
+    index = int(b.http.get(f"/v1/services/{service}").headers["x-swarm-index"])
+    for member in cluster.members:
+        member.stop()
+    try:
+        assert ids(b.http.get(f"/v1/services/{service}")) == ["before"]  # reads come from memory
+        refused = a.http.put(f"/v1/services/{service}/instances/during", json=instance())
+        assert refused.status_code == 503 and "etcd" in refused.json()["error"]
+    finally:
+        for member in cluster.members:
+            member.start()
+        cluster.wait_healthy()
+    woke: list[httpx.Response] = []
+    blocking = threading.Thread(
+        target=lambda: woke.append(
+            b.http.get(f"/v1/services/{service}", params={"index": index, "wait": "20s"}, timeout=30)
+        )
+    )
+    blocking.start()
+    put(a.http, service, "after")  # through a server whose store came back
+    blocking.join(30)
+    assert sorted(ids(woke[0])) == ["after", "before"]  # the other's feed resumed, and woke it
+
+
+def test_a_server_whose_history_was_compacted_reloads(
+    cluster: EtcdCluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    """A server frozen while its member is down, etcd's history compacted meanwhile: when it wakes,
+    its watch cannot resume, and it reloads from a snapshot (puts and deletes it missed alike)."""
+    a, _ = servers
+    only = cluster.members[2]
+    c = _server(tmp_path, "c", f"etcd://{only.endpoint}/{PREFIX}")
+    c.start()
+    service = unique("compacted")
+    put(a.http, service, "gone")
+    wait_for(lambda: ids(c.http.get(f"/v1/services/{service}")) == ["gone"], 5)
+    os.kill(c.worker_pid(), signal.SIGSTOP)
+    try:
+        only.kill()
+        deleted = a.http.delete(f"/v1/services/{service}/instances/gone")
+        assert deleted.status_code == 200, deleted.text
+        put(a.http, service, "new")
+        revision = cluster.members[0].revision()
+
+        async def compact() -> None:
+            store = EtcdStore(cluster.endpoints[:2], f"/{PREFIX}/")
+            await store.open()
+            await store.compact((await store.snapshot()).revision)
+            await store.close()
+
+        _run(compact())
+        only.start()
+        wait_for(lambda: only.revision() >= revision, 15)
+    finally:
+        os.kill(c.worker_pid(), signal.SIGCONT)
+    try:
+        wait_for(lambda: ids(c.http.get(f"/v1/services/{service}")) == ["new"], 15)
+        assert "reloading everything" in Path(c.log.name).read_text()
+        put(a.http, service, "later")  # and it follows the feed again
+        wait_for(lambda: len(ids(c.http.get(f"/v1/services/{service}"))) == 2, 5)
+    finally:
+        c.stop()
+        cluster.wait_healthy()
+
+
+def test_active_checks_are_split_among_the_servers_and_move_when_one_dies(
+    cluster: EtcdCluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    a, b = servers
+    c = _server(tmp_path, "c", cluster.url(PREFIX))
+    c.start()
+    backend = HttpBackend()
+    service = unique("probed")
+    try:
+        wait_for(lambda: len(a.http.get("/v1/server").json()["peers"]) == 3, 10)
+        check = {"type": "http", "url": backend.url, "interval": "200ms"}
+        for n in range(30):
+            put(a.http, service, f"i{n}", checks=[check])
+
+        def shares() -> list[int]:
+            return [s.http.get("/v1/server").json()["checks_here"] for s in (a, b, c)]
+
+        def healthy(server: Server) -> int:
+            return len(ids(server.http.get(f"/v1/services/{service}")))
+
+        wait_for(lambda: sum(shares()) == 30, 10)  # each check on exactly one server
+        assert all(share > 0 for share in shares()), shares()
+        # Each server shows what the others' probes found.
+        wait_for(lambda: [healthy(s) for s in (a, b, c)] == [30, 30, 30], 10)
+        backend.status = 503
+        wait_for(lambda: [healthy(s) for s in (a, b, c)] == [0, 0, 0], 10)
+        backend.status = 200
+        # A client that names c first, and a after it, heartbeating a TTL instance through c.
+        with Client(f"{c.addr},{a.addr}", timeout=2) as client:
+            client.register(service, "ttl", address="10.0.0.9", port=80, checks=[{"type": "ttl", "ttl": "2s"}])
+            with client.keep_alive(service, "ttl", every=0.3):
+                wait_for(lambda: "ttl" in ids(b.http.get(f"/v1/services/{service}")), 5)
+                c.kill()  # its share moves to the others within a lease TTL, and they probe it
+                wait_for(lambda: sum(s.http.get("/v1/server").json()["checks_here"] for s in (a, b)) == 30, 15)
+                wait_for(lambda: [healthy(s) for s in (a, b)] == [31, 31], 10)
+                assert client.base_url == a.url  # the client moved on, and its heartbeats held the TTL
+                assert [i.id for i in client.instances(service) if i.id == "ttl"] == ["ttl"]
+    finally:
+        backend.stop()
+        c.stop()
