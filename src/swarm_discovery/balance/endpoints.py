@@ -4,7 +4,7 @@ what one pick may depend on."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import msgspec
 
@@ -14,11 +14,24 @@ from ..records import InstanceView
 class Endpoint:
     """One instance as a balancer sees it.
 
-    `queue_depth` is live: its owner refreshes it in place as heartbeat metrics arrive, so a
-    metrics change costs no rebuild. Everything else is fixed for the life of the object.
+    `queue_depth` and `metrics` (all of the heartbeat's metrics) are live: their owner refreshes
+    them in place as heartbeat metrics arrive, so a metrics change costs no rebuild. Everything
+    else is fixed for the life of the object.
     """
 
-    __slots__ = ("address", "id", "lat", "lon", "max_concurrency", "port", "queue_depth", "region", "weight", "zone")
+    __slots__ = (
+        "address",
+        "id",
+        "lat",
+        "lon",
+        "max_concurrency",
+        "metrics",
+        "port",
+        "queue_depth",
+        "region",
+        "weight",
+        "zone",
+    )
 
     def __init__(
         self,
@@ -33,6 +46,7 @@ class Endpoint:
         lon: float | None = None,
         queue_depth: float = 0.0,
         max_concurrency: float | None = None,
+        metrics: Mapping[str, float] | None = None,
     ) -> None:
         self.id = id
         self.address = address
@@ -44,6 +58,7 @@ class Endpoint:
         self.lon = lon
         self.queue_depth = queue_depth
         self.max_concurrency = max_concurrency
+        self.metrics: Mapping[str, float] = metrics if metrics is not None else {}
 
     @classmethod
     def from_instance(cls, instance: InstanceView) -> Endpoint:
@@ -59,6 +74,7 @@ class Endpoint:
             lon=location.lon if location else None,
             queue_depth=instance.metrics.get("queue_depth", 0.0),
             max_concurrency=instance.capacity.get("max_concurrency"),
+            metrics=instance.metrics,
         )
 
     def __repr__(self) -> str:
