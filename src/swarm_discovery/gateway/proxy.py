@@ -31,6 +31,7 @@ from ..balance import Endpoint, Outcome
 from .backend import RETRY_STATUSES, Backend
 from .errors import GatewayError
 from .metrics import GatewayMetrics
+from .settings import Route
 from .upstream import Connection, UpstreamError, Upstreams
 from .wire import BadResponse, Head, request_head
 
@@ -119,7 +120,9 @@ class Proxy:
                 authority = f"{endpoint.address}:{endpoint.port}"
                 head_bytes = request_head(request.method, target, authority, request.raw_headers, extra)
                 try:
-                    conn, head = await self._exchange(endpoint, request.method, head_bytes, body, backend)
+                    conn, head, deadline = await self._exchange(endpoint, request.method, head_bytes, body, backend)
+                    retry_due = head.status in RETRY_STATUSES and not body.taken
+                    whole, first = (None, None) if retry_due else await self._begin(conn, head, deadline, route)
                 except (UpstreamError, BadResponse) as exc:
                     failure = exc if isinstance(exc, UpstreamError) else UpstreamError(f"sent {exc}")
                     tried.append(f"{_where(backend, endpoint)}: {failure}")
@@ -136,16 +139,18 @@ class Proxy:
                         self._given_up(backend, endpoint, tried, timeouts, started)
                     continue
                 ttfb = time.perf_counter() - attempt_started
-                if head.status in RETRY_STATUSES and not body.taken:
+                if retry_due:
                     try:
                         retry_on = flow.send(Outcome(status=head.status, latency=ttfb))
                     except StopIteration:  # no retry due: this answer is the one the client gets
-                        return await self._relay(request, conn, head, backend, endpoint, None, started, ttfb)
+                        answer = Answer(conn, head, *await self._begin(conn, head, deadline, route))
+                        return await self._relay(request, answer, backend, endpoint, None, started, ttfb)
                     tried.append(f"{_where(backend, endpoint)}: answered {head.status}")
                     conn.close()
                     endpoint = retry_on
                     continue
-                return await self._relay(request, conn, head, backend, endpoint, flow, started, ttfb)
+                answer = Answer(conn, head, whole, first)
+                return await self._relay(request, answer, backend, endpoint, flow, started, ttfb)
         finally:
             flow.close()  # a request given up halfway (the client left) releases its pick
             backend.admission.wake()
@@ -165,8 +170,8 @@ class Proxy:
 
     async def _exchange(
         self, endpoint: Endpoint, method: str, head: bytes, body: Body, backend: Backend
-    ) -> tuple[Connection, Head]:
-        """Send the request on a pooled connection and wait for the answer's head."""
+    ) -> tuple[Connection, Head, float]:
+        """Send the request on a pooled connection and wait for the answer's head; and the try's deadline."""
         route = backend.route
         fresh = False
         while True:
@@ -178,7 +183,7 @@ class Proxy:
                 elif body.stream is not None:
                     await self._stream(conn, body, route.body_limit)
                 deadline = asyncio.get_running_loop().time() + route.timeout
-                return conn, await conn.head(deadline, bodiless=method == "HEAD")
+                return conn, await conn.head(deadline, bodiless=method == "HEAD"), deadline
             except UpstreamError as exc:
                 conn.close()
                 if exc.stale and not fresh and not body.taken:
@@ -204,11 +209,32 @@ class Proxy:
         if chunked:
             conn.write(b"0\r\n\r\n")
 
+    @staticmethod
+    async def _begin(conn: Connection, head: Head, deadline: float, route: Route) -> tuple[bytes | None, bytes | None]:
+        """What is read before anything reaches the client, so that a failure can still be retried:
+        a small answer whole, or a streamed answer's first part (a token stream's first token; an
+        instance may send the head of a stream long before). A streamed answer with nothing by the
+        try's deadline is relayed as it is, its body to follow."""
+        try:
+            if head.length is not None and head.length <= SMALL_ANSWER:
+                whole = conn.body_ready()
+                if whole is None:
+                    whole = b"".join([part async for part in _parts(conn, route.idle_timeout)])
+                return whole, None
+            try:
+                return None, await conn.read(deadline)
+            except UpstreamError as exc:
+                if not exc.timeout:
+                    raise
+                return None, None
+        except BaseException:
+            conn.close()
+            raise
+
     async def _relay(
         self,
         request: web.BaseRequest,
-        conn: Connection,
-        head: Head,
+        answer: Answer,
         backend: Backend,
         endpoint: Endpoint,
         flow: Flow | None,
@@ -216,33 +242,33 @@ class Proxy:
         ttfb: float,
     ) -> web.StreamResponse:
         """Pass the answer on; then tell the balancer how it went (if `flow` still waits to hear)."""
+        conn, head = answer.conn, answer.head
         instance = backend.instance_id(endpoint.id)
         headers = CIMultiDict(head.fields)
         headers["X-Swarm-Instance"] = instance
-        idle = backend.route.idle_timeout
-        response: web.StreamResponse | None = None
+        response: web.StreamResponse
         status: int | None = head.status
         try:
-            small = head.length is not None and head.length <= SMALL_ANSWER
-            data = conn.body_ready() if small else None
-            if data is None and small:
-                data = b"".join([part async for part in _parts(conn, idle)])
-            if data is not None:
-                response = web.Response(status=head.status, reason=head.reason, headers=headers, body=data or None)
+            if answer.whole is not None:
+                response = web.Response(
+                    status=head.status, reason=head.reason, headers=headers, body=answer.whole or None
+                )
                 await response.prepare(request)
             else:
                 response = web.StreamResponse(status=head.status, reason=head.reason, headers=headers)
                 if head.length is not None:
                     response.content_length = head.length
                 await response.prepare(request)
-                async for part in _parts(conn, idle):
+                if answer.first:
+                    await response.write(answer.first)
+                async for part in _parts(conn, backend.route.idle_timeout):
                     await response.write(part)
             await response.write_eof()
             self.upstreams.release(conn)
         except (UpstreamError, BadResponse):
             status = None  # broke off: a failure of the instance's
             conn.close()
-            if response is not None and request.transport is not None:
+            if request.transport is not None:
                 request.transport.close()  # the client sees the answer cut off, not a complete one
         except BaseException:  # the client went away: nothing seen of the instance
             conn.close()
@@ -250,12 +276,20 @@ class Proxy:
         if flow is not None:
             with contextlib.suppress(StopIteration):
                 flow.send(Outcome(status=status, latency=ttfb, final=True))
-        if response is None:
-            raise GatewayError(
-                502, "upstream_failed", f"{_where(backend, endpoint)}: broke off its answer", instance=instance
-            )
         self.metrics.observe(backend.label, instance, head.status, time.perf_counter() - started, ttfb)
         return response
+
+
+class Answer:
+    """An answer's head and what was read of its body before relaying began."""
+
+    __slots__ = ("conn", "first", "head", "whole")
+
+    def __init__(self, conn: Connection, head: Head, whole: bytes | None, first: bytes | None) -> None:
+        self.conn = conn
+        self.head = head
+        self.whole = whole  # all of a small body
+        self.first = first  # the first part of a streamed body, if it came within the try's deadline
 
 
 async def _parts(conn: Connection, idle: float) -> AsyncIterator[bytes]:
