@@ -1,10 +1,11 @@
 """An OpenAI-compatible model server simulator, for the gateway's tests and benchmarks.
 
 Modelled on how vLLM behaves (as llm-d's inference simulator models it): requests wait in a
-queue for one of `max_seqs` sequence slots; an engine loop runs steps, each prefilling up to
-`step_tokens` prompt tokens of admitted sequences and decoding one token for every sequence
-past its prefill, and takes `step_ms` plus `prefill_us` per prefilled token. A prefix cache of
-`cache_blocks` blocks of 16 tokens (hashed in a chain, least recently used evicted) means only
+queue for one of `max_seqs` sequence slots and for room in the KV cache; an engine loop runs
+steps, each prefilling up to `step_tokens` prompt tokens of admitted sequences and decoding one
+token for every sequence past its prefill, and takes `step_ms` plus `prefill_us` per prefilled
+token. The KV cache has `cache_blocks` blocks of 16 tokens (hashed in a chain): those running
+sequences hold, and cached prefixes in the rest (least recently used evicted first), so only
 the uncached part of a prompt is prefilled. Tokens are words. Streams are Server-Sent Events
 (`data: {...}` per token, then `data: [DONE]`), as OpenAI's. `/metrics` serves vLLM's names:
 `vllm:num_requests_waiting`, `vllm:num_requests_running`, `vllm:gpu_cache_usage_perc` (blocks
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,14 +42,14 @@ class Settings(msgspec.Struct, frozen=True):
 
 
 class Sequence:
-    def __init__(self, tokens: list[str], output: int, cached: int) -> None:
+    def __init__(self, tokens: list[str], output: int) -> None:
         self.tokens = tokens
+        self.blocks = block_hashes(tokens)
         self.output = output
-        self.to_prefill = len(tokens) - cached
+        self.to_prefill = len(tokens)
         self.produced = 0
         self.queue: asyncio.Queue[int | None] = asyncio.Queue()
         self.cancelled = False
-        self.arrived = time.monotonic()
 
 
 def block_hashes(tokens: list[str]) -> list[int]:
@@ -61,36 +61,53 @@ def block_hashes(tokens: list[str]) -> list[int]:
 
 
 class Engine:
+    """vLLM's scheduling, in miniature: the KV cache holds `cache_blocks` blocks, those of running
+    sequences (a shared prefix once) and, in what is left, cached prefixes, least recently used
+    evicted first; a waiting sequence is admitted, in order, when a slot is free and the blocks it
+    needs beyond its cached prefix fit. Hits are counted when a sequence is admitted."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
-        self.cache: dict[int, None] = {}  # block hashes, least recently used first
+        self.cache: dict[int, None] = {}  # blocks with content, least recently used first
         self.wake = asyncio.Event()
         self.stats = {"requests": 0, "cancelled": 0, "prompt_tokens": 0, "cached_tokens": 0, "completed": 0}
 
-    def cached_tokens(self, tokens: list[str]) -> int:
-        count = 0
-        for block in block_hashes(tokens):
+    def held(self) -> set[int]:
+        return {block for s in self.running for block in s.blocks}
+
+    def _admit(self, sequence: Sequence, held: set[int]) -> bool:
+        cached = 0
+        for block in sequence.blocks:
             if block not in self.cache:
                 break
+            cached += 1
+        generated = sum(s.produced // BLOCK + 1 for s in self.running)
+        needed = len(sequence.blocks) - cached + sequence.output // BLOCK + 1
+        if len(held) + generated + needed > self.settings.cache_blocks and self.running:
+            return False
+        for block in sequence.blocks[:cached]:
             self.cache[block] = self.cache.pop(block)  # most recently used
-            count += BLOCK
-        return count
+        sequence.to_prefill = max(len(sequence.tokens) - cached * BLOCK, 1)
+        self.stats["prompt_tokens"] += len(sequence.tokens)
+        self.stats["cached_tokens"] += len(sequence.tokens) - sequence.to_prefill
+        self.running.append(sequence)
+        held.update(sequence.blocks)
+        return True
 
-    def remember(self, tokens: list[str]) -> None:
-        for block in block_hashes(tokens):
+    def _remember(self, sequence: Sequence) -> None:
+        for block in sequence.blocks:
             self.cache.pop(block, None)
             self.cache[block] = None
-        while len(self.cache) > self.settings.cache_blocks:
-            del self.cache[next(iter(self.cache))]
+        if len(self.cache) > self.settings.cache_blocks:
+            held = self.held()
+            for block in [b for b in self.cache if b not in held][: len(self.cache) - self.settings.cache_blocks]:
+                del self.cache[block]
 
     def submit(self, tokens: list[str], output: int) -> Sequence:
-        cached = min(self.cached_tokens(tokens), max(len(tokens) - 1, 0))
-        sequence = Sequence(tokens, output, cached)
+        sequence = Sequence(tokens, output)
         self.stats["requests"] += 1
-        self.stats["prompt_tokens"] += len(tokens)
-        self.stats["cached_tokens"] += cached
         self.waiting.append(sequence)
         self.wake.set()
         return sequence
@@ -101,17 +118,20 @@ class Engine:
             self.stats["cancelled"] += 1
 
     def kv_usage(self) -> float:
-        held = sum((len(s.tokens) + s.produced) // BLOCK + 1 for s in self.running)
+        """Blocks running sequences hold (a shared prefix once) over the cache's size."""
+        held = len(self.held()) + sum(s.produced // BLOCK + 1 for s in self.running)
         return min(held / self.settings.cache_blocks, 1.0)
 
     async def run(self) -> None:
         s = self.settings
         while True:
             self.running = [q for q in self.running if not q.cancelled]
+            held = self.held()
             while self.waiting and len(self.running) < s.max_seqs:
-                sequence = self.waiting.popleft()
-                if not sequence.cancelled:
-                    self.running.append(sequence)
+                if self.waiting[0].cancelled or self._admit(self.waiting[0], held):
+                    self.waiting.popleft()
+                else:
+                    break  # the first in line waits for room, and everyone behind it
             if not self.running:
                 self.wake.clear()
                 await self.wake.wait()
@@ -126,7 +146,7 @@ class Engine:
                     budget -= take
                     prefilled += take
                     if sequence.to_prefill == 0:
-                        self.remember(sequence.tokens)
+                        self._remember(sequence)
                 else:
                     decoding.append(sequence)
             await asyncio.sleep((s.step_ms + prefilled * s.prefill_us / 1000) / 1000)

@@ -4,14 +4,16 @@ Each candidate gets a score, the weighted sum of three scorers, each between 0 a
 
 - prefix: the share of the prompt's leading blocks it probably has in its KV cache (`PrefixIndex`,
   fed by this strategy's own picks);
-- queue: how lightly loaded it is against the others: requests waiting and running there, as its
-  metrics report them, or as many as this balancer has in flight to it if that is more (metrics
-  lag; what we sent a moment ago is in no report yet);
+- queue: how few requests wait there for a sequence slot, against the others (a request that
+  finds a free slot starts at once, cached prefix or not, so running requests do not count);
 - kv: the share of its KV cache still free.
 
-Before scoring, saturated candidates (`max_waiting` requests waiting, or `max_kv` of the cache in
-use) are left out, and so is any candidate loaded more than `imbalance` requests beyond the least
-loaded: affinity must not pile requests onto one server while others idle. If every candidate is
+A candidate's load is the requests waiting and running there, as its metrics report them, or as
+many as this balancer has in flight to it if that is more (metrics lag; what was sent a moment
+ago is in no report yet); beyond `capacity.max_concurrency`, they wait. Before scoring, saturated
+candidates (`max_waiting` requests waiting, or `max_kv` of the cache in use) are left out, and so
+is any candidate loaded more than `imbalance` requests beyond the least loaded: affinity must not
+pile requests onto one server while others idle. If every candidate is
 saturated the pick is None, and the caller queues the request briefly or refuses it. Metrics come
 from `signals` (scraped from the servers, with the time they were read) or else from heartbeat
 metrics (`queue_depth`, `running`, `kv_cache_usage`); a scraped reading older than `stale_after`
@@ -90,8 +92,8 @@ class AiAware:
             self._ids = view.ids
         skip = request.exclude if request is not None else NOTHING
         now = self._clock()
-        fresh: list[tuple[Endpoint, float, float]] = []  # endpoint, load, kv
-        stale: list[tuple[Endpoint, float, float]] = []
+        fresh: list[tuple[Endpoint, float, float, float]] = []  # endpoint, load, waiting, kv
+        stale: list[tuple[Endpoint, float, float, float]] = []
         for endpoint in view.endpoints:
             if endpoint.id in skip:
                 continue
@@ -104,26 +106,27 @@ class AiAware:
             if waiting >= s.max_waiting or signals.kv >= s.max_kv:
                 continue  # saturated
             if signals.at is not None and now - signals.at > s.stale_after:
-                stale.append((endpoint, own, 1.0))
+                stale.append((endpoint, own, own, 1.0))
             else:
-                fresh.append((endpoint, load, signals.kv))
+                fresh.append((endpoint, load, waiting, signals.kv))
         candidates = fresh or stale
         if not candidates:
             return None
-        least = min(load for _, load, _ in candidates)
+        least = min(c[1] for c in candidates)
         candidates = [c for c in candidates if c[1] - least <= s.imbalance]
-        most = max(load for _, load, _ in candidates)
+        fewest = min(c[2] for c in candidates)
+        most = max(c[2] for c in candidates)
         key = request.key if request is not None else None
         if key is not self._key:
             self._key, self._hashes = key, self.index.hashes(key) if key else []
         hashes = self._hashes
-        matched = self.index.matched(hashes, [e.id for e, _, _ in candidates]) if hashes else {}
+        matched = self.index.matched(hashes, [c[0].id for c in candidates]) if hashes else {}
         best: Endpoint | None = None
         best_score = -1.0
-        for endpoint, load, kv in candidates:
+        for endpoint, _, waiting, kv in candidates:
             score = (
                 s.prefix_weight * (matched.get(endpoint.id, 0) / len(hashes) if hashes else 0.0)
-                + s.queue_weight * ((most - load) / (most - least) if most > least else 1.0)
+                + s.queue_weight * ((most - waiting) / (most - fewest) if most > fewest else 1.0)
                 + s.kv_weight * (1.0 - kv)
                 + self._rand() * 1e-6  # ties go to any of the best, not always the first
             )

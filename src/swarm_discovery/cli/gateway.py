@@ -24,7 +24,9 @@ def gateway(
     listen: Annotated[str, typer.Option(metavar="HOST:PORT", help="Where to serve HTTP.")] = "127.0.0.1:8080",
     routes: Annotated[
         Path | None,
-        typer.Option(metavar="FILE", help="Routes, TOML (or JSON): defaults, then \\[services.NAME] and \\[models] sections."),
+        typer.Option(
+            metavar="FILE", help="Routes, TOML (or JSON): defaults, then \\[services.NAME] and \\[models] sections."
+        ),
     ] = None,
     addr: Annotated[
         str | None, typer.Option("--addr", envvar="SWARM_ADDR", metavar="HOST:PORT", help="The registry.")
