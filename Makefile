@@ -39,6 +39,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.balance_core
 	$(BIN)/python -m bench.balancer
 	$(BIN)/python -m bench.acl
+	$(BIN)/python -m bench.gateway
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache

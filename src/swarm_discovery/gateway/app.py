@@ -104,7 +104,7 @@ class Gateway:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         metrics = self.metrics
-        path = request.path
+        path = request.raw_path.partition("?")[0]  # the gateway's own paths need no decoding
         openai = path in MODEL_PATHS or path == "/v1/models"
         if metrics.in_flight >= self.max_in_flight:
             metrics.error("busy")
@@ -143,7 +143,7 @@ class Gateway:
                 end = min(end, found)
         service = raw[1:end]
         if not SERVICE_NAME.match(service):
-            raise GatewayError(404, "not_found", f"no route for {request.path!r}: expected /SERVICE/PATH")
+            raise GatewayError(404, "not_found", f"no route for {raw.partition('?')[0]!r}: expected /SERVICE/PATH")
         target = raw[end:]
         if not target.startswith("/"):
             target = "/" + target

@@ -5,9 +5,11 @@ the SDK's balancer drives it. An attempt that fails before any byte of its answe
 client (no connection, a reset, no head within the route's `timeout`, a 502, 503 or 504) is
 tried on another instance, if the balancer's retry plan and budget allow: every request whose
 bytes never reached an instance, idempotent requests always, any request on routes with
-`retry = "all"`, and never one whose body was streamed (it cannot be sent again). Once relaying
-has begun nothing is retried: an answer whose body breaks off is cut off for the client too (the
-connection closes without the end of the body, so the client can tell).
+`retry = "all"`, and never one whose body was streamed (it cannot be sent again). Before relaying,
+a small answer is read whole and a streamed one up to its first part (model servers send a
+stream's head at once and its first token after the prefill), so a failure until then can still
+be retried. Once relaying has begun nothing is retried: an answer whose body breaks off is cut
+off for the client too (the connection closes without the end of the body, so the client can tell).
 
 Bodies stream both ways: request bodies of known length up to BUFFERED are read first (so that
 a retry can send them again), others are passed on as they arrive, under the route's
@@ -82,16 +84,15 @@ async def read_body(request: web.BaseRequest, limit: int, whole: bool = False) -
     return Body(data=b"".join(parts), length=size)
 
 
-def _forwarded(request: web.BaseRequest) -> list[bytes]:
-    prior = request.headers.get("X-Forwarded-For")
+def _forwarded(request: web.BaseRequest) -> bytes:
+    headers = request.headers
+    prior = headers.get("X-Forwarded-For")
     remote = request.remote or ""
-    lines = [
-        f"X-Forwarded-For: {prior}, {remote}\r\n" if prior else f"X-Forwarded-For: {remote}\r\n",
-        f"X-Forwarded-Proto: {request.scheme}\r\n",
-    ]
-    if request.host:
-        lines.append(f"X-Forwarded-Host: {request.host}\r\n")
-    return [line.encode("latin-1") for line in lines]
+    host = headers.get("Host")
+    return (
+        f"X-Forwarded-For: {f'{prior}, {remote}' if prior else remote}\r\nX-Forwarded-Proto: {request.scheme}\r\n"
+        + (f"X-Forwarded-Host: {host}\r\n" if host else "")
+    ).encode("latin-1")
 
 
 def _where(backend: Backend, endpoint: Endpoint) -> str:
@@ -110,7 +111,7 @@ class Proxy:
         started = time.perf_counter()
         route = backend.route
         flow = backend.core.attempts_for(request.method, key, True if route.retry == "all" else None)
-        extra = [*_forwarded(request), body.framing(request.method)]
+        extra = [_forwarded(request), body.framing(request.method)]
         tried: list[str] = []
         timeouts = 0
         try:
