@@ -213,6 +213,7 @@ class Gateway:
             "models": self.fleet.served_models(),
             "in_flight": self.metrics.in_flight,
             "idle_connections": self.upstreams.idle(),
+            "connections_opened": self.upstreams.opened,
             "reports_sent": self.reporter.sent,
             "scrape_failures": self.scraper.failures if self.scraper is not None else 0,
             "started_at": self.started_at,

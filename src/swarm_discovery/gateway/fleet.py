@@ -28,6 +28,7 @@ from .registry import CatalogFollower, Follower, RegistryClient
 from .settings import Routes
 
 READY_WAIT = 5.0
+MODELS_EVERY = 0.05  # seconds between two rebuilds of the model index
 FollowKey = tuple[str, str | None]
 
 
@@ -45,6 +46,7 @@ class Fleet:
         self.models: dict[str, list[InstanceView]] = {}  # model -> every instance listing it, ids service/id
         self.model_backends: dict[str, Backend] = {}
         self._models_due = False
+        self._models_at = 0.0
         self._stopping: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -88,12 +90,20 @@ class Fleet:
             self._models_changed()
 
     def _models_changed(self) -> None:
-        if not self._models_due:  # once for every follower that changed together
+        """Rebuild the model index soon: once for every follower that changed meanwhile, and at
+        most every MODELS_EVERY, so that a large fleet's metrics do not rebuild it on every beat."""
+        if not self._models_due:
             self._models_due = True
-            asyncio.get_running_loop().call_soon(self._rebuild_models)
+            loop = asyncio.get_running_loop()
+            loop.call_later(max(self._models_at + MODELS_EVERY - loop.time(), 0.0), self._models_timer)
+
+    def _models_timer(self) -> None:
+        if self._models_due:
+            self._rebuild_models()
 
     def _rebuild_models(self) -> None:
         self._models_due = False
+        self._models_at = asyncio.get_running_loop().time()
         selector = self.routes.models.watch_selector
         services = self._model_services(set(self.catalog.services or ()))
         models: dict[str, list[InstanceView]] = {}
@@ -155,10 +165,10 @@ class Fleet:
 
     async def model(self, model: str) -> Backend:
         await self._catalog_ready()
-        if self._models_due:
-            self._rebuild_models()
         backend = self.model_backends.get(model)
         if backend is None:
+            if self._models_due:  # the model may have just appeared
+                self._rebuild_models()
             instances = self.models.get(model)
             if instances is None:
                 raise GatewayError(404, "unknown_model", f"The model `{model}` does not exist.", param="model")

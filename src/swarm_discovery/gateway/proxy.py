@@ -71,6 +71,8 @@ async def read_body(request: web.BaseRequest, limit: int, whole: bool = False) -
         raise GatewayError(413, "too_large", f"body: larger than this route's limit of {limit} bytes")
     if not request.body_exists:
         return Body(data=b"" if length == 0 or whole else None)
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it to send the body
     if length is not None and (length <= BUFFERED or whole):
         return Body(data=await request.content.readexactly(length), length=length)
     if not whole:
