@@ -43,6 +43,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.consul
 	$(BIN)/python -m bench.acl
 	$(BIN)/python -m bench.etcd
+	$(BIN)/python -m bench.gateway
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache

@@ -180,12 +180,12 @@ def drop_silent_clients(listener: socket.socket, timeout: float) -> None:
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on `host:port`, which no other process may share, or `CannotServe`."""
+def listen(host: str, port: int, option: str = "--http", who: str = "swarm serve") -> socket.socket:
+    """A listening socket on `host:port`, which no other process may share, or `CannotServe` naming `option`."""
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise CannotServe(f"--http: cannot serve on {host}:{port}: {exc.strerror}") from None
+        raise CannotServe(f"{option}: cannot serve on {host}:{port}: {exc.strerror}") from None
     family, kind, _, _, address = found[0]
     listener = socket.socket(family, kind)
     try:
@@ -197,8 +197,8 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         listener.close()
         if exc.errno == errno.EADDRINUSE:
-            raise CannotServe(f"--http: port {port} on {host} is in use (another swarm serve?)") from None
-        raise CannotServe(f"--http: cannot serve on {host}:{port}: {exc.strerror}") from None
+            raise CannotServe(f"{option}: port {port} on {host} is in use (another {who}?)") from None
+        raise CannotServe(f"{option}: cannot serve on {host}:{port}: {exc.strerror}") from None
     return listener
 
 

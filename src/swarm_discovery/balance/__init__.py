@@ -4,6 +4,7 @@ for retries, ejections and reports, shared by the SDK and the gateway."""
 
 from __future__ import annotations
 
+from .ai_aware import AiAware, AiSettings, Signals
 from .consistent_hash import ConsistentHash
 from .endpoints import Endpoint, EndpointSet, Load, PickRequest
 from .flow import BalancerCore, NoInstance, Outcome
@@ -15,6 +16,8 @@ from .weighted import Weighted
 
 __all__ = [
     "STRATEGIES",
+    "AiAware",
+    "AiSettings",
     "BalancerCore",
     "ConsistentHash",
     "Endpoint",
@@ -26,6 +29,7 @@ __all__ = [
     "PickRequest",
     "Pool",
     "RoundRobin",
+    "Signals",
     "Strategy",
     "Weighted",
 ]

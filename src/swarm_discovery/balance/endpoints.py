@@ -4,7 +4,7 @@ what one pick may depend on."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import msgspec
 
@@ -14,8 +14,9 @@ from ..records import InstanceView
 class Endpoint:
     """One instance as a balancer sees it.
 
-    `queue_depth` is live: its owner refreshes it in place as heartbeat metrics arrive, so a
-    metrics change costs no rebuild. Everything else is fixed for the life of the object.
+    `queue_depth` and `metrics` (all of the heartbeat's metrics) are live: their owner refreshes
+    them in place as heartbeat metrics arrive, so a metrics change costs no rebuild. Everything
+    else is fixed for the life of the object.
     """
 
     __slots__ = (
@@ -24,6 +25,7 @@ class Endpoint:
         "lat",
         "lon",
         "max_concurrency",
+        "metrics",
         "port",
         "queue_depth",
         "region",
@@ -46,6 +48,7 @@ class Endpoint:
         queue_depth: float = 0.0,
         max_concurrency: float | None = None,
         scheme: str = "http",
+        metrics: Mapping[str, float] | None = None,
     ) -> None:
         self.id = id
         self.address = address
@@ -58,6 +61,7 @@ class Endpoint:
         self.queue_depth = queue_depth
         self.max_concurrency = max_concurrency
         self.scheme = scheme  # how requests reach it: https for an instance registered as such
+        self.metrics: Mapping[str, float] = metrics if metrics is not None else {}
 
     @classmethod
     def from_instance(cls, instance: InstanceView) -> Endpoint:
@@ -74,6 +78,7 @@ class Endpoint:
             queue_depth=instance.metrics.get("queue_depth", 0.0),
             max_concurrency=instance.capacity.get("max_concurrency"),
             scheme="https" if instance.protocol == "https" else "http",
+            metrics=instance.metrics,
         )
 
     def __repr__(self) -> str:

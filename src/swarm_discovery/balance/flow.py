@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from typing import Any
 
 import msgspec
@@ -39,7 +39,7 @@ from .endpoints import Endpoint, PickRequest
 from .members import Members
 from .outliers import OutlierDetector, OutlierSettings
 from .pool import Pool
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, Strategy
 
 log = logging.getLogger("swarm.balancer")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -58,6 +58,8 @@ class Outcome(msgspec.Struct, frozen=True):
     status: int | None = None  # the answer's status code; None when no answer came (a transport error)
     refused: bool = False  # the connection was refused: nothing listens there any more
     latency: float = 0.0  # seconds
+    sent: bool = True  # False: nothing of the request reached the instance, so a retry is safe for any method
+    final: bool = False  # the runner cannot retry this attempt (its answer has begun reaching its caller)
 
     @property
     def ok(self) -> bool:
@@ -69,7 +71,7 @@ class BalancerCore:
         self,
         service: str,
         *,
-        strategy: str = "least_loaded",
+        strategy: str | Callable[[], Strategy] = "least_loaded",
         selector: str | None = None,
         tags: list[str] | None = None,
         zone: str | None = None,
@@ -81,16 +83,20 @@ class BalancerCore:
         min_retry_concurrency: int = 3,
         panic_threshold: float = 0.5,
         outliers: OutlierSettings | None = None,
+        retry_statuses: Collection[int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if strategy not in STRATEGIES:
+        if isinstance(strategy, str) and strategy not in STRATEGIES:
             raise ValueError(f"strategy: one of {', '.join(STRATEGIES)}, not {strategy!r}")
         self.service = service
         self.query: dict[str, Any] = {"selector": selector, "tags": tags, "all": True}
         self.attempts = max(attempts, 1)
         self.per_try_timeout = per_try_timeout
+        # The answers worth trying elsewhere; None: any 5xx. Others still count as failures.
+        self.retry_statuses = frozenset(retry_statuses) if retry_statuses is not None else None
         self.budget = RetryBudget(retry_budget, min_retry_concurrency, clock=clock)
-        self.pool = Pool(STRATEGIES[strategy], zone=zone, region=region, near=near, panic_threshold=panic_threshold)
+        factory = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
+        self.pool = Pool(factory, zone=zone, region=region, near=near, panic_threshold=panic_threshold)
         self.outliers = OutlierDetector(outliers, clock)
         self._members = Members()
         self._healthy: set[str] = set()  # by the registry's word
@@ -148,11 +154,17 @@ class BalancerCore:
 
     # --- one request ------------------------------------------------------------------------
 
-    def attempts_for(self, method: str, key: str | None) -> Generator[Endpoint, Outcome, None]:
+    def attempts_for(
+        self, method: str, key: str | None, idempotent: bool | None = None
+    ) -> Generator[Endpoint, Outcome, None]:
         """Yield where to send each attempt and receive how it went; ends when no retry is due.
 
-        Close it if you stop early: an attempt in flight is then released without an observation.
+        A failed attempt is retried elsewhere if the request is `idempotent` (by default: its
+        method is) or nothing of it was sent. Close it if you stop early: an attempt in flight is
+        then released without an observation.
         """
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT
         request = PickRequest(key=key)
         tried: list[str] = []
         with self.lock:
@@ -181,9 +193,16 @@ class BalancerCore:
                     with self.lock:
                         self.budget.retry_done()
             self._observe(endpoint, outcome)
-            if outcome.ok or attempt + 1 == self.attempts or method.upper() not in IDEMPOTENT:
+            if outcome.ok or attempt + 1 == self.attempts or not self._retryable(outcome, idempotent):
                 return
             tried.append(endpoint.id)
+
+    def _retryable(self, outcome: Outcome, idempotent: bool) -> bool:
+        if outcome.final:
+            return False
+        if outcome.status is not None and self.retry_statuses is not None and outcome.status not in self.retry_statuses:
+            return False
+        return idempotent or not outcome.sent
 
     def _unpick(self, endpoint: Endpoint) -> None:
         with self.lock:

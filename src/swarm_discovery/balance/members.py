@@ -40,6 +40,7 @@ class Members:
             self._ids, self._indexes = ids, indexes
         for endpoint, metrics in zip(self.endpoints, map(_METRICS, instances), strict=True):
             endpoint.queue_depth = metrics.get("queue_depth", 0.0)
+            endpoint.metrics = metrics
         if not moved:
             return False
         members = frozenset(e.id for e in self.endpoints)

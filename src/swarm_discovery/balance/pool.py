@@ -80,9 +80,8 @@ class Pool:
 
     def pick(self, request: PickRequest | None = None, exclude: Iterable[str] = ()) -> Endpoint | None:
         """An endpoint from the first tier with anyone left in it, skipping `exclude` (ids already tried)."""
-        skip = frozenset(exclude)
-        if skip:
-            request = PickRequest(key=request.key if request is not None else None, exclude=skip)
+        if exclude:
+            request = PickRequest(key=request.key if request is not None else None, exclude=frozenset(exclude))
         for tier, strategy in zip(self._tiers, self._strategies, strict=False):
             if tier.endpoints:
                 found = strategy.pick(tier, request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from .ai_aware import AiAware
 from .consistent_hash import ConsistentHash
 from .endpoints import Endpoint, EndpointSet, PickRequest
 from .least_loaded import LeastLoaded
@@ -25,4 +26,5 @@ STRATEGIES: dict[str, Callable[[], Strategy]] = {
     "weighted": Weighted,
     "least_loaded": LeastLoaded,
     "consistent_hash": ConsistentHash,
+    "ai_aware": AiAware,
 }

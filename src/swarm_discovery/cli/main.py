@@ -12,7 +12,7 @@ import typer
 from typer._click import Context, Parameter
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from . import acl, catalog, instances, nodes, serve, watch
+from . import acl, catalog, gateway, instances, nodes, serve, watch
 from .output import show_sdk_news
 
 
@@ -62,6 +62,7 @@ for command in (
     instances.checks,
     watch.watch,
     nodes.nodes,
+    gateway.gateway,
 ):
     app.command(cls=_Command)(command)
 node_app.command("register", cls=_Command)(nodes.register_node)

@@ -37,13 +37,13 @@ class LogLevel(enum.StrEnum):
     error = "error"
 
 
-def _address(http: str) -> tuple[str, int]:
+def _address(http: str, option: str = "--http") -> tuple[str, int]:
     host, _, port = http.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")  # [::1]:8500
     if not host or not port.isdigit():
-        fail(f"--http: expected HOST:PORT, got {http!r}")
+        fail(f"{option}: expected HOST:PORT, got {http!r}")
     if not 1 <= int(port) <= 65535:
-        fail(f"--http: port {port} is not between 1 and 65535")
+        fail(f"{option}: port {port} is not between 1 and 65535")
     return host, int(port)
 
 

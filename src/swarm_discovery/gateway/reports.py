@@ -1,0 +1,60 @@
+"""Passive health from real traffic: what the gateway saw of each instance, reported to the registry.
+
+Every second the outcomes every backend's balancer collected (at most 1,000 each a second, as the
+SDK's balancer keeps them) go to `POST /v1/reports` in batches of at most 1,000, the most the
+server takes at once; the server aggregates every client's reports and ejects an instance they
+agree is failing, for everyone. A report that cannot be delivered is dropped (the next second
+brings fresh ones); the first failure after a success is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from ..errors import ApiError
+from ..records import MAX_REPORTS, Report
+from .backend import Backend
+from .registry import RegistryClient
+
+log = logging.getLogger("swarm.gateway")
+REPORT_EVERY = 1.0
+
+
+class Reporter:
+    def __init__(self, client: RegistryClient, backends: Callable[[], Iterable[Backend]]) -> None:
+        self.client = client
+        self._backends = backends
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self.sent = 0
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_EVERY)
+            await self.flush()
+
+    async def flush(self) -> None:
+        reports: list[Report] = []
+        for backend in self._backends():
+            reports += backend.reports()
+        for start in range(0, len(reports), MAX_REPORTS):
+            try:
+                await self.client.report(reports[start : start + MAX_REPORTS])
+            except ApiError as exc:
+                if not self._failing:
+                    log.warning("cannot report outcomes to the registry: %s", exc)
+                self._failing = True
+                return
+            self._failing = False
+            self.sent += len(reports[start : start + MAX_REPORTS])

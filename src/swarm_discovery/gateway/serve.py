@@ -1,0 +1,76 @@
+"""Running the gateway: aiohttp's HTTP server on uvloop, one process, on a listener bound here.
+
+aiohttp rather than granian, which `swarm serve` uses: a proxy must be able to cut an answer
+off (granian ends a chunked stream cleanly whatever the handler does, so a broken upstream
+would look complete to the client), to wait for a slow client before reading more from the
+instance (granian's stream transport queues without bound), and to hear that a client left
+(aiohttp cancels the handler, and with it the upstream request). Proxying costs about the same
+with either once the upstream side is `upstream.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+
+import uvloop
+from aiohttp import web
+
+from ..server import BACKLOG, listen
+from .app import Gateway, serve_forever
+from .registry import RegistryClient
+from .settings import Routes
+
+MAX_REQUEST_LINE = 32 * 1024  # a request line or one header field
+KEEPALIVE = 75.0  # seconds an idle client connection is kept
+
+
+def serve(
+    host: str,
+    port: int,
+    routes: Routes,
+    addr: str | None = None,
+    max_services: int = 512,
+    max_in_flight: int = 4096,
+) -> None:
+    """Serve until SIGINT or SIGTERM; `CannotServe` before anything starts if the address cannot be had."""
+    listener = listen(host, port, "--listen", "swarm gateway")
+    uvloop.run(_main(listener, host, port, routes, addr, max_services, max_in_flight))
+
+
+async def _main(
+    listener: socket.socket,
+    host: str,
+    port: int,
+    routes: Routes,
+    addr: str | None,
+    max_services: int,
+    max_in_flight: int,
+) -> None:
+    loop = asyncio.get_running_loop()
+    client = RegistryClient(addr)
+    gateway = Gateway(routes, client, max_services, max_in_flight)
+    server = web.Server(
+        gateway.handle,
+        handler_cancellation=True,  # a client that leaves cancels its request, upstream too
+        access_log=None,
+        max_line_size=MAX_REQUEST_LINE,
+        max_field_size=MAX_REQUEST_LINE,
+        keepalive_timeout=KEEPALIVE,
+    )
+    listening = await loop.create_server(server, sock=listener, backlog=BACKLOG)
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"swarm gateway: serving on http://{shown}:{port}, following the registry at {client.base_url}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await serve_forever(gateway, listening, server, stop)
+    finally:
+        await client.aclose()
