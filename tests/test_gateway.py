@@ -112,7 +112,8 @@ class Echo(Served):
 
 
 # Ejections by the registry last long enough for a test to look at them.
-REGISTRY_ARGS = ("--expiry-window", "50ms", "--ejection-base", "30s")
+# The gateway is the operator's own: its reports alone eject (without ACLs, a reporter is its address).
+REGISTRY_ARGS = ("--expiry-window", "50ms", "--ejection-base", "30s", "--trusted-reporter", "127.0.0.1")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from tests.gateway import GatewayProcess, Simulators
 from tests.helpers import unique, wait_for
 from tests.server import Server
 
-REGISTRY_ARGS = ("--expiry-window", "50ms", "--ejection-base", "30s")
+# The gateway is the operator's own: its reports alone eject (without ACLs, a reporter is its address).
+REGISTRY_ARGS = ("--expiry-window", "50ms", "--ejection-base", "30s", "--trusted-reporter", "127.0.0.1")
 
 
 @pytest.fixture(scope="module")
