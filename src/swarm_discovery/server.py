@@ -24,6 +24,8 @@ from granian.server.mp import MPServer
 from .acl import AclSettings
 from .core.core import Core
 from .errors import SwarmError
+from .fronts.dns.listener import DnsListener
+from .fronts.dns.settings import DnsSettings
 from .fronts.http.app import create_front, settings_from_env
 from .fronts.http.limits import Limits
 from .fronts.http.rsgi import RSGIApp
@@ -50,6 +52,7 @@ def die_with_parent() -> None:
 
 _serving: list[Core] = []  # the worker's core, for the signal handler
 _ready: list[str] = []  # what the worker prints once it serves; set before it is forked
+_dns: list[DnsListener] = []  # bound before the worker is forked, served by it
 
 
 class CannotServe(SwarmError):
@@ -107,10 +110,17 @@ class _WorkerApp(RSGIApp):
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             super().__rsgi_init__(loop)
+            for dns in _dns:
+                loop.run_until_complete(dns.start(self.core))
         except (SwarmError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(STARTUP_FAILED) from None
         print(*_ready, file=sys.stderr, flush=True)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        for dns in _dns:
+            dns.stop()
+        super().__rsgi_del__(loop)
 
 
 class _Granian(MPServer):
@@ -193,14 +203,17 @@ def serve(
     probes: ProbeSettings | None = None,
     limits: Limits | None = None,
     acl: AclSettings | None = None,
+    dns: DnsSettings | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
 
     The worker prints one line once it serves, or one saying why it cannot, and the process exits 1.
     """
     listener = listen(host, port)
+    _dns[:] = [DnsListener(dns)] if dns is not None else []  # DnsUnavailable: the port is taken
     shown = f"[{host}]" if ":" in host else host
-    _ready[:] = [f"swarm: serving on http://{shown}:{port}, data in {os.path.abspath(data_dir)}"]
+    also = f", DNS on {dns.shown} (UDP and TCP)" if dns is not None else ""
+    _ready[:] = [f"swarm: serving on http://{shown}:{port}{also}, data in {os.path.abspath(data_dir)}"]
     expiry = expiry or ExpirySettings()
     limits = limits or Limits()
     os.environ.update(limits.to_env())
