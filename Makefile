@@ -25,8 +25,7 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 test: lint
-	command -v dig >/dev/null && [ -x /usr/sbin/haproxy ] || (apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils haproxy >/dev/null)
+	tests/setup.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed
@@ -41,6 +40,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.picks
 	$(BIN)/python -m bench.balance_core
 	$(BIN)/python -m bench.balancer
+	$(BIN)/python -m bench.consul
 	$(BIN)/python -m bench.acl
 	$(BIN)/python -m bench.dns
 

@@ -223,7 +223,7 @@ def test_secrets_are_shown_once_and_never_logged(tmp_path: Path) -> None:
         http.put("/v1/services/b-llm/instances/i1", json=instance(), headers=bearer(created["token"]))
         http.put("/v1/services/a-llm/instances/i1", json=instance(), headers=bearer("wrong-secret-xyz"))
         listed = http.get("/v1/acl/tokens", headers=bearer(management))
-        for text in (listed.text, http.get(f"/v1/acl/self", headers=bearer(created["token"])).text):
+        for text in (listed.text, http.get("/v1/acl/self", headers=bearer(created["token"])).text):
             assert created["token"] not in text and management not in text
             assert "secret" not in text
         assert {t["id"] for t in listed.json()} >= {created["id"]}

@@ -70,7 +70,8 @@ def test_the_app_is_a_plain_asgi_callable(tmp_path: Path) -> None:
         answers.append(await asgi_request(app, "PUT", "/v1/services/a/instances/x", body))
         answers.append(await asgi_request(app, "GET", "/v1/services/a"))
         answers.append(await asgi_request(app, "GET", "/v1/services/a"))
-        assert app.cached("/v1/services/a", "", lambda name: None) is not None  # so the second GET was answered from the cache
+        # so the second GET was answered from the cache
+        assert app.cached("/v1/services/a", "", lambda name: None) is not None
         answers.append(await watch_until_first_event(app))
         await events.put({"type": "lifespan.shutdown"})
         assert await acknowledged.get() == "lifespan.shutdown.complete"

@@ -226,7 +226,7 @@ class Acl:
 
 def refuse(caller: Caller, what: str) -> NoReturn:
     if caller.id is None:
-        raise Unauthorized(f"{what} needs a token (Authorization: Bearer TOKEN, or X-Swarm-Token)")
+        raise Unauthorized(f"{what} needs a token (Authorization: Bearer TOKEN, X-Swarm-Token or X-Consul-Token)")
     raise Forbidden(f"token {caller.id}: no {what}")
 
 

@@ -738,6 +738,14 @@ class Registry:
         """How many instances the service has, healthy or not."""
         return len(self._services.get(service, {}))
 
+    def services_with(self, iid: str) -> list[str]:
+        """The services that have an instance `iid`: Consul's API names an instance by its id alone."""
+        return [name for name, entries in self._services.items() if iid in entries]
+
+    def services_on(self, nid: str) -> list[str]:
+        """The services with instances on node `nid`."""
+        return sorted(self._node_services.get(nid, {}))
+
     def published(self, service: str) -> list[Published]:
         """Every instance of the service as readers see it, healthy or not."""
         return [entry.published for entry in self._services.get(service, {}).values()]

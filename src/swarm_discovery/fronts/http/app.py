@@ -1,4 +1,4 @@
-"""The HTTP front over a core: the route table in front, and the ASGI application.
+"""The HTTP front over a core: the route table (native and Consul-compatible) in front, and the ASGI app.
 
 `swarm serve` hands a running `Core` to the front over RSGI (`server.py`, `rsgi.py`). Any ASGI
 server can run `create_app()` instead: its lifespan builds, starts and stops a core of its own.
@@ -20,6 +20,8 @@ from ...core.core import Core, CoreSettings
 from ...durations import parse_duration
 from ...health.limits import ProbeSettings
 from ...health.protection import ExpirySettings
+from ..consul.routes import CONSUL_ROUTES, unsupported
+from ..prometheus.sd import SD_ROUTES
 from .dispatch import RouteTable
 from .front import Front
 from .limits import Limits
@@ -53,9 +55,14 @@ def settings_from_env() -> CoreSettings:
     )
 
 
+def route_table() -> RouteTable:
+    """The native API, the Consul-compatible subset and Prometheus service discovery, on one port."""
+    return RouteTable(ROUTES + CONSUL_ROUTES + SD_ROUTES)
+
+
 def create_front(limits: Limits | None = None) -> Front:
     """The HTTP front, answering 503 until a core is attached."""
-    return Front(None, RouteTable(ROUTES), limits or Limits())
+    return Front(None, route_table(), limits or Limits(), unsupported)
 
 
 def create_app(settings: CoreSettings | None = None, limits: Limits | None = None) -> Front:
@@ -72,5 +79,7 @@ def create_app(settings: CoreSettings | None = None, limits: Limits | None = Non
             front.detach()
             await core.stop()
 
-    front = Front(Starlette(lifespan=lifespan), RouteTable(ROUTES), limits or Limits())
+    front = Front(
+        Starlette(lifespan=lifespan), RouteTable(ROUTES + CONSUL_ROUTES + SD_ROUTES), limits or Limits(), unsupported
+    )
     return front

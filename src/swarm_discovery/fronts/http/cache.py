@@ -13,7 +13,7 @@ from collections.abc import Hashable
 from ...core.answers import AnswerCache
 from ...core.registry import Registry
 from ...telemetry import REQUESTS
-from .headers import asgi_headers, json_headers
+from .headers import Headers, asgi_headers
 
 MAX_ALIASES = 16384
 Raw = tuple[str, ...]  # path, query string, and with ACLs on the caller (`Caller.key`)
@@ -22,11 +22,11 @@ Raw = tuple[str, ...]  # path, query string, and with ACLs on the caller (`Calle
 class Answer:
     __slots__ = ("asgi_headers", "body", "headers", "index", "requests", "topic")
 
-    def __init__(self, topic: str, index: int, body: bytes, route: str) -> None:
+    def __init__(self, topic: str, index: int, body: bytes, headers: Headers, route: str) -> None:
         self.topic = topic
         self.index = index
         self.body = body
-        self.headers = json_headers(index)
+        self.headers = headers
         self.asgi_headers = asgi_headers(self.headers, body)
         self.requests = REQUESTS.series("GET", route, 200)
 

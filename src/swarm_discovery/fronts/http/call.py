@@ -72,8 +72,8 @@ class Call:
         return None
 
     def secret(self) -> str | None:
-        """The token the request presents, if any (`Authorization: Bearer`, `X-Swarm-Token`)."""
-        return secret_from(self.header("authorization"), self.header("x-swarm-token"))
+        """The token the request presents, if any (`Authorization: Bearer`, `X-Swarm-Token`, `X-Consul-Token`)."""
+        return secret_from(self.header("authorization"), self.header("x-swarm-token") or self.header("x-consul-token"))
 
     async def body(self) -> bytes:
         """The whole body; 413 past MAX_BODY, before reading any of it when Content-Length says so."""

@@ -38,10 +38,13 @@ log = logging.getLogger("swarm")
 
 
 class Front:
-    def __init__(self, app: Any, routes: RouteTable, limits: Limits) -> None:
+    def __init__(
+        self, app: Any, routes: RouteTable, limits: Limits, unknown: Callable[[str, str], str | None] | None = None
+    ) -> None:
         self.app = app  # what serves ASGI events other than HTTP (the lifespan), if anything
         self.routes = routes
         self.limits = limits
+        self.unknown = unknown  # a better 404 message for a path of another API's family, if it has one
         self.context: Context | None = None  # while a running core is attached
 
     def attach(self, core: Core) -> None:
@@ -69,7 +72,8 @@ class Front:
         if not context.acl.enabled:
             return context.cache.get_raw((path, query))
         try:
-            caller = context.acl.known_caller(secret_from(header("authorization"), header("x-swarm-token")))
+            token = header("x-swarm-token") or header("x-consul-token")
+            caller = context.acl.known_caller(secret_from(header("authorization"), token))
         except Unauthorized:
             return None  # the slow path answers the 401
         return context.cache.get_raw((path, query, caller.key)) if caller is not None else None
@@ -95,7 +99,8 @@ class Front:
                 log.exception("unexpected error on %s %s", call.method, call.path)
                 return error_reply(500, "internal error; see the server log")
         if found is None:
-            return error_reply(404, f"no such path: {call.path}")
+            message = self.unknown(call.method, call.path) if self.unknown is not None else None
+            return error_reply(404, message or f"no such path: {call.path}")
         allowed = ", ".join(found.allowed)
         return error_reply(405, f"method {call.method} not allowed here (allowed: {allowed})", [("allow", allowed)])
 

@@ -74,7 +74,11 @@ def _name_the_field(message: str) -> str:
 
 
 def name(call: Call, param: str) -> str:
-    value: str = call.params[param]
+    """A path parameter that names a service, instance or node."""
+    return checked_name(call.params[param], param)
+
+
+def checked_name(value: str, param: str) -> str:
     if not _ID.fullmatch(value):  # not `match`: its `$` lets a final newline through
         raise BadRequest(f"{param}: {value!r} must match {ID_PATTERN}")
     return value

@@ -7,6 +7,8 @@ watchers woken by one change share one encoding. A blocking query holds a long-r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from ...acl import Section
@@ -15,9 +17,9 @@ from ...core.published import Published
 from ...telemetry import WATCHERS
 from .cache import Answer
 from .call import Call, Reply
+from .headers import Headers, json_headers
 from .inputs import integer, wait_seconds
 
-ENCODING = "json"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -34,12 +36,23 @@ def encode(found: Found) -> bytes:
     return _encode(items)
 
 
+class Encoding(msgspec.Struct, frozen=True):
+    """How a front writes a `Found` out: cached answers are keyed by the query and this name."""
+
+    name: str
+    encode: Callable[[Found], bytes]
+    headers: Callable[[int], Headers]
+
+
+NATIVE = Encoding("json", encode, json_headers)
+
+
 def filtered_for(call: Call, section: Section) -> str | None:
     """The `Query.caller` of a listing of `section`: None when the caller may read all of it."""
     return None if call.caller.policy.reads_all(section) else call.caller.key
 
 
-async def read(call: Call, query: Query) -> Reply:
+async def read(call: Call, query: Query, encoding: Encoding = NATIVE) -> Reply:
     """Answer `query`, blocking first when the request carries `index`."""
     context = call.context
     lookup = context.lookup
@@ -53,12 +66,12 @@ async def read(call: Call, query: Query) -> Reply:
                 await call.until_gone(lookup.wait(query, index, wait))
             finally:
                 WATCHERS.dec()
-    key = (query, ENCODING)
+    key = (query, encoding.name)
     cache = context.cache
     answer = cache.answers.get(key)
     if answer is None:
         found = await lookup.find(query)
-        answer = Answer(query.topic, found.index, encode(found), call.route)
+        answer = Answer(query.topic, found.index, encoding.encode(found), encoding.headers(found.index), call.route)
         cache.answers.put(key, answer)
     if index is None:
         raw = (call.path, call.query_string)

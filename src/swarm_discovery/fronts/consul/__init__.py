@@ -1,0 +1,1 @@
+"""A Consul-compatible HTTP subset over the lookup: agent, catalog, health and status endpoints."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# What the tests run beside our server, from Debian: Prometheus (service discovery against us),
+# dig and HAProxy (resolving through our DNS).
+# Each entry is "command package"; only what is missing is installed.
+set -euo pipefail
+needed=(
+  "prometheus prometheus"
+  "dig bind9-dnsutils"
+  "haproxy haproxy"
+)
+missing=()
+for entry in "${needed[@]}"; do
+  read -r command package <<<"$entry"
+  command -v "$command" >/dev/null || [ -x "/usr/sbin/$command" ] || [ -x "/usr/bin/$command" ] || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} ..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
