@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# References and load generators for the benchmarks, from Debian: nginx, HAProxy and wrk.
+# References and load generators for the benchmarks, from Debian: nginx, HAProxy, dnsmasq, wrk and dnsperf.
 set -euo pipefail
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+command -v dnsperf >/dev/null || missing+=(dnsperf)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} ..."
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -23,20 +23,8 @@ from swarm_discovery.fronts.dns.names import Named, named
 from tests.backends import HttpBackend
 from tests.conftest import FAST_EXPIRY
 from tests.helpers import put, unique, wait_for
-from tests.server import Server, free_port
+from tests.server import Server, free_dns_port, free_port
 from tests.test_cli_serve import one_line_error, serve
-
-
-def free_dns_port() -> int:
-    """A port free for both UDP and TCP on loopback."""
-    while True:
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
 
 
 class Dns:

@@ -1,9 +1,10 @@
 """One DNS message in, one reply out: names parsed into a `Query`, the lookup's answer encoded.
 
 Which instances are healthy, how `near` orders them and what the change index is are the
-lookup's; this module only maps names and encodes. A reply for a `Query` is kept in the shared
-`AnswerCache` under `(Query, Asked)` until the change index of the query's topic moves, as the
-HTTP front's are; a query spelled as one answered before is served from it without parsing.
+lookup's; this module only maps names and encodes. A reply for a `Query` is kept in an
+`AnswerCache` (core/answers.py, as the HTTP front keeps its answers) under `(Query, Asked)` until
+the change index of the query's topic moves; a query spelled as one answered before is served
+from it without being parsed.
 
 Like Consul: a service with no healthy instance (or one the anonymous caller may not read) is
 NXDOMAIN; a name that exists but has no record of the type asked is NODATA (NOERROR, no
@@ -55,14 +56,13 @@ class DnsFront:
     def reply(self, wire: bytes, tcp: bool) -> bytes | None:
         """The reply to one message, or None for one that gets none (a reply, no header, too long)."""
         key = self._spellings[tcp].get(wire[2:])
-        if key is not None:
-            answer = self.answers.get(key) or self._answer(key)
-            return wire[:2] + answer.next()
-        if len(wire) < _HEADER or len(wire) > MAX_QUERY or wire[2] & 0x80:
-            return None
         try:
+            if key is not None:
+                return wire[:2] + self._current(key).next()
+            if len(wire) < _HEADER or len(wire) > MAX_QUERY or wire[2] & 0x80:
+                return None
             return self._parsed(wire, tcp)
-        except Exception:
+        except Exception:  # a bug: the asker hears of it, the server goes on
             log.exception("dns: answering a query failed")
             return failure(int.from_bytes(wire[:2]), wire[2] << 8, dns.rcode.SERVFAIL)
 
@@ -91,7 +91,7 @@ class DnsFront:
             key = self._key(what, asked)
             if key is not None:
                 self._spellings[tcp].remember(wire[2:], key)
-                return wire[:2] + (self.answers.get(key) or self._answer(key)).next()
+                return wire[:2] + self._current(key).next()
             reply = self._unlooked(what, asked)
         return wire[:2] + reply[2:]
 
@@ -123,6 +123,10 @@ class DnsFront:
         if what.kind == "addr":
             return self._records(asked, self.zone.for_target(asked.name, target_of(what.address), asked.rdtype), serial)
         return self._nxdomain(asked, serial)
+
+    def _current(self, key: Key) -> DnsAnswer:
+        """The cached answer while it is current, else a new one, cached."""
+        return self.answers.get(key) or self._answer(key)
 
     def _answer(self, key: Key) -> DnsAnswer:
         query, asked = key
