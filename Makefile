@@ -31,6 +31,7 @@ test: lint
 bench: $(VENV)/.installed
 	bench/setup.sh
 	$(BIN)/python -m bench.reads
+	$(BIN)/python -m bench.tls
 	$(BIN)/python -m bench.writes
 	$(BIN)/python -m bench.inproc
 	$(BIN)/python -m bench.watch

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import re
+import ssl
 import subprocess
 import tempfile
 import textwrap
@@ -24,16 +25,29 @@ from tests.server import Server, free_port
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
+# One loader's address stands for a whole fleet: a write rate it never reaches, with the limiter running.
+WRITE_RATE = 1e9
 
 
-def start_server(cpus: str | None = SERVER_CPU) -> Server:
-    server = Server(Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "data", cpus=cpus)
+def start_server(
+    cpus: str | None = SERVER_CPU, args: tuple[str, ...] = (), tls: ssl.SSLContext | None = None
+) -> Server:
+    server = Server(
+        Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "data",
+        cpus=cpus,
+        args=("--write-rate", f"{WRITE_RATE:g}", *args),
+        tls=tls,
+    )
     server.start()
     return server
 
 
 async def register_all(
-    port: int, count: int, body: Callable[[int], tuple[str, str, dict[str, Any]]], concurrency: int = 64
+    port: int,
+    count: int,
+    body: Callable[[int], tuple[str, str, dict[str, Any]]],
+    concurrency: int = 64,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """PUT `count` instances over `concurrency` keep-alive connections; `body(i)` gives (service, id, instance).
 
@@ -42,7 +56,9 @@ async def register_all(
     queue = iter(range(count))
 
     async def connection() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+        )
         for i in queue:
             service, iid, instance = body(i)
             payload = msgspec.json.encode(instance)
@@ -62,7 +78,8 @@ async def register_all(
 
 
 def load(server: Server, count: int, body: Callable[[int], tuple[str, str, dict[str, Any]]]) -> None:
-    asyncio.run(register_all(server.port, count, body))
+    tls = server.verify if isinstance(server.verify, ssl.SSLContext) else None
+    asyncio.run(register_all(server.port, count, body, tls=tls))
 
 
 class Wrk:

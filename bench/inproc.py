@@ -24,9 +24,10 @@ import time
 
 import uvloop
 
-from bench.common import SERVER_CPU
+from bench.common import SERVER_CPU, WRITE_RATE
 from swarm_discovery.core.core import Core, CoreSettings
 from swarm_discovery.fronts.http.app import create_front
+from swarm_discovery.fronts.http.limits import Limits
 from swarm_discovery.fronts.http.rsgi import RSGIApp
 
 BODY = (
@@ -77,7 +78,7 @@ async def register(app: RSGIApp, ids: range, callers: int = 64) -> None:
 async def run(writes: int) -> None:
     gc.set_threshold(100_000, 50, 1000)  # as the server sets it
     core = Core(CoreSettings(data_dir=tempfile.mkdtemp(prefix="swarm-inproc-")))
-    app = RSGIApp(create_front(), core)
+    app = RSGIApp(create_front(Limits(write_rate=WRITE_RATE)), core)
     await core.start()
     app.front.attach(core)
     warm = min(1000, writes // 10)

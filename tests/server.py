@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,17 +42,28 @@ STOP_WITHIN = 5.0
 
 
 class Server:
-    """One `swarm serve` process; restartable on the same port and data directory."""
+    """One `swarm serve` process; restartable on the same port and data directory.
 
-    def __init__(self, data_dir: Path, cpus: str | None = None, args: tuple[str, ...] = ()) -> None:
+    `tls` is what the tests' own requests to it verify it with (and present), for a server given
+    `--tls-cert`: its url is then https.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        cpus: str | None = None,
+        args: tuple[str, ...] = (),
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.cpus = cpus
         self.args = args
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.addr}"
+        self.url = f"{'https' if tls else 'http'}://{self.addr}"
+        self.verify: ssl.SSLContext | bool = tls or True
         self.process: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.http = httpx.Client(base_url=self.url, timeout=10, verify=self.verify)
 
     def start(self) -> None:
         self.log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
@@ -78,7 +90,7 @@ class Server:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.02)
@@ -92,7 +104,7 @@ class Server:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # the worker dies with the main process
             try:
-                httpx.get(f"{self.url}/healthz", timeout=0.2)
+                httpx.get(f"{self.url}/healthz", timeout=0.2, verify=self.verify)
                 time.sleep(0.05)
             except httpx.TransportError:
                 return

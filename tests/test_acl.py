@@ -307,3 +307,52 @@ def test_the_cli_bootstraps_creates_lists_and_deletes_tokens(acl_server: Server,
     gone = swarm("acl", "token", "self", token=created["token"])
     assert gone.returncode == 1 and "401" in gone.stderr
     wait_for(lambda: created["id"] not in swarm("acl", "token", "list", token=management).stdout)
+
+
+def test_with_acls_a_reporter_is_a_token_not_an_address(tmp_path: Path) -> None:
+    """Two tokens from one address are two reporters; one token from two addresses is one."""
+    server = start(tmp_path, "--ejection-base", "10m")
+    try:
+        management = bootstrap(server)
+        http = server.http
+        for i in range(4):
+            http.put(f"/v1/services/a-llm/instances/i{i}", json=instance(), headers=bearer(management))
+        tokens = [create(server, management, PROVIDER_A)["token"] for _ in range(2)]
+        failing = [{"service": "a-llm", "id": "i0", "ok": False}] * 10
+        other = httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+
+        def listed() -> list[str]:
+            return sorted(i["id"] for i in http.get("/v1/services/a-llm").json())
+
+        # One token, from two addresses: one reporter, below the quorum of two.
+        for client in (http, other):
+            assert client.post("/v1/reports", json=failing, headers=bearer(tokens[0])).status_code == 200
+        assert listed() == ["i0", "i1", "i2", "i3"]
+        # A second token from the first address: a second reporter, and the instance is ejected.
+        assert http.post("/v1/reports", json=failing, headers=bearer(tokens[1])).status_code == 200
+        assert listed() == ["i1", "i2", "i3"]
+        other.close()
+    finally:
+        server.stop()
+
+
+def test_with_acls_instance_caps_and_write_rates_count_by_token(tmp_path: Path) -> None:
+    server = start(tmp_path, "--max-instances-per-registrant", "2", "--write-rate", "5")
+    try:
+        management = bootstrap(server)
+        http = server.http
+        a, b = (bearer(create(server, management, PROVIDER_A)["token"]) for _ in range(2))
+        for iid in ("i1", "i2"):
+            assert http.put(f"/v1/services/a-llm/instances/{iid}", json=instance(), headers=a).status_code == 200
+        over = http.put("/v1/services/a-llm/instances/i3", json=instance(), headers=a)
+        assert over.status_code == 429 and "registrant" in over.json()["error"]
+        # Another token from the same address has a cap of its own.
+        assert http.put("/v1/services/a-llm/instances/i3", json=instance(), headers=b).status_code == 200
+        # a's burst of five writes a second is spent after a few more; b's is its own.
+        statuses = [
+            http.put("/v1/services/a-llm/instances/i1", json=instance(), headers=a).status_code for _ in range(8)
+        ]
+        assert 429 in statuses
+        assert http.put("/v1/services/a-llm/instances/i3", json=instance(port=81), headers=b).status_code == 200
+    finally:
+        server.stop()

@@ -14,8 +14,18 @@ import pytest
 from swarm_discovery import AsyncClient, Client
 from swarm_discovery.sdk.balancer import AllFailed, Balancer, NoInstance
 from tests.backends import HttpBackend, Quiet, Served
-from tests.conftest import Server
+from tests.conftest import FAST_EXPIRY, Server
 from tests.helpers import ids, put, unique, wait_for
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The module's server, trusting this host's reports as an operator trusts its own balancers:
+    one balancer's reports eject for everyone (from untrusted clients it takes two that agree)."""
+    s = Server(tmp_path_factory.mktemp("balancer") / "data", args=(*FAST_EXPIRY, "--trusted-reporter", "127.0.0.1"))
+    s.start()
+    yield s
+    s.stop()
 
 
 class Fleet:

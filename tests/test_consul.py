@@ -6,10 +6,10 @@ import threading
 import time
 from pathlib import Path
 
-import consul
 import httpx
 import pytest
 
+import consul
 from tests.backends import HttpBackend
 from tests.helpers import instance, unique, wait_for
 from tests.server import Server

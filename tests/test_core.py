@@ -180,12 +180,13 @@ def test_stop_leaves_no_timer_or_task_behind(tmp_path: Path) -> None:
         registry = core.registry
         await registry.register("svc", "a", spec())
         await registry.register("svc", "b", spec())
-        registry.report([Report(service="svc", id="a", ok=False) for _ in range(10)])  # ejects a for a while
+        failures = [Report(service="svc", id="a", ok=False) for _ in range(10)]
+        registry.report(failures, "gateway", trusted=True)  # ejects a for a while
         assert registry.instance("svc", "a").view.ejected is not None
         await core.stop()
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert pending == []
-        assert all(timer.cancelled() for timer in registry._timers)
+        assert all(timer.cancelled() for timer in registry._timers.values())
 
     asyncio.run(scenario())  # no wait_for around it: its own task would count as left behind
 

@@ -58,7 +58,9 @@ def test_a_watch_resumes_only_from_an_ascii_index(shared_server: Server) -> None
 def test_bodies_that_are_not_utf8_are_400(shared_server: Server, method: str, path: str, body: bytes) -> None:
     service = unique("utf")
     put(shared_server.http, service, "a", port=1234)
-    response = shared_server.http.request(method, path.format(s=service), content=body)
+    response = shared_server.http.request(
+        method, path.format(s=service), content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     assert "UTF-8" in response.json()["error"] or "invalid" in response.json()["error"].lower()
     assert shared_server.http.get(f"/v1/services/{service}/instances/a").json()["port"] == 1234

@@ -99,6 +99,7 @@ class CheckSpec(Spec, kw_only=True):
     headers: Annotated[dict[Short, Text], msgspec.Meta(max_length=32)] = {}
     expect_status: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
     tls_skip_verify: bool = False
+    tls_server_name: Short | None = None  # the name an HTTPS target's certificate is checked for (and SNI)
     warn_latency: Duration | None = None
     interval: Duration = "10s"
     timeout: Duration = "2s"
@@ -285,6 +286,7 @@ class InstanceRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False)
     spec: InstanceSpec
     registered_at: float
     maintenance: Maintenance | None = None
+    registrant: str | None = None  # who registered it, as the front names callers; None: its service
 
 
 class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
@@ -318,6 +320,8 @@ def validate_checks(checks: list[CheckSpec]) -> None:
             _check_host_port((check.grpc or "").split("/", 1)[0], f"{field}.grpc", "host:port or host:port/service")
         if check.type == "http":
             _check_url(check.url or "", f"{field}.url")
+        if check.tls_server_name is not None:
+            _check_host(check.tls_server_name, f"{field}.tls_server_name")
         for name, value in check.headers.items():
             if not _TOKEN.match(name):
                 raise BadRequest(f"{field}.headers: {name!r} is not a header name")

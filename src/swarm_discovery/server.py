@@ -1,4 +1,8 @@
-"""Running the server: granian with one worker (the registry lives in memory), over RSGI."""
+"""Running the server: granian with one worker (the registry lives in memory), over RSGI.
+
+HTTPS with `tls`: granian terminates it; with client certificates required (`tls.client_ca`) the
+worker's TLS relay does, in front of granian on a loopback port (`fronts/http/tls.py` says why).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +15,30 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import granian._signals
 import msgspec
 from granian._granian import SocketHolder
-from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
+from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols, TaskImpl
 from granian.http import HTTP1Settings
 from granian.server.mp import MPServer
 
 from .acl import AclSettings
+from .balance.quorum import ReportSettings
 from .core.core import Core
+from .core.quotas import Quotas
 from .errors import SwarmError
 from .fronts.dns.listener import DnsListener
 from .fronts.dns.settings import DnsSettings
 from .fronts.http.app import create_front, settings_from_env
 from .fronts.http.limits import Limits
-from .fronts.http.rsgi import RSGIApp
+from .fronts.http.rsgi import RelayedApp, RSGIApp
+from .fronts.http.tls import TlsFiles
 from .health.limits import ProbeSettings
 from .health.protection import ExpirySettings
 
@@ -50,9 +60,12 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-_serving: list[Core] = []  # the worker's core, for the signal handler
+_on_stop: list[Callable[[], None]] = []  # what the worker's signal handler calls first
 _ready: list[str] = []  # what the worker prints once it serves; set before it is forked
 _dns: list[DnsListener] = []  # bound before the worker is forked, served by it
+# With client certificates: the public listener, granian's loopback address and the TLS context,
+# for the worker's relay; set before the worker is forked.
+_relayed: list[tuple[socket.socket, tuple[str, int], ssl.SSLContext]] = []
 
 
 class CannotServe(SwarmError):
@@ -73,8 +86,8 @@ def _end_waits_first() -> None:
         stop = install(loop)
 
         def on_signal() -> None:
-            for core in _serving:
-                core.end_waits()
+            for call in _on_stop:
+                call()
             stop.set()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -96,8 +109,16 @@ def worker_app() -> RSGIApp:
     # pauses under write load. Records hold no reference cycles, so collect far less often.
     gc.set_threshold(100_000, 50, 1000)
     core = Core(settings_from_env())
-    _serving.append(core)
-    return _WorkerApp(create_front(Limits.from_env()), core)
+    _on_stop.append(core.end_waits)
+    front = create_front(Limits.from_env())
+    if not _relayed:
+        return _WorkerApp(front, core)
+    from .fronts.http.tls import Relay
+
+    listener, upstream, context = _relayed[0]
+    relay = Relay(listener, upstream, context, front.limits)
+    _on_stop.append(relay.stop_accepting)  # granian stops taking connections at once too
+    return _RelayedWorkerApp(front, core, relay)
 
 
 class _WorkerApp(RSGIApp):
@@ -123,6 +144,10 @@ class _WorkerApp(RSGIApp):
         super().__rsgi_del__(loop)
 
 
+class _RelayedWorkerApp(_WorkerApp, RelayedApp):
+    """The worker's app behind the TLS relay."""
+
+
 class _Granian(MPServer):
     """granian serving on a listener bound here, one that drops connections that take nothing.
 
@@ -144,7 +169,7 @@ class _Granian(MPServer):
     def _init_shared_socket(self) -> None:
         listener = self.listener
         listener.set_inheritable(True)  # the worker is forked with it
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.user_timeout * 1000))
+        drop_silent_clients(listener, self.user_timeout)
         # granian's own attributes for a shared listener, as its `_init_shared_socket` sets them
         holder = SocketHolder(listener.fileno(), False, self.backlog)  # type: ignore[call-arg]
         self._shd, self._sfd, self._sso = holder, listener.fileno(), listener  # type: ignore[assignment]
@@ -157,6 +182,11 @@ class _Granian(MPServer):
             return False
         failed = any(worker.inner.exitcode == STARTUP_FAILED for worker in self.wrks)
         return not (failed and message.startswith("Unexpected exit from worker"))
+
+
+def drop_silent_clients(listener: socket.socket, timeout: float) -> None:
+    """Make the connections `listener` accepts drop a client that takes nothing for `timeout`."""
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -181,12 +211,18 @@ def listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def _allow_open_files(connections: int) -> None:
-    """Raise the soft limit on open files (often 1,024) as far as allowed: each connection takes one."""
+def _allow_open_files(connections: int, each: int) -> None:
+    """Raise the soft limit on open files (often 1,024) as far as allowed: each connection takes `each`."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connections + _SPARE_FILES
+    wanted = connections * each + _SPARE_FILES
     if hard != resource.RLIM_INFINITY and hard < wanted:
-        log.warning("at most %d open files allowed: fewer than --max-connections %d needs", hard, connections)
+        log.warning(
+            "at most %d open files allowed: fewer than --max-connections %d needs (%d for each connection%s)",
+            hard,
+            connections,
+            each,
+            " with client certificates" if each > 1 else "",
+        )
         wanted = hard
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
@@ -203,19 +239,35 @@ def serve(
     probes: ProbeSettings | None = None,
     limits: Limits | None = None,
     acl: AclSettings | None = None,
+    reports: ReportSettings | None = None,
+    quotas: Quotas | None = None,
+    tls: TlsFiles | None = None,
     dns: DnsSettings | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
 
     The worker prints one line once it serves, or one saying why it cannot, and the process exits 1.
+    `tls` must have been checked (`TlsFiles.context`).
     """
+    expiry = expiry or ExpirySettings()
+    limits = limits or Limits()
     listener = listen(host, port)
     _dns[:] = [DnsListener(dns)] if dns is not None else []  # DnsUnavailable: the port is taken
     shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if tls is not None else "http"
     also = f", DNS on {dns.shown} (UDP and TCP)" if dns is not None else ""
-    _ready[:] = [f"swarm: serving on http://{shown}:{port}{also}, data in {os.path.abspath(data_dir)}"]
-    expiry = expiry or ExpirySettings()
-    limits = limits or Limits()
+    _ready[:] = [f"swarm: serving on {scheme}://{shown}:{port}{also}, data in {os.path.abspath(data_dir)}"]
+    granian_tls: dict[str, Any] = {}
+    files_each = 1
+    if tls is not None and tls.client_ca is not None:
+        # The relay takes the public port; granian serves it on loopback, for the relay only.
+        drop_silent_clients(listener, limits.client_timeout)
+        public, listener = listener, listen("127.0.0.1", 0)
+        _relayed[:] = [(public, listener.getsockname()[:2], tls.context())]
+        host, port = listener.getsockname()[:2]
+        files_each = 3  # the client's connection, the relay's to granian and granian's end of it
+    elif tls is not None:
+        granian_tls = {"ssl_cert": Path(tls.cert), "ssl_key": Path(tls.key), "ssl_protocol_min": SSLProtocols.tls12}
     os.environ.update(limits.to_env())
     os.environ["SWARM_EJECTION_BASE"] = f"{ejection_base}s"
     os.environ["SWARM_DATA_DIR"] = os.path.abspath(data_dir)
@@ -226,8 +278,10 @@ def serve(
     os.environ["SWARM_EXPIRY_OWNERS"] = str(expiry.owners)
     os.environ["SWARM_PROBES"] = msgspec.json.encode(probes or ProbeSettings()).decode()
     os.environ["SWARM_ACL"] = msgspec.json.encode(acl or AclSettings()).decode()
+    os.environ["SWARM_REPORTS"] = msgspec.json.encode(reports or ReportSettings()).decode()
+    os.environ["SWARM_QUOTAS"] = msgspec.json.encode(quotas or Quotas()).decode()
     _end_waits_first()
-    _allow_open_files(limits.connections)
+    _allow_open_files(limits.connections, files_each)
     _Granian(
         "swarm_discovery.server:worker_app",
         factory=True,
@@ -256,4 +310,5 @@ def serve(
         workers_kill_timeout=STOP_WITHIN_SECONDS,
         listener=listener,
         user_timeout=limits.client_timeout,
+        **granian_tls,
     ).serve()

@@ -18,7 +18,19 @@ class Endpoint:
     metrics change costs no rebuild. Everything else is fixed for the life of the object.
     """
 
-    __slots__ = ("address", "id", "lat", "lon", "max_concurrency", "port", "queue_depth", "region", "weight", "zone")
+    __slots__ = (
+        "address",
+        "id",
+        "lat",
+        "lon",
+        "max_concurrency",
+        "port",
+        "queue_depth",
+        "region",
+        "scheme",
+        "weight",
+        "zone",
+    )
 
     def __init__(
         self,
@@ -33,6 +45,7 @@ class Endpoint:
         lon: float | None = None,
         queue_depth: float = 0.0,
         max_concurrency: float | None = None,
+        scheme: str = "http",
     ) -> None:
         self.id = id
         self.address = address
@@ -44,6 +57,7 @@ class Endpoint:
         self.lon = lon
         self.queue_depth = queue_depth
         self.max_concurrency = max_concurrency
+        self.scheme = scheme  # how requests reach it: https for an instance registered as such
 
     @classmethod
     def from_instance(cls, instance: InstanceView) -> Endpoint:
@@ -59,6 +73,7 @@ class Endpoint:
             lon=location.lon if location else None,
             queue_depth=instance.metrics.get("queue_depth", 0.0),
             max_concurrency=instance.capacity.get("max_concurrency"),
+            scheme="https" if instance.protocol == "https" else "http",
         )
 
     def __repr__(self) -> str:

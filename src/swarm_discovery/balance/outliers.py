@@ -5,7 +5,8 @@ requests, its failure rate is far above the pool's (more than `rate_margin` abov
 above half). An ejection lasts `base` seconds times the number of times it has been ejected,
 capped at `cap`. At most `max_share` of the pool is ejected at once, but one always can be, even
 in a pool of two. On return an endpoint takes traffic gradually over `slow_start` seconds.
-Used twice: by each client for its own traffic, and by the server over all clients' reports.
+Used twice: by each client for its own traffic, and by the server, which judges each reporter's
+reports by the same rules and ejects through `eject` when enough reporters agree (`quorum.py`).
 
 An observation costs O(1) whatever the pool's size: each record counts the failures in its window
 as the window slides, and the pool's mean failure rate is a running sum, kept exact in integers
@@ -109,8 +110,16 @@ class OutlierDetector:
             rate = record.failures / len(record.recent)
             if rate > 0.5 and rate > self._rate_sum / (_SCALE * self._rated) + s.rate_margin:
                 reason = f"failure rate {rate:.0%}, far above the pool's"
-        if reason is None or not self._may_eject(pool_size):
+        return self.eject(key, reason, pool_size) if reason is not None else None
+
+    def eject(self, key: str, reason: str, pool_size: int) -> Ejection | None:
+        """Eject `key` for `reason`, unless it is out already or the pool has its share out."""
+        if key in self.ejected or not self._may_eject(pool_size):
             return None
+        record = self._records.get(key)
+        if record is None:
+            record = self._records[key] = _Record()
+        s = self.settings
         record.ejections += 1
         until = self._clock() + min(s.base * record.ejections, s.cap)
         ejection = Ejection(reason=reason, until=until, count=record.ejections)

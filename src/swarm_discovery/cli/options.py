@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..certs import CertificateFileError
 from ..durations import parse_duration
 from ..errors import BadRequest
 from ..sdk.client import Client
@@ -15,7 +16,13 @@ from .output import fail
 
 Addr = Annotated[
     str | None,
-    typer.Option("--addr", envvar="SWARM_ADDR", metavar="HOST:PORT", help="The server."),
+    typer.Option(
+        "--addr",
+        envvar="SWARM_ADDR",
+        metavar="HOST:PORT",
+        help="The server; https://HOST:PORT for TLS, verified with SWARM_CACERT (a CA bundle), "
+        "with SWARM_CLIENT_CERT and SWARM_CLIENT_KEY as the client certificate if it asks for one.",
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON, with every field, instead of text.")]
 Service = Annotated[
@@ -38,7 +45,11 @@ Zone = Annotated[str | None, typer.Option(metavar="NAME", help="Zone, e.g. eu-we
 
 
 def connect(addr: str | None) -> Client:
-    return Client(addr)
+    """A client for `addr` (else SWARM_ADDR), with TLS from SWARM_CACERT, SWARM_CLIENT_CERT and SWARM_CLIENT_KEY."""
+    try:
+        return Client(addr)
+    except CertificateFileError as exc:
+        fail(str(exc))
 
 
 def body_from(file: Path | None, option: str = "--file") -> dict[str, Any]:

@@ -5,17 +5,24 @@ from __future__ import annotations
 import enum
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..balance.quorum import MAX_QUORUM, ReportSettings
+from ..core.quotas import Quotas
 from ..durations import format_duration
 from ..fronts.dns.settings import DnsSettings
 from ..fronts.http.limits import Limits
 from .options import seconds
 from .output import fail
 
+if TYPE_CHECKING:
+    from ..fronts.http.tls import TlsFiles
+
 _LIMITS = Limits()  # the defaults
+_REPORTS = ReportSettings()
+_QUOTAS = Quotas()
 
 
 class Anonymous(enum.StrEnum):
@@ -82,6 +89,35 @@ def serve(
         str,
         typer.Option(metavar="DURATION", help="How long clients' reports eject an instance, times its ejections."),
     ] = "30s",
+    report_quorum: Annotated[
+        int,
+        typer.Option(
+            metavar="N", help="Eject an instance when reports from this many distinct clients agree that it fails."
+        ),
+    ] = _REPORTS.quorum,
+    trusted_reporter: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ID",
+            help="A client whose reports alone eject: with --acl its token's id, else its address "
+            "(your gateway's, say). Repeatable.",
+        ),
+    ] = None,
+    max_instances_per_service: Annotated[
+        int, typer.Option(metavar="N", help="Instances one service may have (429 past it).")
+    ] = _QUOTAS.per_service,
+    max_instances_per_registrant: Annotated[
+        int,
+        typer.Option(
+            metavar="N", help="Instances one registrant (with --acl, a token) may have registered (429 past it)."
+        ),
+    ] = _QUOTAS.per_registrant,
+    write_rate: Annotated[
+        float,
+        typer.Option(
+            metavar="N", help="Requests other than GET a second from one client, in bursts of a second's worth; 0: any."
+        ),
+    ] = _LIMITS.write_rate,
     probe_allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -122,6 +158,26 @@ def serve(
         Anonymous,
         typer.Option(metavar="RIGHTS", help="With --acl, what a request without a token may do: read or none."),
     ] = Anonymous.read,
+    # --- TLS ---
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Serve HTTPS with this certificate (PEM; intermediates after it)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="The certificate's private key (PEM, no passphrase).")
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Require a client certificate signed by a CA in this PEM bundle (mTLS); needs --tls-cert.",
+        ),
+    ] = None,
+    check_ca: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="HTTPS checks trust the CAs in this PEM bundle instead of the system's."),
+    ] = None,
+    # --- DNS ---
     dns: Annotated[
         str | None,
         typer.Option(metavar="HOST:PORT", help="Also serve DNS there, over UDP and TCP (e.g. 127.0.0.1:8600)."),
@@ -135,6 +191,7 @@ def serve(
 ) -> None:
     """Run the server on the embedded SQLite store (Ctrl-C or SIGTERM stops it)."""
     from ..acl import AclSettings
+    from ..certs import CertificateFileError
     from ..fronts.dns.listener import DnsUnavailable
     from ..health.limits import ProbeSettings
     from ..health.protection import ExpirySettings
@@ -144,6 +201,9 @@ def serve(
 
     host, port = _address(http)
     dns_settings = _dns_settings(dns, dns_domain, dns_ttl) if dns is not None else None
+    tls = _tls(tls_cert, tls_key, tls_client_ca)
+    if check_ca is not None:
+        _check_ca(check_ca)
     window = seconds(expiry_window, "--expiry-window")
     ejection = seconds(ejection_base, "--ejection-base")
     timeout = seconds(client_timeout, "--client-timeout")
@@ -159,10 +219,16 @@ def serve(
         ("--probe-per-target", probe_per_target),
         ("--probe-per-registrant", probe_per_registrant),
         ("--probe-rate", probe_rate),
+        ("--max-instances-per-service", max_instances_per_service),
+        ("--max-instances-per-registrant", max_instances_per_registrant),
     ):
         if value <= 0:
             fail(f"{option}: must be positive")
-    limits = Limits(max_connections, max_long_reads, max_long_reads_per_client, watch_buffer, timeout)
+    if not 1 <= report_quorum <= MAX_QUORUM:
+        fail(f"--report-quorum: between 1 and {MAX_QUORUM}")
+    reports = ReportSettings(quorum=report_quorum, trusted=frozenset(trusted_reporter or ()))
+    quotas = Quotas(per_service=max_instances_per_service, per_registrant=max_instances_per_registrant)
+    limits = Limits(max_connections, max_long_reads, max_long_reads_per_client, watch_buffer, timeout, write_rate)
     problem = limits.problem()
     if problem is not None:
         fail(problem)
@@ -174,6 +240,7 @@ def serve(
         allow=tuple(probe_allow or ()),
         deny=tuple(probe_deny or ()),
         server=(host, port),
+        ca_file=str(check_ca) if check_ca is not None else None,
     )
     try:
         run_server(
@@ -186,7 +253,44 @@ def serve(
             probes=probes,
             limits=limits,
             acl=AclSettings(enabled=acl, anonymous=acl_anonymous.value),
+            reports=reports,
+            quotas=quotas,
+            tls=tls,
             dns=dns_settings,
         )
     except (CannotServe, DnsUnavailable) as exc:
         fail(exc.message)
+    except CertificateFileError as exc:  # a file changed since it was checked
+        fail(str(exc))
+
+
+def _tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> TlsFiles | None:
+    """The TLS files, each checked (readable, PEM, the key the certificate's); None for plain HTTP."""
+    from ..certs import CertificateFileError
+    from ..fronts.http.tls import TlsFiles
+
+    if cert is None and key is None:
+        if client_ca is not None:
+            fail("--tls-client-ca: needs --tls-cert and --tls-key (client certificates are checked over HTTPS)")
+        return None
+    if cert is None:
+        fail("--tls-key: needs --tls-cert")
+    if key is None:
+        fail("--tls-cert: needs --tls-key")
+    files = TlsFiles(str(cert), str(key), str(client_ca) if client_ca is not None else None)
+    try:
+        files.context()
+    except CertificateFileError as exc:
+        fail(str(exc))
+    return files
+
+
+def _check_ca(path: Path) -> None:
+    import ssl
+
+    from ..certs import CertificateFileError, trust
+
+    try:
+        trust(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), str(path), "--check-ca")
+    except CertificateFileError as exc:
+        fail(str(exc))

@@ -10,11 +10,13 @@ import msgspec
 
 from ..acl import Acl, AclSettings
 from ..balance.outliers import OutlierSettings
+from ..balance.quorum import ReportSettings
 from ..health.limits import ProbeSettings
 from ..health.monitor import HealthMonitor
 from ..health.protection import ExpirySettings
 from ..store import Store, open_store
 from .lookup import Lookup
+from .quotas import Quotas
 from .registry import Registry
 
 
@@ -25,14 +27,17 @@ class CoreSettings(msgspec.Struct, frozen=True):
     outliers: OutlierSettings = OutlierSettings()
     probes: ProbeSettings = ProbeSettings()
     acl: AclSettings = AclSettings()
+    reports: ReportSettings = ReportSettings()  # whose reports eject: a quorum, or one trusted
+    quotas: Quotas = Quotas()  # instances per service and per registrant
 
 
 class Core:
     def __init__(self, settings: CoreSettings | None = None, store: Store | None = None) -> None:
         self.settings = settings or CoreSettings()
         self.store = store or open_store(self.settings.store, self.settings.data_dir)
+        s = self.settings
         self.registry = Registry(
-            self.store, expiry=self.settings.expiry, outliers=self.settings.outliers, probes=self.settings.probes
+            self.store, expiry=s.expiry, outliers=s.outliers, probes=s.probes, reports=s.reports, quotas=s.quotas
         )
         self.acl = Acl(self.settings.acl, self.registry.commit)
         self.registry.follow("acl", self.acl)

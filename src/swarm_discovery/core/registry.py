@@ -25,11 +25,12 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..balance.outliers import OutlierDetector, OutlierSettings
+from ..balance.outliers import OutlierSettings
+from ..balance.quorum import QuorumDetector, Reporters, ReportSettings
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..health.check import CheckRuntime, worst
 from ..health.limits import ProbeSettings
-from ..health.monitor import HealthMonitor, Owner
+from ..health.monitor import HealthMonitor, Owner, registrant_of
 from ..health.protection import ExpiryGuard, ExpirySettings
 from ..locality import Near, sort_near
 from ..records import (
@@ -56,6 +57,7 @@ from ..selector import Bindings, Selector
 from ..store import Compacted, Compare, Delete, Op, Put, Snapshot, Store, StoreEvent, TxnResult, WatchBatch
 from .changes import ChangeLog, Event
 from .published import ENCODINGS, Published, admitted, plain
+from .quotas import Census, Claim, Quotas
 from .shared import Shared
 
 CATALOG = "catalog"
@@ -119,6 +121,7 @@ class _Instance(msgspec.Struct, gc=False):
     updated_at: float
     published: Published = None  # type: ignore[assignment]  # Registry._publish sets it before any read
     published_at: float = 0.0  # monotonic: when `published` was made
+    registrant: str | None = None  # as stored: who registered it, None for its service
 
     @property
     def view(self) -> InstanceView:
@@ -128,7 +131,9 @@ class _Instance(msgspec.Struct, gc=False):
         view = self.published.view
         spec = InstanceSpec(**{name: getattr(view, name) for name in _SPEC_FIELDS})
         spec.metrics = self.registered_metrics
-        return InstanceRecord(spec=spec, registered_at=self.registered_at, maintenance=maintenance)
+        return InstanceRecord(
+            spec=spec, registered_at=self.registered_at, maintenance=maintenance, registrant=self.registrant
+        )
 
     def status(self, node: _Node | None) -> Status:
         if self.maintenance is not None:
@@ -192,6 +197,8 @@ class Registry:
         expiry: ExpirySettings | None = None,
         outliers: OutlierSettings | None = None,
         probes: ProbeSettings | None = None,
+        reports: ReportSettings | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.store = store
         self._clock = clock
@@ -208,9 +215,12 @@ class Registry:
             on_output=self._quietly_changed,
         )
         self._background: set[asyncio.Task[Any]] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._timers: dict[int, asyncio.Handle] = {}  # ejections' releases, each dropped as it runs
         self._outlier_settings = outliers or OutlierSettings()
-        self._outliers: dict[str, OutlierDetector] = {}  # per service: "at most half ejected" is per pool
+        self._report_settings = reports or ReportSettings()
+        self._outliers: dict[str, QuorumDetector] = {}  # per service: "at most half ejected" is per pool
+        self._reporters = Reporters(self._outlier_settings)
+        self.census = Census(quotas)  # instances per registrant, for the caps
         self._applied = 0  # the store revision applied so far
         self._catching_up: list[tuple[int, int, asyncio.Future[None]]] = []  # (revision, seq, future) heap
         self._seq = itertools.count()
@@ -332,7 +342,7 @@ class Registry:
 
     async def stop(self) -> None:
         self._stopping = True
-        for timer in [*self._timers, *self._quiet.values()]:
+        for timer in [*self._timers.values(), *self._quiet.values()]:
             timer.cancel()
         for task in list(self._background):
             task.cancel()
@@ -514,17 +524,29 @@ class Registry:
         service, iid = spec.service or "", spec.id or ""
         owner = _instance_owner(service, iid)
         old = self._services.get(service, {}).get(iid)
+        registrant = registrant_of(owner, record.registrant)
+        self.census.moved(registrant_of(owner, old.registrant) if old is not None else None, registrant)
         if old is not None:
             self._unlink_node(old)
             ENCODINGS.forget(old.published)
-        if old is not None and old.view.checks == spec.checks:
+        if old is not None and old.view.checks == spec.checks and old.registrant == record.registrant:
             checks = old.checks  # the same checks: their state (a passing probe, a running TTL) stands
         else:
             if old is not None:
                 self.health.untrack(owner, old.checks)
-            checks = self.health.track(owner, spec.checks)
+            checks = self.health.track(owner, spec.checks, registrant)
         metrics = old.metrics if old is not None and not spec.metrics else spec.metrics
-        entry = _Instance(revision, index, record.registered_at, record.maintenance, spec.metrics, checks, metrics, now)
+        entry = _Instance(
+            revision,
+            index,
+            record.registered_at,
+            record.maintenance,
+            spec.metrics,
+            checks,
+            metrics,
+            now,
+            registrant=record.registrant,
+        )
         self._services.setdefault(service, {})[iid] = entry
         if spec.node:
             counts = self._node_services.setdefault(spec.node, {})
@@ -543,9 +565,14 @@ class Registry:
         quiet = self._quiet.pop((service, iid), None)
         if quiet is not None:
             quiet.cancel()
-        self.health.untrack(_instance_owner(service, iid), entry.checks)
-        if service in self._outliers:
-            self._outliers[service].forget(iid)
+        owner = _instance_owner(service, iid)
+        self.health.untrack(owner, entry.checks)
+        self.census.moved(registrant_of(owner, entry.registrant), None)
+        detector = self._outliers.get(service)
+        if detector is not None:
+            detector.forget(iid)
+            if service not in self._services:
+                del self._outliers[service]  # its pending release timers find nothing, and stop
         self.changes.record(Event(index, service, iid, None))
         self.changes.touch((CATALOG, service_topic(service)), index)
 
@@ -566,7 +593,8 @@ class Registry:
             raise NotFound(f"instance {iid!r} of service {service!r} is not registered")
         return entry
 
-    async def register(self, service: str, iid: str, spec: InstanceSpec) -> Published:
+    async def register(self, service: str, iid: str, spec: InstanceSpec, registrant: str | None = None) -> Published:
+        """Register or replace an instance for `registrant` (None: the service), within the caps."""
         if spec.service not in (None, service):
             raise BadRequest(f"service: body says {spec.service!r} but the path says {service!r}")
         if spec.id not in (None, iid):
@@ -575,17 +603,31 @@ class Registry:
         validate_capabilities(spec.capabilities)
         spec = msgspec.structs.replace(spec, service=service, id=iid)
 
+        owner = _instance_owner(service, iid)
+        claim = Claim()
+
         def build() -> tuple[int, _Local]:
-            old = self._services.get(service, {}).get(iid)
+            entries = self._services.get(service, {})
+            old = entries.get(iid)
+            # Against the caps, a write adds to the service when the instance is new, and to its
+            # registrant unless the instance was that registrant's already: a replacement adds nothing.
+            adds_to: str | None = registrant_of(owner, registrant)
+            if old is not None and registrant_of(owner, old.registrant) == adds_to:
+                adds_to = None
+            self.census.claim(claim, None if old else service, len(entries), adds_to)
             record = InstanceRecord(
                 spec=spec,
                 registered_at=old.registered_at if old else self._clock(),
                 maintenance=old.maintenance if old else None,
+                registrant=registrant,
             )
             return (old.revision if old else self._unreadable.get(key, 0)), _Local(_encode(record), record)
 
         key = instance_key(service, iid)
-        local = await self._write(key, build, lambda: self.instance(service, iid))
+        try:
+            local = await self._write(key, build, lambda: self.instance(service, iid))
+        finally:
+            self.census.release(claim)  # applied by now, and counted as such, or never written
         assert local is not None
         return local.result  # type: ignore[no-any-return]
 
@@ -695,30 +737,40 @@ class Registry:
         detector = self._outliers.get(service)
         return detector.ejected.get(iid) if detector is not None else None
 
-    def report(self, reports: list[Report]) -> ReportsAccepted:
-        """Aggregate clients' observations; eject an instance when they agree that it fails."""
+    def report(self, reports: list[Report], reporter: str, trusted: bool = False) -> ReportsAccepted:
+        """Judge `reporter`'s observations on their own; eject an instance once enough reporters
+        agree that it fails, or a `trusted` one says so (see balance/quorum.py)."""
         accepted = 0
+        judge = self._reporters.judge(reporter)
         for report in reports:
-            entries = self._services.get(report.service)
-            if entries is None or report.id not in entries:
+            entry = self._services.get(report.service, {}).get(report.id)
+            if entry is None:
                 continue
             accepted += 1
+            view = entry.view  # its strings, not the report's: what the evidence keeps costs no copies
+            reason = judge.observe(view.service or "", view.id or "", report.ok)
+            if reason is None:
+                continue
             detector = self._outliers.get(report.service)
             if detector is None:
-                detector = self._outliers[report.service] = OutlierDetector(self._outlier_settings, self._clock)
-            ejection = detector.observe(report.id, report.ok, len(entries))
+                detector = self._outliers[report.service] = QuorumDetector(
+                    self._outlier_settings, self._report_settings, self._clock
+                )
+            ejection = detector.vote(report.id, reporter, reason, trusted, self.size(report.service))
             if ejection is not None:
                 self._republish(report.service, report.id, self.changes.next())
                 self._release_at(report.service, ejection.until)
         return ReportsAccepted(accepted=accepted, ignored=len(reports) - accepted)
 
     def _release_at(self, service: str, until: float) -> None:
-        delay = max(until - self._clock(), 0.0)
-        timer = asyncio.get_running_loop().call_later(delay, self._release_ejections, service, until)
-        self._timers.add(timer)
+        delay, number = max(until - self._clock(), 0.0), next(self._seq)
+        # By number, not by `when()`: uvloop answers call_later(0) with a Handle, which has none.
+        self._timers[number] = asyncio.get_running_loop().call_later(
+            delay, self._release_ejections, service, until, number
+        )
 
-    def _release_ejections(self, service: str, until: float) -> None:
-        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
+    def _release_ejections(self, service: str, until: float, number: int) -> None:
+        del self._timers[number]
         detector = self._outliers.get(service)
         if detector is None:
             return

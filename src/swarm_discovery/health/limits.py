@@ -9,8 +9,9 @@ probes with a token bucket. A probe over a bound is skipped for that round rathe
 the check keeps its status (a probe that did not run is no evidence), its output says why, and
 it counts as `swarm_probes_total{result="skipped"}`.
 
-A registrant is whoever registered the checks; until there are accounts that is the instance's
-service (or the node), so each service has its own share.
+A registrant is whoever registered the checks, as the registry stores it with the instance
+(see `health.monitor.registrant_of`); without one, the instance's service (or the node), so
+each service has its own share.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import msgspec
+
+from ..buckets import Bucket
 
 K = TypeVar("K")
 
@@ -34,14 +37,7 @@ class ProbeSettings(msgspec.Struct, frozen=True):
     allow: tuple[str, ...] = ()  # networks probes may reach (empty: everywhere)
     deny: tuple[str, ...] = ()  # networks they may not; deny wins
     server: tuple[str, int] | None = None  # this server's own HTTP address, never a probe target
-
-
-class _Bucket:
-    __slots__ = ("at", "tokens")
-
-    def __init__(self, tokens: float, at: float) -> None:
-        self.tokens = tokens
-        self.at = at
+    ca_file: str | None = None  # the CAs HTTPS probes trust (--check-ca); None: the system's
 
 
 class ProbeGate:
@@ -54,7 +50,7 @@ class ProbeGate:
         self._per_target: dict[tuple[str, int], int] = {}
         self._per_registrant: dict[str, int] = {}
         # Buckets of registrants that still have checks; `leave` drops a registrant's with its last.
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, Bucket] = {}
         self._checks: dict[str, int] = {}
 
     def join(self, registrant: str) -> None:
@@ -96,13 +92,8 @@ class ProbeGate:
         burst = max(rate, 1.0)
         bucket = self._buckets.get(registrant)
         if bucket is None:
-            bucket = self._buckets[registrant] = _Bucket(burst, now)
-        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
-        bucket.at = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
+            bucket = self._buckets[registrant] = Bucket(burst, now)
+        return bucket.take(now, rate, burst) == 0.0
 
 
 def _decrement(counts: dict[K, int], key: K) -> None:

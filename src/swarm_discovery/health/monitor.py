@@ -6,8 +6,8 @@ for longer than `deregister_critical_after` (deregister it). Active probes come 
 `Scheduler`; TTL lapses from a timer heap, watched by `ExpiryGuard` against mass expiry.
 
 Each check also has a registrant, whoever registered it, which the scheduler's limits and the
-guard share things out by. There are no accounts yet, so by default it is the instance's service
-(or the node); the registry can pass another (a token's id) to `track`.
+guard share things out by: the registry passes the one stored with the instance to `track`, and
+without one it is the instance's service (or the node).
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from .scheduler import Scheduler
 Owner = tuple[str, ...]  # ("instance", service, id) or ("node", id)
 
 
-def registrant_of(owner: Owner) -> str:
-    """Until there are accounts: an instance's service, or a node."""
+def registrant_of(owner: Owner, registrant: str | None = None) -> str:
+    """Who registered the owner's checks: `registrant` as stored with the instance (a caller's
+    identity, handed in by the front), else the instance's service, or the node."""
+    if registrant is not None:
+        return registrant
     return f"service {owner[1]}" if owner[0] == "instance" else f"node {owner[1]}"
 
 
@@ -58,7 +61,7 @@ class HealthMonitor:
     def track(self, owner: Owner, specs: list[CheckSpec], registrant: str | None = None) -> tuple[CheckRuntime, ...]:
         if not specs:
             return ()
-        registrant = registrant or registrant_of(owner)
+        registrant = registrant_of(owner, registrant)
         now = self._clock()
         runtimes = tuple(CheckRuntime(spec, position, now) for position, spec in enumerate(specs))
         for position, check in enumerate(runtimes):

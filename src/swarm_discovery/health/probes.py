@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from typing import Protocol
 
@@ -77,18 +78,25 @@ class HttpProber:
     connection, which took a whole core at a few hundred probes/s; aiohttp's connector does not.
     Its pool is as large as the scheduler's bound on probes in flight, so a probe never waits in
     it for a connection (and never spends its timeout there).
+
+    HTTPS targets are verified against the system's CAs, or only those in `ca_file` (as Consul's
+    `ca_file` serves its checks), for the name in the URL or the check's `tls_server_name`.
     """
 
-    def __init__(self, policy: TargetPolicy, max_connections: int) -> None:
+    def __init__(self, policy: TargetPolicy, max_connections: int, ca_file: str | None = None) -> None:
         self._policy = policy
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._max_connections = max_connections
+        self._ca_file = ca_file
 
     def _session(self, verify: bool) -> aiohttp.ClientSession:
         session = self._sessions.get(verify)
         if session is None:
+            tls: ssl.SSLContext | bool = verify
+            if verify and self._ca_file is not None:
+                tls = ssl.create_default_context(cafile=self._ca_file)
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ssl=verify, resolver=_FencedResolver(self._policy)
+                limit=self._max_connections, ssl=tls, resolver=_FencedResolver(self._policy)
             )
             session = self._sessions[verify] = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
@@ -107,6 +115,7 @@ class HttpProber:
                 spec.method,
                 spec.url or "",
                 headers=spec.headers,
+                server_hostname=spec.tls_server_name,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=check.timeout),
             ) as response:

@@ -34,8 +34,9 @@ Sink = Callable[[Hashable, ProbeResult], None]
 log = logging.getLogger("swarm.health")
 
 
-def default_probers(policy: TargetPolicy) -> dict[str, Prober]:
-    return {"http": HttpProber(policy, MAX_IN_FLIGHT), "tcp": TcpProber(policy), "grpc": GrpcProber(policy)}
+def default_probers(policy: TargetPolicy, ca_file: str | None = None) -> dict[str, Prober]:
+    http = HttpProber(policy, MAX_IN_FLIGHT, ca_file)
+    return {"http": http, "tcp": TcpProber(policy), "grpc": GrpcProber(policy)}
 
 
 def _failure(exc: Exception) -> str:
@@ -55,7 +56,7 @@ class Scheduler:
         settings = settings or ProbeSettings()
         self._report = report
         if probers is None:
-            probers = default_probers(TargetPolicy(settings.allow, settings.deny, settings.server))
+            probers = default_probers(TargetPolicy(settings.allow, settings.deny, settings.server), settings.ca_file)
         self._probers = probers
         self._jitter = jitter
         self._gate = ProbeGate(settings, clock)

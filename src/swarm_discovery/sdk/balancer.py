@@ -6,12 +6,15 @@ background loops: following the registry with blocking queries, and flushing rep
 registry cannot be followed (unreachable, or any error at all) the balancer keeps using its last
 view, says why in `stats()["stale"]`, backs off and keeps trying. A request that no instance
 answered raises `AllFailed` (a `NoInstance`), naming each instance tried and what happened there.
+Instances registered with `"protocol": "https"` are sent HTTPS, verified with the client's CA
+bundle and shown its client certificate (`client.tls`), as a mesh's nodes authenticate each other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Generator
@@ -39,6 +42,8 @@ class AllFailed(NoInstance):
 class RegistryClient(Protocol):
     """What the balancer needs from a `Client`."""
 
+    tls: ssl.SSLContext | None
+
     def instances_at(
         self,
         service: str,
@@ -55,6 +60,8 @@ class RegistryClient(Protocol):
 
 class AsyncRegistryClient(Protocol):
     """What the balancer needs from an `AsyncClient`."""
+
+    tls: ssl.SSLContext | None
 
     async def instances_at(
         self,
@@ -79,7 +86,7 @@ def _build(
     kwargs: dict[str, Any],
 ) -> httpx.Request:
     kwargs.setdefault("timeout", core.per_try_timeout)
-    return http.build_request(method, f"http://{endpoint.address}:{endpoint.port}{path}", **kwargs)
+    return http.build_request(method, f"{endpoint.scheme}://{endpoint.address}:{endpoint.port}{path}", **kwargs)
 
 
 def _outcome(response: httpx.Response | None, error: httpx.TransportError | None, started: float) -> Outcome:
@@ -114,7 +121,7 @@ class Balancer:
     def __init__(self, client: RegistryClient, service: str, **options: Any) -> None:
         self.core = BalancerCore(service, **options)
         self._client = client
-        self._http = httpx.Client()
+        self._http = httpx.Client(verify=client.tls or True)
         self._stop = threading.Event()
         self.core.followed(*client.instances_at(service, **self.core.query))
         self._threads = [threading.Thread(target=loop, daemon=True) for loop in (self._follow, self._report)]
@@ -196,7 +203,7 @@ class AsyncBalancer:
     def __init__(self, client: AsyncRegistryClient, service: str, **options: Any) -> None:
         self.core = BalancerCore(service, **options)
         self._client = client
-        self._http = httpx.AsyncClient()
+        self._http = httpx.AsyncClient(verify=client.tls or True)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> AsyncBalancer:

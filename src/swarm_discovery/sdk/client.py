@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
@@ -23,6 +24,7 @@ import msgspec
 
 from ..acl.rules import Rules
 from ..acl.tokens import CreatedToken, TokenView
+from ..certs import CertificateFileError, present, trust
 from ..errors import ApiError, Unreachable
 from ..records import (
     CheckState,
@@ -40,9 +42,11 @@ from .balancer import AsyncBalancer, Balancer
 from .keepalive import AsyncKeepAlive, KeepAlive, MetricsSource
 from .resume import EventParser, Follower, WatchEvent
 
-__all__ = ["AsyncClient", "Client", "NotSwarm", "WatchEvent"]
+__all__ = ["AsyncClient", "CertificateFileError", "Client", "NotSwarm", "WatchEvent", "tls_context"]
 DEFAULT_ADDR = "http://127.0.0.1:8500"
 T = TypeVar("T")
+# A client certificate as httpx takes one: a file holding it and its key, (cert, key) or (cert, key, password).
+CertTypes = str | tuple[str, str] | tuple[str, str, str]
 
 
 class Filters(TypedDict, total=False):
@@ -65,6 +69,55 @@ class Operation(msgspec.Struct, Generic[T], frozen=True):
 def server_address(addr: str | None = None) -> str:
     addr = addr or os.environ.get("SWARM_ADDR") or DEFAULT_ADDR
     return addr if "://" in addr else f"http://{addr}"
+
+
+def tls_context(cacert: str | None = None, cert: CertTypes | None = None) -> ssl.SSLContext | None:
+    """How to verify the server, and the certificate to show it (mTLS); None for httpx's defaults.
+
+    `cacert` (else SWARM_CACERT) is a PEM bundle of the CAs to trust instead of the system's;
+    `cert` (else SWARM_CLIENT_CERT, with SWARM_CLIENT_KEY unless its file holds the key too) is a
+    client certificate. A file that cannot be used is a `CertificateFileError` naming where it was given.
+    """
+    env = os.environ.get
+    ca_name = "cacert"
+    if cacert is None and env("SWARM_CACERT"):
+        cacert, ca_name = env("SWARM_CACERT"), "SWARM_CACERT"
+    names = ("cert", "cert")
+    client_cert, client_key = env("SWARM_CLIENT_CERT"), env("SWARM_CLIENT_KEY")
+    if cert is None and client_cert:
+        cert = (client_cert, client_key) if client_key else client_cert
+        names = ("SWARM_CLIENT_CERT", "SWARM_CLIENT_KEY")
+    elif cert is None and client_key:
+        raise CertificateFileError("SWARM_CLIENT_KEY: needs SWARM_CLIENT_CERT, the certificate it is the key of")
+    if cacert is None and cert is None:
+        return None
+    if cacert is None:
+        context = httpx.create_ssl_context()  # what httpx verifies with by default
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        trust(context, cacert, ca_name)
+    if isinstance(cert, str):
+        present(context, cert, None, names)
+    elif cert is not None:
+        present(context, cert[0], cert[1], names, cert[2] if len(cert) == 3 else None)
+    return context
+
+
+def _hint(error: httpx.TransportError, https: bool, shows_cert: bool) -> str:
+    """What to do about a failure that looks like TLS set up wrong, for the end of its message."""
+    text = str(error)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return " (SWARM_CACERT names the CA bundle to check the server's certificate against)"
+    # A server that wants a client certificate refuses the handshake; in TLS 1.3 the client
+    # learns only that the connection closed, at its first read.
+    dropped = "CERTIFICATE_REQUIRED" in text or "without sending a response" in text
+    if https and dropped and not shows_cert:
+        return " (if the server requires a client certificate: SWARM_CLIENT_CERT and SWARM_CLIENT_KEY)"
+    if not https and ("without sending a response" in text or "illegal" in text):
+        return " (if it serves HTTPS, give the address as https://HOST:PORT)"
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return " (is it serving HTTPS?)"
+    return ""
 
 
 def _body(spec: msgspec.Struct | dict[str, Any] | None, fields: dict[str, Any]) -> bytes:
@@ -107,13 +160,22 @@ def _listing_params(index: int | None, wait: float | None, filters: Filters) -> 
 
 
 class BaseClient:
-    """The server, the token and the timeout, and every request built and every answer read."""
+    """The server, the token, TLS and the timeout, and every request built and every answer read."""
 
-    def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        addr: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        cacert: str | None = None,
+        cert: CertTypes | None = None,
+    ) -> None:
         self.base_url = server_address(addr)
         token = token or os.environ.get("SWARM_TOKEN")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
+        self.tls = tls_context(cacert, cert)  # also what balancers verify instances with and show them
+        self._shows_cert = bool(cert or os.environ.get("SWARM_CLIENT_CERT"))
 
     def _request(
         self,
@@ -130,7 +192,7 @@ class BaseClient:
             self.base_url + path,
             params=query,
             content=content,
-            headers=self.headers,
+            headers={**self.headers, "content-type": "application/json"} if content is not None else self.headers,
             extensions={"timeout": httpx.Timeout(timeout or self.timeout).as_dict()},
         )
 
@@ -140,7 +202,9 @@ class BaseClient:
         try:
             yield
         except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {exc}") from exc
+            hint = _hint(exc, self.base_url.startswith("https://"), self._shows_cert)
+            reason = str(exc).rstrip(".")
+            raise Unreachable(f"cannot reach the swarm server at {self.base_url}: {reason}{hint}") from exc
 
     def _register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None, fields: dict[str, Any]
@@ -237,11 +301,23 @@ class BaseClient:
 
 
 class Client(BaseClient):
-    """Blocking SDK client. `with Client() as c: c.instances("llm", selector=...)`."""
+    """Blocking SDK client. `with Client() as c: c.instances("llm", selector=...)`.
 
-    def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(addr, token, timeout)
-        self._http = httpx.Client()
+    `cacert` and `cert` (else SWARM_CACERT, SWARM_CLIENT_CERT and SWARM_CLIENT_KEY) are TLS's CA
+    bundle and client certificate: see `tls_context`.
+    """
+
+    def __init__(
+        self,
+        addr: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        cacert: str | None = None,
+        cert: CertTypes | None = None,
+    ) -> None:
+        super().__init__(addr, token, timeout, cacert, cert)
+        self._http = httpx.Client(verify=self.tls or True)
 
     def _send(self, operation: Operation[T]) -> T:
         with self._translate_errors():
@@ -413,11 +489,19 @@ class Client(BaseClient):
 
 
 class AsyncClient(BaseClient):
-    """Asyncio SDK client. `async with AsyncClient() as c: await c.instances("llm")`."""
+    """Asyncio SDK client. `async with AsyncClient() as c: await c.instances("llm")`; TLS as `Client`'s."""
 
-    def __init__(self, addr: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(addr, token, timeout)
-        self._http = httpx.AsyncClient()
+    def __init__(
+        self,
+        addr: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        cacert: str | None = None,
+        cert: CertTypes | None = None,
+    ) -> None:
+        super().__init__(addr, token, timeout, cacert, cert)
+        self._http = httpx.AsyncClient(verify=self.tls or True)
 
     async def _send(self, operation: Operation[T]) -> T:
         with self._translate_errors():

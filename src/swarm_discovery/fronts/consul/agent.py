@@ -34,6 +34,8 @@ def _check(check: ConsulCheck, field: str, default_id: str) -> dict[str, Any]:
         headers = {k: ", ".join(v) for k, v in check.Header.items()}
         spec = {"type": "http", "url": check.HTTP, "method": check.Method or "GET", "headers": headers}
         spec["tls_skip_verify"] = check.TLSSkipVerify
+        if check.TLSServerName:
+            spec["tls_server_name"] = check.TLSServerName
     elif check.TCP:
         spec = {"type": "tcp", "tcp": check.TCP}
     elif check.GRPC:
@@ -107,7 +109,7 @@ async def register(call: Call) -> Reply:
     if elsewhere:
         raise Conflict(f"ID: {iid!r} is an instance of service {elsewhere[0]!r}; deregister it first")
     spec = _spec(registration, iid, call.client)
-    await call.context.registry.register(service, iid, spec)
+    await call.context.registry.register(service, iid, spec, registrant=call.caller.id)
     return _empty(call)
 
 

@@ -23,6 +23,7 @@ class ConsulCheck(msgspec.Struct, kw_only=True):
     Method: str | None = None
     Header: dict[str, list[str]] = {}
     TLSSkipVerify: bool = False
+    TLSServerName: str | None = None
     TCP: str | None = None
     GRPC: str | None = None
     GRPCUseTLS: bool = False

@@ -10,13 +10,16 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import msgspec
 from starlette.applications import Starlette
 
 from ...acl import AclSettings
 from ...balance.outliers import OutlierSettings
+from ...balance.quorum import ReportSettings
 from ...core.core import Core, CoreSettings
+from ...core.quotas import Quotas
 from ...durations import parse_duration
 from ...health.limits import ProbeSettings
 from ...health.protection import ExpirySettings
@@ -28,11 +31,13 @@ from .limits import Limits
 from .routes import ROUTES
 
 log = logging.getLogger("swarm")
+T = TypeVar("T", ProbeSettings, ReportSettings, Quotas, AclSettings)
 
 
 def settings_from_env() -> CoreSettings:
     """What `swarm serve` hands its worker process: SWARM_DATA_DIR, SWARM_STORE, SWARM_EXPIRY_*,
-    SWARM_PROBES (ProbeSettings as JSON), SWARM_ACL (AclSettings as JSON)."""
+    SWARM_EJECTION_BASE, and as JSON SWARM_PROBES (ProbeSettings), SWARM_REPORTS (ReportSettings),
+    SWARM_QUOTAS (Quotas) and SWARM_ACL (AclSettings)."""
     given = {"data_dir": os.environ.get("SWARM_DATA_DIR"), "store": os.environ.get("SWARM_STORE")}
     share, minimum, window, owners = (
         os.environ.get(f"SWARM_EXPIRY_{k}") for k in ("SHARE", "MINIMUM", "WINDOW", "OWNERS")
@@ -44,15 +49,23 @@ def settings_from_env() -> CoreSettings:
         window=parse_duration(window, "SWARM_EXPIRY_WINDOW") if window else default.window,
         owners=int(owners) if owners else default.owners,
     )
-    probes_json = os.environ.get("SWARM_PROBES")
-    probes = msgspec.json.decode(probes_json, type=ProbeSettings) if probes_json else ProbeSettings()
     base = os.environ.get("SWARM_EJECTION_BASE")
     outliers = OutlierSettings(base=parse_duration(base, "SWARM_EJECTION_BASE")) if base else OutlierSettings()
-    acl_json = os.environ.get("SWARM_ACL")
-    acl = msgspec.json.decode(acl_json, type=AclSettings) if acl_json else AclSettings()
     return CoreSettings(
-        **{k: v for k, v in given.items() if v}, expiry=expiry, outliers=outliers, probes=probes, acl=acl
+        **{k: v for k, v in given.items() if v},
+        expiry=expiry,
+        outliers=outliers,
+        probes=_from_json("SWARM_PROBES", ProbeSettings),
+        reports=_from_json("SWARM_REPORTS", ReportSettings),
+        quotas=_from_json("SWARM_QUOTAS", Quotas),
+        acl=_from_json("SWARM_ACL", AclSettings),
     )
+
+
+def _from_json(variable: str, kind: type[T]) -> T:
+    """Settings given as JSON in an environment variable, else their defaults."""
+    given = os.environ.get(variable)
+    return msgspec.json.decode(given, type=kind) if given else kind()
 
 
 def route_table() -> RouteTable:

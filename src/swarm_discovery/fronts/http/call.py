@@ -68,8 +68,14 @@ class Call:
 
     @property
     def identity(self) -> str | None:
-        """The verified client certificate's identity (its first SAN, else its CN); None without one."""
-        return None
+        """Who the client's verified certificate names (`tls.identity`: its first DNS, URI or email
+        alternative name, else its common name); None without a verified client certificate."""
+        raise NotImplementedError
+
+    @property
+    def principal(self) -> str:
+        """Who the call counts as, for write rates and reports: its token's id, else its address."""
+        return self.caller.id or self.client
 
     def secret(self) -> str | None:
         """The token the request presents, if any (`Authorization: Bearer`, `X-Swarm-Token`, `X-Consul-Token`)."""

@@ -32,6 +32,7 @@ from .context import Context
 from .dispatch import Found, RouteTable
 from .headers import Headers, asgi_headers
 from .limits import Limits
+from .rates import Rates
 from .routes import Access, openapi_document
 
 log = logging.getLogger("swarm")
@@ -45,6 +46,7 @@ class Front:
         self.routes = routes
         self.limits = limits
         self.unknown = unknown  # a better 404 message for a path of another API's family, if it has one
+        self.writes = Rates(limits.write_rate)  # requests other than GET, per caller
         self.context: Context | None = None  # while a running core is attached
 
     def attach(self, core: Core) -> None:
@@ -89,6 +91,8 @@ class Front:
             call.params = found.params
             try:
                 self._admit(call, found.endpoint.access)
+                if call.method != "GET":
+                    self.writes.take(call.principal)  # TooBusy: nothing of it is read or done
                 return await found.endpoint.handler(call)  # type: ignore[no-any-return]
             except PayloadTooLarge as exc:
                 # The rest of the body is never read, so the connection cannot carry another request.
@@ -183,6 +187,16 @@ class AsgiCall(Call):
     def client(self) -> str:
         client = self._scope.get("client")  # ASGI leaves it out when the server does not know it
         return str(client[0]) if client else ""
+
+    @property
+    def identity(self) -> str | None:
+        # The ASGI TLS extension, from servers that give it; only on TLS connections.
+        tls = (self._scope.get("extensions") or {}).get("tls")
+        if tls is None:
+            return None
+        from .tls import identity_from_asgi  # cryptography, loaded only where a certificate may be
+
+        return identity_from_asgi(tls)
 
     def _read(self, length_known: bool) -> Awaitable[bytes]:
         return collect(self._chunks())

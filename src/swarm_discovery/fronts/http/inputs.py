@@ -24,18 +24,24 @@ _MEANINGS = {repr(pattern)[1:-1]: meaning for pattern, meaning in PATTERNS.items
 _FIELD = re.compile(r"^Object (contains unknown|missing required) field `(.*)`$")
 
 
-# What a JSON body may say it is: JSON, or curl's default for `-d` (which sends JSON as often as not).
-_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
+# What a JSON body may say it is besides JSON: nothing, or curl's default for `-d` (which sends
+# JSON as often as not).
+_LENIENT = ("", "application/x-www-form-urlencoded")
 MAX_DIGITS = 18  # any index or limit fits in a 64-bit integer
 
 
-async def json_body(call: Call, kind: type[T], *, empty: T | None = None) -> T:
-    """The request body as `kind`; 415 when it says it is not JSON, 400 naming the field when it is wrong."""
+async def json_body(call: Call, kind: type[T], *, empty: T | None = None, json_only: bool = False) -> T:
+    """The request body as `kind`; 415 when it says it is not JSON, 400 naming the field when it is wrong.
+
+    `json_only` takes nothing but a declared JSON type: a web page can make a browser POST a
+    form, text/plain or an untyped body anywhere without a CORS preflight, but not JSON.
+    """
     declared = call.header("content-type")
-    if declared is not None:
-        media = declared.split(";", 1)[0].strip().lower()
-        if media and media not in _JSON_TYPES and not media.endswith("+json"):
-            raise UnsupportedMediaType(f"Content-Type: expected application/json, got {declared!r}")
+    media = declared.split(";", 1)[0].strip().lower() if declared is not None else ""
+    json = media == "application/json" or media.endswith("+json")
+    if not json and (json_only or media not in _LENIENT):
+        got = repr(declared) if declared is not None else "none"
+        raise UnsupportedMediaType(f"Content-Type: expected application/json, got {got}")
     return decode(await call.body(), kind, empty=empty)
 
 

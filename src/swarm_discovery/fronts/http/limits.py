@@ -1,4 +1,5 @@
-"""Bounds on what clients may hold open: long reads in all and per client address, slow clients.
+"""Bounds on what clients may hold open (long reads in all and per client address, slow clients)
+and on how fast they may write (`rates.py`).
 
 A blocking query or a watch stream holds a connection for minutes. Without a cap of their own,
 long reads fill every connection the server will take and writes and heartbeats wait behind them;
@@ -8,6 +9,7 @@ cap the answer is 429 with Retry-After, and the client's own backoff spreads the
 
 from __future__ import annotations
 
+import math
 import os
 
 import msgspec
@@ -24,10 +26,12 @@ class Limits(msgspec.Struct, frozen=True):
     long_reads_per_client: int = 1024  # ... from one client address
     watch_buffer: int = 1024 * 1024  # bytes one watch stream may have sent that its client has not taken
     client_timeout: float = 10.0  # a request head, an idle connection, a watcher that takes nothing
+    write_rate: float = 1000.0  # requests other than GET a second per caller, in bursts of a second's; 0: any
 
     @classmethod
     def from_env(cls) -> Limits:
-        """What `swarm serve` hands its worker process: SWARM_MAX_*, SWARM_WATCH_BUFFER, SWARM_CLIENT_TIMEOUT."""
+        """What `swarm serve` hands its worker process: SWARM_MAX_*, SWARM_WATCH_BUFFER, SWARM_CLIENT_TIMEOUT,
+        SWARM_WRITE_RATE."""
         default = cls()
         env = os.environ.get
         timeout = env("SWARM_CLIENT_TIMEOUT")
@@ -37,6 +41,7 @@ class Limits(msgspec.Struct, frozen=True):
             long_reads_per_client=int(env("SWARM_MAX_LONG_READS_PER_CLIENT") or default.long_reads_per_client),
             watch_buffer=int(env("SWARM_WATCH_BUFFER") or default.watch_buffer),
             client_timeout=parse_duration(timeout, "SWARM_CLIENT_TIMEOUT") if timeout else default.client_timeout,
+            write_rate=float(env("SWARM_WRITE_RATE") or default.write_rate),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -46,6 +51,7 @@ class Limits(msgspec.Struct, frozen=True):
             "SWARM_MAX_LONG_READS_PER_CLIENT": str(self.long_reads_per_client),
             "SWARM_WATCH_BUFFER": str(self.watch_buffer),
             "SWARM_CLIENT_TIMEOUT": f"{self.client_timeout}s",
+            "SWARM_WRITE_RATE": str(self.write_rate),
         }
 
     def problem(self) -> str | None:
@@ -56,6 +62,8 @@ class Limits(msgspec.Struct, frozen=True):
             return "--max-long-reads: must be below --max-connections, or long reads can take every connection"
         if not 0.001 <= self.client_timeout <= 60:
             return "--client-timeout: between 1ms and 60s"
+        if not 0 <= self.write_rate < math.inf:
+            return "--write-rate: a number of requests a second, or 0 for no limit"
         return None
 
 

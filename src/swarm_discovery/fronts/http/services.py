@@ -37,15 +37,17 @@ async def get_instance(call: Call) -> Reply:
 
 
 async def reports(call: Call) -> Reply:
-    """Reports count only for services the caller may report on; the others are ignored."""
-    registry, acl, caller = call.context.registry, call.context.acl, call.caller
-    if acl.enabled and not caller.policy.has_rules("reports"):
+    """Reports count as the caller's (its token, else its address): one caller is one reporter,
+    whatever it sends (balance/quorum.py); and only for services the caller may report on."""
+    context, caller = call.context, call.caller
+    if context.acl.enabled and not caller.policy.has_rules("reports"):
         refuse(caller, "reports")
-    body = await json_body(call, Reports)
+    body = await json_body(call, Reports, json_only=True)
     allowed = [r for r in body if caller.policy.allows("reports", r.service, "write")]
-    accepted = registry.report(allowed)
+    reporter = call.principal
+    accepted = context.registry.report(allowed, reporter, trusted=reporter in context.core.settings.reports.trusted)
     accepted.ignored += len(body) - len(allowed)
-    return json_reply(_encode(accepted), registry.index)
+    return json_reply(_encode(accepted), context.registry.index)
 
 
 async def list_checks(call: Call) -> Reply:
@@ -59,7 +61,8 @@ async def register(call: Call) -> Reply:
     registry = call.context.registry
     service, iid = name(call, "service"), name(call, "id")
     spec = await json_body(call, InstanceSpec)
-    published = await registry.register(service, iid, spec)
+    # With ACLs on, instances count against their token's cap (and probe limits), not their service's.
+    published = await registry.register(service, iid, spec, registrant=call.caller.id)
     return json_reply(published.json, registry.index)
 
 
