@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 HTTP ?= 127.0.0.1:8500
+DNS ?= 127.0.0.1:8600
 DATA ?= swarm-data
 
 .PHONY: run test lint bench clean
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/swarm serve --http $(HTTP) --data-dir $(DATA)
+	$(BIN)/swarm serve --http $(HTTP) --dns $(DNS) --data-dir $(DATA)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
@@ -44,6 +45,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.acl
 	$(BIN)/python -m bench.etcd
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.dns
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # What the tests run beside our server, from Debian: etcd-server (the etcd store's tests start real
-# members on loopback ports) and Prometheus (service discovery against us).
+# members on loopback ports), Prometheus (service discovery against us), dig and HAProxy (resolving
+# through our DNS).
 # Each entry is "command package"; only what is missing is installed.
 set -euo pipefail
 needed=(
   "etcd etcd-server"
   "prometheus prometheus"
+  "dig bind9-dnsutils"
+  "haproxy haproxy"
 )
 missing=()
 for entry in "${needed[@]}"; do

@@ -33,6 +33,8 @@ from .balance.quorum import ReportSettings
 from .core.core import Core
 from .core.quotas import Quotas
 from .errors import SwarmError
+from .fronts.dns.listener import DnsListener
+from .fronts.dns.settings import DnsSettings
 from .fronts.http.app import create_front, settings_from_env
 from .fronts.http.limits import Limits
 from .fronts.http.rsgi import RelayedApp, RSGIApp
@@ -61,6 +63,7 @@ def die_with_parent() -> None:
 
 _on_stop: list[Callable[[], None]] = []  # what the worker's signal handler calls first
 _ready: list[str] = []  # what the worker prints once it serves; set before it is forked
+_dns: list[DnsListener] = []  # bound before the worker is forked, served by it
 # With client certificates: the public listener, granian's loopback address and the TLS context,
 # for the worker's relay; set before the worker is forked.
 _relayed: list[tuple[socket.socket, tuple[str, int], ssl.SSLContext]] = []
@@ -129,10 +132,17 @@ class _WorkerApp(RSGIApp):
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             super().__rsgi_init__(loop)
+            for dns in _dns:
+                loop.run_until_complete(dns.start(self.core))
         except (SwarmError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(STARTUP_FAILED) from None
         print(*_ready, file=sys.stderr, flush=True)
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        for dns in _dns:
+            dns.stop()
+        super().__rsgi_del__(loop)
 
 
 class _RelayedWorkerApp(_WorkerApp, RelayedApp):
@@ -234,6 +244,7 @@ def serve(
     quotas: Quotas | None = None,
     tls: TlsFiles | None = None,
     etcd: EtcdOptions | None = None,
+    dns: DnsSettings | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; `CannotServe` (before anything starts) if the address cannot be had.
 
@@ -243,10 +254,12 @@ def serve(
     expiry = expiry or ExpirySettings()
     limits = limits or Limits()
     listener = listen(host, port)
+    _dns[:] = [DnsListener(dns)] if dns is not None else []  # DnsUnavailable: the port is taken
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if tls is not None else "http"
     where = f"data in {os.path.abspath(data_dir)}" if store == "sqlite" else f"store {store}"
-    _ready[:] = [f"swarm: serving on {scheme}://{shown}:{port}, {where}"]
+    also = f", DNS on {dns.shown} (UDP and TCP)" if dns is not None else ""
+    _ready[:] = [f"swarm: serving on {scheme}://{shown}:{port}{also}, {where}"]
     granian_tls: dict[str, Any] = {}
     files_each = 1
     if tls is not None and tls.client_ca is not None:

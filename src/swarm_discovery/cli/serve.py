@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +13,7 @@ import typer
 from ..balance.quorum import MAX_QUORUM, ReportSettings
 from ..core.quotas import Quotas
 from ..durations import format_duration
+from ..fronts.dns.settings import DnsSettings
 from ..fronts.http.limits import Limits
 from ..store.etcd_config import EtcdOptions, parse_url
 from .options import seconds
@@ -37,11 +39,11 @@ class LogLevel(enum.StrEnum):
     error = "error"
 
 
-def _address(http: str, option: str = "--http") -> tuple[str, int]:
-    host, _, port = http.rpartition(":")
+def _address(given: str, option: str = "--http") -> tuple[str, int]:
+    host, _, port = given.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")  # [::1]:8500
     if not host or not port.isdigit():
-        fail(f"{option}: expected HOST:PORT, got {http!r}")
+        fail(f"{option}: expected HOST:PORT, got {given!r}")
     if not 1 <= int(port) <= 65535:
         fail(f"{option}: port {port} is not between 1 and 65535")
     return host, int(port)
@@ -71,6 +73,20 @@ def _store(
     if problem is not None:
         fail(problem)
     return url, etcd
+
+
+_DOMAIN_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _dns_settings(dns: str, domain: str, ttl: str) -> DnsSettings:
+    host, port = _address(dns, "--dns")
+    domain = domain.lower().rstrip(".")
+    if len(domain) > 200 or not all(_DOMAIN_LABEL.match(label) for label in domain.split(".")):
+        fail(f"--dns-domain: expected a domain name such as swarm or swarm.example.com, got {domain!r}")
+    ttl_seconds = seconds(ttl, "--dns-ttl")
+    if ttl_seconds != int(ttl_seconds) or not 0 <= ttl_seconds < 2**31:
+        fail(f"--dns-ttl: expected whole seconds from 0s, got {ttl!r}")
+    return DnsSettings(host, port, domain=domain, ttl=int(ttl_seconds))
 
 
 def serve(
@@ -217,10 +233,22 @@ def serve(
             help="etcd user, with etcd's authentication; the password comes from SWARM_ETCD_PASSWORD.",
         ),
     ] = None,
+    # --- DNS ---
+    dns: Annotated[
+        str | None,
+        typer.Option(metavar="HOST:PORT", help="Also serve DNS there, over UDP and TCP (e.g. 127.0.0.1:8600)."),
+    ] = None,
+    dns_domain: Annotated[
+        str, typer.Option(metavar="DOMAIN", help="The domain DNS answers for: llm.service.DOMAIN.")
+    ] = "swarm",
+    dns_ttl: Annotated[
+        str, typer.Option(metavar="DURATION", help="TTL of DNS records, and how long resolvers may cache a miss.")
+    ] = "0s",
 ) -> None:
     """Run the server: on the embedded SQLite store, or on etcd beside other servers (Ctrl-C or SIGTERM stops it)."""
     from ..acl import AclSettings
     from ..certs import CertificateFileError
+    from ..fronts.dns.listener import DnsUnavailable
     from ..health.limits import ProbeSettings
     from ..health.protection import ExpirySettings
     from ..health.targets import networks
@@ -228,6 +256,7 @@ def serve(
     from ..server import serve as run_server
 
     host, port = _address(http)
+    dns_settings = _dns_settings(dns, dns_domain, dns_ttl) if dns is not None else None
     tls = _tls(tls_cert, tls_key, tls_client_ca)
     if check_ca is not None:
         _check_ca(check_ca)
@@ -286,8 +315,9 @@ def serve(
             reports=reports,
             quotas=quotas,
             tls=tls,
+            dns=dns_settings,
         )
-    except CannotServe as exc:
+    except (CannotServe, DnsUnavailable) as exc:
         fail(exc.message)
     except CertificateFileError as exc:  # a file changed since it was checked
         fail(str(exc))
