@@ -1,7 +1,8 @@
 """The records: what users send (specs) and what the server shows (views).
 
 Limits are part of the contract and documented in the README: every one is enforced here, at the
-edge, so that nothing past this module sees an invalid record.
+edge, so that nothing past this module sees an invalid record. What users send is decoded with
+`decoding.Decoder`, which checks the free-text patterns (`text`) that a plain decoder leaves out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .decoding import text
 from .durations import parse_duration
 from .errors import BadRequest
 
@@ -45,14 +47,14 @@ PATTERNS = {  # what each pattern means, for error messages
 }
 
 Name = Annotated[str, msgspec.Meta(pattern=_NAME)]
-Short = Annotated[str, msgspec.Meta(max_length=128, pattern=_PRINTABLE)]
-Text = Annotated[str, msgspec.Meta(max_length=512, pattern=_TEXT)]
+Short = Annotated[str, text(_PRINTABLE, max_length=128)]
+Text = Annotated[str, text(_TEXT, max_length=512)]
 # A host name or an IP address (with an IPv6 zone): nothing a resolver or a log could misread.
 Address = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_ADDRESS)]
-Target = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_PRINTABLE)]  # see validate_checks
+Target = Annotated[str, text(_PRINTABLE, min_length=1, max_length=255)]  # see validate_checks
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Duration = Annotated[str, msgspec.Meta(max_length=32)]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
+Tag = Annotated[str, text(_PRINTABLE, min_length=1, max_length=128)]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=MAX_TAGS)]
 Meta = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
 Labels = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]

@@ -85,18 +85,21 @@ class ChangeLog:
     def advance(self, at_least: int) -> int:
         """The next index, but no lower than `at_least` (a store revision: with no live changes
         in between, the index is the store's revision)."""
-        self.index = max(self.index + 1, at_least)
-        return self.index
+        index = self.index + 1
+        self.index = index = at_least if at_least > index else index
+        return index
 
     def topic(self, name: str) -> int:
         return self._topics.get(name, 0)
 
     def touch(self, topics: Iterable[str], index: int) -> None:
+        current, waiters = self._topics, self._waiters
         for topic in topics:
-            self._topics[topic] = index
-            waiting = self._waiters.pop(topic, None)
-            if waiting is not None and not waiting.future.done():
-                waiting.future.set_result(None)
+            current[topic] = index
+            if topic in waiters:
+                waiting = waiters.pop(topic)
+                if not waiting.future.done():
+                    waiting.future.set_result(None)
 
     async def wait(self, topic: str, index: int, timeout: float) -> None:
         """Return once `topic` moves away from `index` (forwards, or back after a restart), at
@@ -120,10 +123,11 @@ class ChangeLog:
         return len(self._waiters)
 
     def record(self, event: Event) -> None:
-        self._recent.append(event)
-        if len(self._recent) <= self._recent_size:
+        recent = self._recent
+        recent.append(event)
+        if len(recent) <= self._recent_size:
             return
-        aged = self._recent.popleft()
+        aged = recent.popleft()
         older = self._older
         if older.maxlen == 0:
             self._floor = aged.index

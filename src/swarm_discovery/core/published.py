@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from ..records import HEALTHY, InstanceView
+from ..records import HEALTHY, InstanceSpec, InstanceView
 from ..selector import Bindings, Selector
 
 _encode = msgspec.json.Encoder().encode
@@ -28,6 +28,24 @@ def plain(view: msgspec.Struct) -> dict[str, Any]:
         elif type(value) is tuple or (type(value) is list and value and isinstance(value[0], msgspec.Struct)):
             fields[name] = list(msgspec.to_builtins(value))  # CEL reads lists, not tuples
     return fields
+
+
+_BLANK = InstanceView(address="", port=1, status="passing", index=0, registered_at=0, updated_at=0)
+
+
+def view_of(spec: InstanceSpec) -> InstanceView:
+    """A view with `spec`'s fields; the server's fields are a blank's until replaced.
+
+    Field by field, on a copy: a Struct made from keyword arguments (listed, from a dict, or by
+    `replace`) builds a dict of them on the way, which for all of a view's fields costs twice as
+    much, on every registration. tests/test_write_path.py checks that every field is copied.
+    """
+    view: InstanceView = _BLANK.__copy__()  # type: ignore[attr-defined]  # msgspec's, which the stubs omit
+    view.service, view.id, view.node, view.address = spec.service, spec.id, spec.node, spec.address
+    view.port, view.protocol, view.version, view.tags = spec.port, spec.protocol, spec.version, spec.tags
+    view.meta, view.location, view.capabilities = spec.meta, spec.location, spec.capabilities
+    view.capacity, view.weight, view.checks, view.metrics = spec.capacity, spec.weight, spec.checks, spec.metrics
+    return view
 
 
 MEMO_SELECTORS = 8

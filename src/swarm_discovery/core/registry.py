@@ -57,7 +57,7 @@ from ..records import (
 from ..selector import Bindings, Selector
 from ..store import Compacted, Compare, Delete, Op, Put, Snapshot, Store, StoreEvent, TxnResult, WatchBatch
 from .changes import ChangeLog, Event
-from .published import ENCODINGS, Published, admitted, plain
+from .published import ENCODINGS, Published, admitted, plain, view_of
 from .quotas import Census, Claim, Quotas
 from .shared import Shared
 
@@ -103,6 +103,7 @@ def node_key(nid: str) -> str:
 
 _SPEC_FIELDS = InstanceSpec.__struct_fields__
 _NO_NODE: dict[str, Any] = {}  # what selectors see as `node` without one; shared, never changed
+_NO_ENTRIES: dict[str, _Instance] = {}  # a service without instances, to look in without making a dict
 
 
 class _Instance(msgspec.Struct, gc=False):
@@ -171,19 +172,17 @@ class _Node:
         self.data = plain(self.view)
 
 
-class _Local:
+class _Local(msgspec.Struct, gc=False):
     """A value this server encoded for the store, with what it was made from and what became of it.
 
     The feed hands back the very bytes object, so the apply step need not decode it again, and
-    the writer learns the version it created even if a later write has replaced it since.
+    the writer learns the version it created even if a later write has replaced it since. Its
+    record and result are untracked Structs, so it cannot be part of a cycle either.
     """
 
-    __slots__ = ("record", "result", "value")
-
-    def __init__(self, value: bytes, record: Any) -> None:
-        self.value = value
-        self.record = record
-        self.result: Any = None
+    value: bytes
+    record: Any
+    result: Any = None
 
 
 def _instance_owner(service: str, iid: str) -> Owner:
@@ -416,21 +415,25 @@ class Registry:
             if self._stopping:
                 raise StoreError("the server is stopping; nothing was written")
             revision, local = build()
-            op = Put(key, local.value) if local is not None else Delete(key)
-            ops = [op]
-            if time.monotonic() >= self._mark_due:
-                ops.append(Put(INDEX_MARK, str(self.changes.index).encode()))
-                self._mark_due = time.monotonic() + MARK_EVERY
-            if local is not None:
+            ops: list[Op]
+            if local is None:
+                ops = [Delete(key)]
+            else:
+                ops = [Put(key, local.value)]
                 self._local[id(local.value)] = local
+            now = time.monotonic()
+            if now >= self._mark_due:
+                ops.append(Put(INDEX_MARK, str(self.changes.index).encode()))
+                self._mark_due = now + MARK_EVERY
             try:
-                result = await self.store.txn([Compare(key, revision)], ops)
+                result = await self.store.txn((Compare(key, revision),), ops)
             except BaseException:
                 self._forget_local(local)
                 raise
             if not result.succeeded:
                 self._forget_local(local)
-            await self._caught_up(result.revision)
+            if result.revision > self._applied:  # a local store's feed has it applied before the writer wakes
+                await self._caught_up(result.revision)
             if result.succeeded:
                 if local is not None and local.result is None and current is not None:
                     local.result = current()
@@ -443,86 +446,81 @@ class Registry:
         if local is not None and self._local.get(id(local.value)) is local:
             del self._local[id(local.value)]
 
-    def _take_local(self, value: bytes, decode: Callable[[bytes], Any]) -> tuple[Any, _Local | None]:
-        # Keyed by identity: while a _Local holds its value, no other live bytes object has its id.
-        local = self._local.pop(id(value), None)
-        return (local.record, local) if local is not None else (decode(value), None)
-
     def _apply_event(self, event: StoreEvent, index: int, now: float) -> None:
         """Apply one stored change; a value this version cannot read is set aside, not fatal."""
-        if event.key.startswith(META):
-            if event.key == INDEX_MARK and event.value is not None:
-                self._index_mark = max(self._index_mark or 0, int(event.value))
+        key, value = event.key, event.value
+        kind, _, rest = key.partition("/")
+        if kind == "meta":
+            if key == INDEX_MARK and value is not None:
+                self._index_mark = max(self._index_mark or 0, int(value))
             return
-        if event.value is None:
-            self._unreadable.pop(event.key, None)
-        try:
-            self._apply_record(event, index, now)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            log.error("cannot read %s from the store (%s): left out until it is written again", event.key, exc)
-            self._unreadable[event.key] = event.revision
-            self._apply_record(StoreEvent(event.key, None, event.revision), index, now)
-
-    def _apply_record(self, event: StoreEvent, index: int, now: float) -> None:
-        kind, _, rest = event.key.partition("/")
-        if kind == "instances":
-            service, _, iid = rest.partition("/")
-            if event.value is None:
+        if value is None:
+            self._unreadable.pop(key, None)
+            if kind == "instances":
+                service, _, iid = rest.partition("/")
                 self._drop_instance(service, iid, index)
-                return
-            record, local = self._take_local(event.value, _decode_instance)
-            entry = self._put_instance(record, event.revision, index, now)
-            if local is not None:
-                local.result = entry.published
-        elif kind == "nodes":
-            if event.value is None:
+            elif kind == "nodes":
                 self._drop_node(rest, index)
-                return
-            record, local = self._take_local(event.value, _decode_node)
-            node = self._put_node(record, event.revision, index, now)
-            if local is not None:
-                local.result = node.view
-        elif kind in self._followers:
-            self._followers[kind].apply(event.key, event.value, event.revision)
-        else:
-            log.warning("ignoring unknown key %r in the store", event.key)
+            elif kind in self._followers:
+                self._followers[kind].apply(key, None, event.revision)
+            return
+        # What this server wrote comes back as the very bytes it encoded (keyed by identity: while
+        # a _Local holds its value, no other live bytes object has its id), and is not decoded again.
+        local = self._local.pop(id(value), None)
+        try:
+            if kind == "instances":
+                entry = self._put_instance(
+                    local.record if local else _decode_instance(value), event.revision, index, now
+                )
+                if local is not None:
+                    local.result = entry.published
+            elif kind == "nodes":
+                node = self._put_node(local.record if local else _decode_node(value), event.revision, index, now)
+                if local is not None:
+                    local.result = node.view
+            elif kind in self._followers:
+                self._followers[kind].apply(key, value, event.revision)
+            else:
+                log.warning("ignoring unknown key %r in the store", key)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            log.error("cannot read %s from the store (%s): left out until it is written again", key, exc)
+            self._apply_event(StoreEvent(key, None, event.revision), index, now)
+            self._unreadable[key] = event.revision
 
     # --- instances: writes -----------------------------------------------------------------
 
     def _publish(self, entry: _Instance, index: int, spec: InstanceSpec | None = None) -> None:
         """A new version of `entry`: from `spec` when it was just registered, else from the last one."""
         old = entry.published
-        entry.published = self._version(entry, spec)
+        published = entry.published = self._version(entry, spec)
         entry.published_at = time.monotonic()
         if old is not None:
             ENCODINGS.forget(old)  # replaced: whoever still reads the old version encodes it again
-        service, iid = entry.published.view.service or "", entry.published.view.id or ""
-        quiet = self._quiet.pop((service, iid), None)
-        if quiet is not None:
-            quiet.cancel()  # this version has what it was waiting to show
-        self.changes.record(Event(index, service, iid, entry.published))
+        service, iid = published.view.service or "", published.view.id or ""
+        if self._quiet:
+            quiet = self._quiet.pop((service, iid), None)
+            if quiet is not None:
+                quiet.cancel()  # this version has what it was waiting to show
+        self.changes.record(Event(index, service, iid, published))
         self.changes.touch((CATALOG, service_topic(service)), index)
 
     def _version(self, entry: _Instance, spec: InstanceSpec | None = None) -> Published:
         """`entry` as readers would see it now."""
-        old = entry.published
-        base: InstanceSpec | InstanceView = spec if spec is not None else old.view
-        service, iid = base.service or "", base.id or ""
-        node = self._nodes.get(base.node or "")
-        state = {
-            "metrics": entry.metrics,
-            "status": entry.status(node),
-            "check_states": tuple(c.state() for c in entry.checks),
-            "maintenance": entry.maintenance,
-            "ejected": self._ejection(service, iid),
-            "index": entry.index,
-            "registered_at": entry.registered_at,
-            "updated_at": entry.updated_at,
-        }
-        if spec is not None:
-            view = InstanceView(**{**msgspec.structs.asdict(spec), **state})
-        else:
-            view = msgspec.structs.replace(old.view, **state)
+        base = view_of(spec) if spec is not None else entry.published.view
+        node = self._nodes.get(base.node) if base.node else None
+        status = entry.status(node)
+        ejected = self._ejection(base.service or "", base.id or "") if self._outliers else None
+        view = msgspec.structs.replace(
+            base,
+            metrics=entry.metrics,
+            status=status,
+            check_states=tuple([c.state() for c in entry.checks]) if entry.checks else (),
+            maintenance=entry.maintenance,
+            ejected=ejected,
+            index=entry.index,
+            registered_at=entry.registered_at,
+            updated_at=entry.updated_at,
+        )
         return Published.of(view, node.data if node else _NO_NODE)
 
     def _put_instance(self, record: InstanceRecord, revision: int, index: int, now: float) -> _Instance:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
+from operator import attrgetter
 
 from .protocol import Compacted, WatchBatch
 
@@ -20,8 +21,13 @@ HISTORY_BATCHES = 4096
 HISTORY_BYTES = 4 * 1024 * 1024
 
 
+_KEY, _VALUE = attrgetter("key"), attrgetter("value")
+
+
 def _size(batch: WatchBatch) -> int:
-    return sum(len(e.key) + len(e.value or b"") for e in batch.events)
+    # Mapped, not a generator: no Python runs per event, and a batch may hold thousands.
+    events = batch.events
+    return sum(map(len, map(_KEY, events))) + sum(map(len, filter(None, map(_VALUE, events))))
 
 
 class _Watcher:

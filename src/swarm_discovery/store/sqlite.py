@@ -27,6 +27,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from itertools import groupby
 from typing import Any
 
+import msgspec
+
 from ..errors import StoreError
 from ..telemetry import COMMIT_BATCH
 from .feed import Feed
@@ -55,35 +57,29 @@ _PUT = "INSERT OR REPLACE INTO kv (key, value, revision, lease) VALUES (?, ?, ?,
 _DELETE = "DELETE FROM kv WHERE key = ?"
 
 
-class _Txn:
-    __slots__ = ("compares", "future", "grant", "ops", "revoke")
-
-    def __init__(
-        self,
-        future: asyncio.Future[TxnResult],
-        compares: Sequence[Compare] = (),
-        ops: Sequence[Op] = (),
-        grant: tuple[int, float] | None = None,
-        revoke: int | None = None,
-    ) -> None:
-        self.future = future
-        self.compares = compares
-        self.ops = ops
-        self.grant = grant
-        self.revoke = revoke
+class _Txn(msgspec.Struct):
+    future: asyncio.Future[TxnResult]
+    compares: Sequence[Compare] = ()
+    ops: Sequence[Op] = ()
+    grant: tuple[int, float] | None = None
+    revoke: int | None = None
+    result: TxnResult | StoreError | None = None  # once judged
 
 
 class _Batch:
     """One group commit being assembled: rows to write, events to publish, and how to undo it."""
 
+    __slots__ = ("deletes", "events", "granted", "lease_moves", "lease_rows", "revoked", "undo", "undo_leases")
+
     def __init__(self) -> None:
-        self.rows: list[tuple[str, tuple[Any, ...]]] = []
-        self.events: list[StoreEvent] = []
-        self.undo: dict[str, tuple[int, int] | None] = {}
+        self.events: list[StoreEvent] = []  # also the rows of `kv` to write, in order
+        self.deletes = False  # whether any event is a deletion
+        self.lease_rows: list[tuple[str, tuple[Any, ...]]] = []  # (statement, parameters), in order
+        self.undo: dict[str, int | None] = {}  # key -> its mod revision before the batch
+        self.undo_leases: dict[str, int] = {}  # key -> its lease before the batch (0: none)
         self.lease_moves: list[tuple[str, int, int]] = []  # key, old lease, new lease (0: none)
         self.granted: dict[int, float] = {}
         self.revoked: list[int] = []
-        self.results: list[tuple[_Txn, TxnResult | Exception]] = []
 
 
 class SqliteStore:
@@ -148,9 +144,11 @@ class SqliteStore:
         for lease, ttl in leases:
             self._leases.add(lease, ttl)
         for kv in items:
-            self._set_mod(kv.key, (kv.mod_revision, kv.lease))
-            if kv.lease and self._leases.exists(kv.lease):
-                self._leases.attach(kv.key, kv.lease)
+            self._mods[kv.key] = kv.mod_revision
+            if kv.lease:
+                self._leased[kv.key] = kv.lease
+                if self._leases.exists(kv.lease):
+                    self._leases.attach(kv.key, kv.lease)
         self._leases.renew_all()
         self._thread.start()
         return Snapshot(items=items, revision=self._revision)
@@ -196,15 +194,31 @@ class SqliteStore:
 
     # --- the protocol -------------------------------------------------------------------------
 
-    def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> asyncio.Future[TxnResult]:
-        return self._submit(compares=compares, ops=ops)
+    def txn(
+        self,
+        compares: Sequence[Compare] = (),
+        ops: Sequence[Op] = (),
+        *,
+        grant: tuple[int, float] | None = None,
+        revoke: int | None = None,
+    ) -> asyncio.Future[TxnResult]:
+        """The protocol's transaction; this store's leases are granted and revoked by one as well,
+        so that they share a commit (and its order) with the writes around them."""
+        if self._closing:
+            raise StoreError("the store is closing; nothing was written")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[TxnResult] = loop.create_future()
+        self._pending.append(_Txn(future, compares, ops, grant, revoke))
+        if self._flushing is None:
+            self._flushing = loop.create_task(self._flush())
+        return future
 
     def watch(self, from_revision: int) -> AsyncIterator[WatchBatch]:
         return self._feed.watch(from_revision)
 
     async def grant(self, ttl: float) -> int:
         lease = self._leases.new_id()
-        await self._submit(grant=(lease, ttl))
+        await self.txn(grant=(lease, ttl))
         return lease
 
     async def keep_alive(self, lease: int) -> float:
@@ -212,7 +226,7 @@ class SqliteStore:
         return self._leases.renew(lease)
 
     async def revoke(self, lease: int) -> None:
-        await self._submit(revoke=lease)
+        await self.txn(revoke=lease)
 
     def _lease_expired(self, lease: int) -> None:
         task = asyncio.get_running_loop().create_task(self._expire(lease))
@@ -230,16 +244,6 @@ class SqliteStore:
 
     # --- group commit -------------------------------------------------------------------------
 
-    def _submit(self, **txn: Any) -> asyncio.Future[TxnResult]:
-        if self._closing:
-            raise StoreError("the store is closing; nothing was written")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[TxnResult] = loop.create_future()
-        self._pending.append(_Txn(future, **txn))
-        if self._flushing is None:
-            self._flushing = loop.create_task(self._flush())
-        return future
-
     async def _flush(self) -> None:
         try:
             while self._pending:
@@ -249,95 +253,130 @@ class SqliteStore:
                 for txn in txns:
                     revision = self._judge(txn, batch, revision)
                 try:
-                    if batch.rows or batch.granted or batch.revoked:
+                    if batch.events or batch.lease_rows:
                         COMMIT_BATCH.observe(len(txns))
                         await self._persist(batch, revision)
                 except Exception as exc:
-                    for key, old in batch.undo.items():
-                        self._set_mod(key, old)
+                    self._undo(batch)
                     error = StoreError(f"store commit failed: {exc}")
                     for txn in txns:
                         if not txn.future.done():
                             txn.future.set_exception(error)
                     continue
-                self._committed(batch, revision)
+                self._committed(txns, batch, revision)
         finally:
             self._flushing = None
 
     def _judge(self, txn: _Txn, batch: _Batch, revision: int) -> int:
-        """Add `txn` to the batch if its comparisons hold; the store's revision after it."""
-        if any(self._mods.get(c.key, 0) != c.mod_revision for c in txn.compares):
-            batch.results.append((txn, TxnResult(False, revision)))
-            return revision
-        for op in txn.ops:
-            if isinstance(op, Put) and op.lease and not self._granted(op.lease, batch):
-                batch.results.append((txn, LeaseNotFound(f"lease {op.lease} is not granted")))
+        """Add `txn` to the batch if its comparisons hold; the store's revision after it.
+
+        This runs for every write: lease bookkeeping is left to `_relet`, for the keys that have one.
+        """
+        mods = self._mods
+        for compare in txn.compares:
+            if mods.get(compare.key, 0) != compare.mod_revision:
+                txn.result = TxnResult(False, revision)
                 return revision
+        ops = txn.ops
+        for op in ops:
+            if type(op) is Put and op.lease and not self._granted(op.lease, batch):
+                txn.result = LeaseNotFound(f"lease {op.lease} is not granted")
+                return revision
+        if txn.grant is not None or txn.revoke is not None:
+            with_leases = self._lease_ops(txn, batch)
+            if with_leases is None:
+                return revision
+            ops = with_leases
+        after = revision + 1  # every change of one transaction takes one revision
+        changed = False
+        leased, undo, events = self._leased, batch.undo, batch.events
+        for op in ops:
+            key = op.key
+            old = mods.get(key)
+            if type(op) is Put:
+                lease = op.lease
+                mods[key] = after
+                events.append(StoreEvent(key, op.value, after, lease))
+            elif old is not None:
+                lease = 0
+                del mods[key]
+                events.append(StoreEvent(key, None, after))
+                batch.deletes = True
+            else:
+                continue  # deleting what is not there changes nothing
+            changed = True
+            if key not in undo:
+                undo[key] = old
+            if lease or key in leased:
+                self._relet(key, lease, batch)
+        if not changed:
+            after = revision
+        txn.result = TxnResult(True, after)
+        return after
+
+    def _lease_ops(self, txn: _Txn, batch: _Batch) -> Sequence[Op] | None:
+        """Grant or revoke `txn`'s lease in the batch; the operations it comes to (a revoke deletes
+        the lease's keys), or None when it cannot (its result says why)."""
         if txn.grant is not None:
             lease, ttl = txn.grant
             batch.granted[lease] = ttl
-            batch.rows.append(("INSERT INTO leases (id, ttl) VALUES (?, ?)", (lease, ttl)))
-        ops = list(txn.ops)
-        if txn.revoke is not None:
-            if not self._granted(txn.revoke, batch):
-                batch.results.append((txn, LeaseNotFound(f"lease {txn.revoke} is not granted")))
-                return revision
-            batch.revoked.append(txn.revoke)
-            batch.rows.append(("DELETE FROM leases WHERE id = ?", (txn.revoke,)))
-            # The keys that hold the lease as of this point of the batch: committed ones not put
-            # again without it, and those put with it earlier in the batch.
-            held = self._leases.keys(txn.revoke) | batch.undo.keys()
-            ops += [Delete(key) for key in sorted(held) if self._leased.get(key) == txn.revoke]
-        changes = [op for op in ops if isinstance(op, Put) or op.key in self._mods]
-        if changes:
-            revision += 1
-        for op in changes:
-            if op.key not in batch.undo:
-                batch.undo[op.key] = self._mod(op.key)
-            old_lease = self._leased.get(op.key, 0)
-            if isinstance(op, Put):
-                self._set_mod(op.key, (revision, op.lease))
-                batch.rows.append((_PUT, (op.key, op.value, revision, op.lease)))
-                batch.events.append(StoreEvent(op.key, op.value, revision, op.lease))
-                new_lease = op.lease
-            else:
-                self._set_mod(op.key, None)
-                batch.rows.append((_DELETE, (op.key,)))
-                batch.events.append(StoreEvent(op.key, None, revision))
-                new_lease = 0
-            if old_lease != new_lease:
-                batch.lease_moves.append((op.key, old_lease, new_lease))
-        batch.results.append((txn, TxnResult(True, revision)))
-        return revision
+            batch.lease_rows.append(("INSERT INTO leases (id, ttl) VALUES (?, ?)", (lease, ttl)))
+        if txn.revoke is None:
+            return txn.ops
+        if not self._granted(txn.revoke, batch):
+            txn.result = LeaseNotFound(f"lease {txn.revoke} is not granted")
+            return None
+        batch.revoked.append(txn.revoke)
+        batch.lease_rows.append(("DELETE FROM leases WHERE id = ?", (txn.revoke,)))
+        # The keys that hold the lease as of this point of the batch: committed ones not put again
+        # without it, and those put with it earlier in the batch.
+        held = self._leases.keys(txn.revoke) | batch.undo.keys()
+        return [*txn.ops, *(Delete(key) for key in sorted(held) if self._leased.get(key) == txn.revoke)]
+
+    def _relet(self, key: str, lease: int, batch: _Batch) -> None:
+        """`key` holds `lease` now (0: none)."""
+        old = self._leased.get(key, 0)
+        if old == lease:
+            return
+        batch.undo_leases.setdefault(key, old)
+        if lease:
+            self._leased[key] = lease
+        else:
+            del self._leased[key]
+        batch.lease_moves.append((key, old, lease))
 
     def _granted(self, lease: int, batch: _Batch) -> bool:
         """Whether `lease` exists at this point of the batch."""
         return (self._leases.exists(lease) or lease in batch.granted) and lease not in batch.revoked
 
-    def _mod(self, key: str) -> tuple[int, int] | None:
-        """The key's (mod revision, lease), None when it does not exist."""
-        revision = self._mods.get(key)
-        return None if revision is None else (revision, self._leased.get(key, 0))
-
-    def _set_mod(self, key: str, mod: tuple[int, int] | None) -> None:
-        if mod is None:
-            self._mods.pop(key, None)
-            self._leased.pop(key, None)
-            return
-        self._mods[key] = mod[0]
-        if mod[1]:
-            self._leased[key] = mod[1]
-        else:
-            self._leased.pop(key, None)
+    def _undo(self, batch: _Batch) -> None:
+        """Take back what judging the batch changed: it was not committed."""
+        for key, revision in batch.undo.items():
+            if revision is None:
+                del self._mods[key]
+            else:
+                self._mods[key] = revision
+        for key, lease in batch.undo_leases.items():
+            if lease:
+                self._leased[key] = lease
+            else:
+                self._leased.pop(key, None)
 
     async def _persist(self, batch: _Batch, revision: int) -> None:
         assert self._db is not None, "open() first"
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            # Runs of one statement, in order: a key put then deleted in one batch ends deleted.
-            for statement, run in groupby(batch.rows, key=lambda row: row[0]):
-                db.executemany(statement, [params for _, params in run])
+            for statement, params in batch.lease_rows:
+                db.execute(statement, params)
+            if not batch.deletes:  # an event's fields are a row's columns: no Python runs per row
+                db.executemany(_PUT, map(msgspec.structs.astuple, batch.events))
+            else:  # runs of puts and of deletes, in order: a key put then deleted in one batch ends deleted
+                for deleting, run in groupby(batch.events, key=_is_delete):
+                    if deleting:
+                        db.executemany(_DELETE, [(event.key,) for event in run])
+                    else:
+                        db.executemany(_PUT, map(msgspec.structs.astuple, run))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (revision,))
             await self._in_thread(lambda: db.execute("COMMIT"))
         except BaseException:
@@ -345,7 +384,7 @@ class SqliteStore:
                 db.execute("ROLLBACK")
             raise
 
-    def _committed(self, batch: _Batch, revision: int) -> None:
+    def _committed(self, txns: list[_Txn], batch: _Batch, revision: int) -> None:
         self._revision = revision
         for lease, ttl in batch.granted.items():
             self._leases.add(lease, ttl)
@@ -359,13 +398,14 @@ class SqliteStore:
             self._leases.remove(lease)
         if batch.events:
             self._feed.publish(WatchBatch(revision, batch.events))
-        for txn, result in batch.results:
-            if txn.future.done():
+        for txn in txns:
+            future, result = txn.future, txn.result
+            if future.done():
                 continue
-            if isinstance(result, Exception):
-                txn.future.set_exception(result)
-            else:
-                txn.future.set_result(result)
+            if isinstance(result, TxnResult):
+                future.set_result(result)
+            elif result is not None:
+                future.set_exception(result)
 
     # --- the commit thread --------------------------------------------------------------------
 
@@ -383,6 +423,10 @@ class SqliteStore:
         done = asyncio.get_running_loop().create_future()
         self._work.put((run, done))
         return done
+
+
+def _is_delete(event: StoreEvent) -> bool:
+    return event.value is None
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ...decoding import Decoder
 from ...durations import parse_duration
 from ...errors import BadRequest, UnsupportedMediaType
 from ...records import ID_PATTERN, PATTERNS
@@ -16,7 +17,7 @@ MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
 T = TypeVar("T")
 
-_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+_decoders: dict[type, Decoder[Any]] = {}
 _ID = re.compile(ID_PATTERN)
 _AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
 _PATTERN = re.compile(r"^Expected `str` matching regex '(.*)'$")
@@ -52,7 +53,7 @@ def decode(body: bytes, kind: type[T], *, empty: T | None = None) -> T:
         raise BadRequest("body: a JSON object is required")
     decoder = _decoders.get(kind)
     if decoder is None:
-        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+        decoder = _decoders[kind] = Decoder(kind)
     try:
         return decoder.decode(body)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
