@@ -103,7 +103,6 @@ def node_key(nid: str) -> str:
 
 _SPEC_FIELDS = InstanceSpec.__struct_fields__
 _NO_NODE: dict[str, Any] = {}  # what selectors see as `node` without one; shared, never changed
-_NO_ENTRIES: dict[str, _Instance] = {}  # a service without instances, to look in without making a dict
 
 
 class _Instance(msgspec.Struct, gc=False):
