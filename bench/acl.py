@@ -11,13 +11,11 @@ lookup is most of the extra work); writes are new registrations with the provide
 from __future__ import annotations
 
 import statistics
-import tempfile
-from pathlib import Path
 
 import httpx
 from tests.server import Server
 
-from bench.common import SERVER_CPU, Wrk, alternate, load, round_arguments
+from bench.common import Wrk, alternate, load, round_arguments, start_server
 from bench.writes import SCRIPT as WRITES
 
 READS = r"""
@@ -49,10 +47,8 @@ def provider_token(server: Server) -> str:
 
 def main() -> None:
     args = round_arguments(__doc__)
-    plain = Server(Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "data", cpus=SERVER_CPU)
-    guarded = Server(Path(tempfile.mkdtemp(prefix="swarm-bench-")) / "data", cpus=SERVER_CPU, args=("--acl",))
-    plain.start()
-    guarded.start()
+    plain = start_server()  # both without the write-rate limit: the load would be throttled, not measured
+    guarded = start_server(args=("--acl",))
     try:
         token = provider_token(guarded)
         load(plain, 100, instance)
