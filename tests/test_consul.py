@@ -152,3 +152,14 @@ def test_the_consul_token_header_is_checked(tmp_path: Path) -> None:
         assert httpx.get(f"{server.url}/v1/health/service/acme-llm").status_code == 401
     finally:
         server.stop()
+
+
+def test_control_characters_are_refused_through_the_consul_api_too(shared_server: Server) -> None:
+    http = shared_server.http
+    for body in (
+        {"Name": "ctl", "Port": 80, "Address": "10.0.0.1", "Tags": ["bad\u001b[31m"]},
+        {"Name": "ctl", "Port": 80, "Address": "10.0.0.1", "Meta": {"k": "bidi\u202e"}},
+    ):
+        answer = http.put("/v1/agent/service/register", json=body)
+        assert answer.status_code == 400, answer.text
+    assert http.get("/v1/catalog/service/ctl").json() == []
