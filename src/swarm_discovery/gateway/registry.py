@@ -28,6 +28,7 @@ from ..records import InstanceView, Left, ServiceSummary
 from ..sdk.answers import raise_for_error, reader
 from ..sdk.client import AsyncClient, Operation
 from ..sdk.resume import EventParser, WatchEvent
+from .looping import Looping
 
 log = logging.getLogger("swarm.gateway")
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0  # a lost registry is found again within seconds
@@ -111,7 +112,7 @@ class Backoff:
         return delay
 
 
-class Follower:
+class Follower(Looping):
     """One service's instances, as its change stream says, kept while the registry is away."""
 
     def __init__(
@@ -130,15 +131,6 @@ class Follower:
         self.ready = asyncio.Event()  # the first snapshot has arrived
         self._changed = changed
         self._due = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -173,7 +165,7 @@ class Follower:
         self._changed(self)
 
 
-class CatalogFollower:
+class CatalogFollower(Looping):
     """The registry's catalog: which services exist, followed with blocking queries."""
 
     def __init__(self, client: RegistryClient, changed: Callable[[set[str]], None]) -> None:
@@ -183,15 +175,6 @@ class CatalogFollower:
         self.status = Backoff("following the catalog")
         self.ready = asyncio.Event()
         self._changed = changed
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:

@@ -16,27 +16,22 @@ from collections.abc import Callable, Iterable
 from ..errors import ApiError
 from ..records import MAX_REPORTS, Report
 from .backend import Backend
+from .looping import Looping
 from .registry import RegistryClient
 
 log = logging.getLogger("swarm.gateway")
 REPORT_EVERY = 1.0
 
 
-class Reporter:
+class Reporter(Looping):
     def __init__(self, client: RegistryClient, backends: Callable[[], Iterable[Backend]]) -> None:
         self.client = client
         self._backends = backends
-        self._task: asyncio.Task[None] | None = None
         self._failing = False
         self.sent = 0
 
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await super().stop()
         await self.flush()
 
     async def _run(self) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..balance import Signals
+from .looping import Looping
 from .upstream import UpstreamError, Upstreams
 from .wire import BadResponse
 
@@ -51,7 +52,7 @@ def parse_metrics(text: bytes) -> dict[str, float]:
     return found
 
 
-class Scraper:
+class Scraper(Looping):
     def __init__(
         self,
         upstreams: Upstreams,
@@ -70,16 +71,7 @@ class Scraper:
         self._targets = targets  # every server that serves a model now
         self._read = read  # called after each round: capacity may have freed up
         self._slots = asyncio.Semaphore(MAX_AT_ONCE)
-        self._task: asyncio.Task[None] | None = None
         self.failures = 0
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
