@@ -9,7 +9,7 @@ RSGI, through Starlette's Request and Response, cost a quarter of a registration
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -31,6 +31,11 @@ _encode = msgspec.json.Encoder().encode
 
 def too_large() -> PayloadTooLarge:
     return PayloadTooLarge(f"body: larger than the {MAX_BODY // 1024} KiB limit")
+
+
+def secret_in(header: Callable[[str], str | None]) -> str | None:
+    """The token a request's headers present: `Authorization: Bearer`, `X-Swarm-Token` or `X-Consul-Token`."""
+    return secret_from(header("authorization"), header("x-swarm-token") or header("x-consul-token"))
 
 
 class Call:
@@ -79,7 +84,7 @@ class Call:
 
     def secret(self) -> str | None:
         """The token the request presents, if any (`Authorization: Bearer`, `X-Swarm-Token`, `X-Consul-Token`)."""
-        return secret_from(self.header("authorization"), self.header("x-swarm-token") or self.header("x-consul-token"))
+        return secret_in(self.header)
 
     async def body(self) -> bytes:
         """The whole body; 413 past MAX_BODY, before reading any of it when Content-Length says so."""

@@ -22,12 +22,12 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from ... import __version__
-from ...acl import EVERYONE, secret_from
+from ...acl import EVERYONE
 from ...core.core import Core
 from ...errors import BadRequest, PayloadTooLarge, SwarmError, TooBusy, Unauthorized
 from ...telemetry import REQUESTS
 from .cache import Answer
-from .call import Call, Reply, Stream, collect, error_reply
+from .call import Call, Reply, Stream, collect, error_reply, secret_in
 from .context import Context
 from .dispatch import Found, RouteTable
 from .headers import Headers, asgi_headers
@@ -74,8 +74,7 @@ class Front:
         if not context.acl.enabled:
             return context.cache.get_raw((path, query))
         try:
-            token = header("x-swarm-token") or header("x-consul-token")
-            caller = context.acl.known_caller(secret_from(header("authorization"), token))
+            caller = context.acl.known_caller(secret_in(header))
         except Unauthorized:
             return None  # the slow path answers the 401
         return context.cache.get_raw((path, query, caller.key)) if caller is not None else None
