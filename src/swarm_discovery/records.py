@@ -54,6 +54,8 @@ Address = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_ADD
 Target = Annotated[str, text(_PRINTABLE, min_length=1, max_length=255)]  # see validate_checks
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Duration = Annotated[str, msgspec.Meta(max_length=32)]
+MAX_EXPRESSION = 2048  # characters of a CEL expression: a selector's or a metric rule's
+Expression = Annotated[str, text(_TEXT, min_length=1, max_length=MAX_EXPRESSION)]
 Tag = Annotated[str, text(_PRINTABLE, min_length=1, max_length=128)]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=MAX_TAGS)]
 Meta = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
@@ -88,10 +90,13 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=100)]
 class CheckSpec(Spec, kw_only=True):
     """One health check; field names follow Consul's (url, tcp, grpc, ttl).
 
-    Thresholds count consecutive probe results; 0 and 1 both mean "at once".
+    Thresholds count consecutive probe results (a metric check's: evaluations); 0 and 1 both mean
+    "at once". A `metric` check judges live metrics with CEL: `critical` first, then `warning`;
+    metrics older than `max_age` make it `stale_status`; with `scrape` the server reads the metrics
+    itself from a Prometheus endpoint every `interval`.
     """
 
-    type: Literal["http", "tcp", "grpc", "ttl"]
+    type: Literal["http", "tcp", "grpc", "ttl", "metric"]
     name: Short | None = None
     url: Text | None = None
     tcp: Target | None = None
@@ -110,6 +115,11 @@ class CheckSpec(Spec, kw_only=True):
     failures_before_critical: Count = 0
     initial_status: CheckStatus | None = None
     deregister_critical_after: Duration | None = None
+    warning: Expression | None = None
+    critical: Expression | None = None
+    max_age: Duration | None = None
+    stale_status: CheckStatus = "warning"
+    scrape: Text | None = None
 
 
 class InstanceSpec(Spec, kw_only=True):
@@ -232,6 +242,7 @@ class InstanceView(InstanceSpec, forbid_unknown_fields=False, kw_only=True):
 
 class NodeView(NodeSpec, forbid_unknown_fields=False, kw_only=True):
     status: CheckStatus
+    metrics: dict[str, float] = {}  # live, from the node's heartbeats
     check_states: tuple[CheckState, ...] = ()  # a tuple of untracked Structs: the GC drops it
     index: int
     registered_at: float

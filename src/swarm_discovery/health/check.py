@@ -31,6 +31,7 @@ class ProbeResult(msgspec.Struct, frozen=True):
     output: str
     duration: float = 0.0
     skipped: bool = False  # the probe did not run; `output` says why
+    metrics: dict[str, float] | None = None  # what a scrape read, for the owner's metric checks to judge
 
 
 class CheckRuntime:

@@ -38,9 +38,10 @@ class TargetDenied(OSError):
 
 
 def target_of(spec: CheckSpec) -> tuple[str, int]:
-    """(host, port) of an http, tcp or grpc check, as written; the host lower-cased, unbracketed."""
-    if spec.type == "http":
-        parts = urlsplit(spec.url or "")
+    """(host, port) of an http, tcp or grpc check, or of a metric check's scrape, as written; the
+    host lower-cased, unbracketed."""
+    if spec.type in ("http", "metric"):
+        parts = urlsplit((spec.url if spec.type == "http" else spec.scrape) or "")
         try:
             port = parts.port
         except ValueError:  # an out-of-range port: the probe itself will say so
