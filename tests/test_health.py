@@ -209,11 +209,6 @@ def test_node_check_covers_its_instances(shared_server: Server) -> None:
     backend.stop()
 
 
-def test_nodes_take_no_ttl_checks(shared_server: Server) -> None:
-    response = shared_server.http.put(f"/v1/nodes/{unique('n')}", json={"checks": [{"type": "ttl", "ttl": "5s"}]})
-    assert response.status_code == 400 and response.json()["error"].startswith("checks:")
-
-
 @pytest.mark.parametrize(
     ("check", "names"),
     [

@@ -321,13 +321,15 @@ class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
     registered_at: float
 
 
+_TARGET = {"http": "url", "tcp": "tcp", "grpc": "grpc", "ttl": "ttl"}  # the field each kind probes
+
+
 def validate_checks(checks: list[CheckSpec]) -> None:
     """What msgspec cannot say in a type: the target each kind needs and sane durations."""
     for i, check in enumerate(checks):
         field = f"checks[{i}]"
-        target = {"http": check.url, "tcp": check.tcp, "grpc": check.grpc, "ttl": check.ttl}[check.type]
-        if target is None:
-            name = {"http": "url", "tcp": "tcp", "grpc": "grpc", "ttl": "ttl"}[check.type]
+        if check.type != "metric" and getattr(check, _TARGET[check.type]) is None:
+            name = _TARGET[check.type]
             raise BadRequest(f"{field}.{name}: a {check.type} check needs `{name}`")
         if check.type == "ttl" and parse_duration(check.ttl or "", f"{field}.ttl") <= 0:
             raise BadRequest(f"{field}.ttl: must be positive")
@@ -339,14 +341,16 @@ def validate_checks(checks: list[CheckSpec]) -> None:
             parse_duration(check.deregister_critical_after, f"{field}.deregister_critical_after")
         if check.warn_latency is not None:
             parse_duration(check.warn_latency, f"{field}.warn_latency")
-        if check.type == "http" and not check.url.startswith(("http://", "https://")):  # type: ignore[union-attr]
-            raise BadRequest(f"{field}.url: must start with http:// or https://")
         if check.type == "tcp":
             _check_host_port(check.tcp or "", f"{field}.tcp", "host:port")
         if check.type == "grpc":
             _check_host_port((check.grpc or "").split("/", 1)[0], f"{field}.grpc", "host:port or host:port/service")
         if check.type == "http":
             _check_url(check.url or "", f"{field}.url")
+        if check.scrape is not None:
+            _check_url(check.scrape, f"{field}.scrape")
+        if check.max_age is not None and parse_duration(check.max_age, f"{field}.max_age") <= 0:
+            raise BadRequest(f"{field}.max_age: must be positive")
         if check.tls_server_name is not None:
             _check_host(check.tls_server_name, f"{field}.tls_server_name")
         for name, value in check.headers.items():
@@ -383,6 +387,8 @@ def _check_host_port(target: str, field: str, expected: str) -> None:
 
 
 def _check_url(url: str, field: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise BadRequest(f"{field}: must start with http:// or https://")
     parts = urllib.parse.urlsplit(url)
     try:
         port = parts.port

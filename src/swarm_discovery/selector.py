@@ -88,6 +88,14 @@ class Selector:
             return False
         return result.value() is True
 
+    def error_in_cel(self, bindings: Bindings) -> str | None:
+        """What CEL itself says is wrong when evaluating on `bindings`, None when nothing is."""
+        try:
+            result = self._expr.eval(bindings.activation)
+        except RuntimeError as exc:
+            return str(exc)
+        return str(result.value()) if result.type() == _ERROR else None
+
 
 def _raise_if_the_selectors_fault(message: str) -> None:
     for known, meaning in _SELECTORS_FAULT.items():

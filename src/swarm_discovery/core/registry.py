@@ -31,6 +31,7 @@ from ..balance.quorum import QuorumDetector, Reporters, ReportSettings
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..health.check import CheckRuntime, worst
 from ..health.limits import ProbeSettings
+from ..health.metric import validate_rules
 from ..health.monitor import HealthMonitor, Owner, registrant_of
 from ..health.protection import ExpiryGuard, ExpirySettings
 from ..locality import Near, sort_near
@@ -123,6 +124,7 @@ class _Instance(msgspec.Struct, gc=False):
     published: Published = None  # type: ignore[assignment]  # Registry._publish sets it before any read
     published_at: float = 0.0  # monotonic: when `published` was made
     registrant: str | None = None  # as stored: who registered it, None for its service
+    scraped: dict[str, float] | None = None  # what its metric checks' scrapes read last, over `metrics`
 
     @property
     def view(self) -> InstanceView:
@@ -145,14 +147,24 @@ class _Instance(msgspec.Struct, gc=False):
 
 
 class _Node:
-    __slots__ = ("checks", "data", "index", "record", "revision", "updated_at", "view")
+    __slots__ = ("checks", "data", "index", "metrics", "record", "revision", "scraped", "updated_at", "view")
 
-    def __init__(self, record: NodeRecord, revision: int, index: int, checks: tuple[CheckRuntime, ...], now: float):
+    def __init__(
+        self,
+        record: NodeRecord,
+        revision: int,
+        index: int,
+        checks: tuple[CheckRuntime, ...],
+        now: float,
+        metrics: dict[str, float],
+    ):
         self.record = record
         self.revision = revision
         self.index = index
         self.checks = checks
         self.updated_at = now
+        self.metrics = metrics  # live, from its heartbeats (and scrapes): in memory only
+        self.scraped: dict[str, float] | None = None
         self.republish()
 
     def status(self) -> CheckStatus:
@@ -163,6 +175,7 @@ class _Node:
         self.view = NodeView(
             **msgspec.structs.asdict(record.spec),
             status=self.status(),
+            metrics=self.metrics,
             check_states=tuple(c.state() for c in self.checks),
             index=self.index,
             registered_at=record.registered_at,
@@ -212,6 +225,7 @@ class Registry:
             guard=ExpiryGuard(expiry),
             probes=probes,
             on_output=self._quietly_changed,
+            on_metrics=self._scraped,
         )
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: dict[int, asyncio.Handle] = {}  # ejections' releases, each dropped as it runs
@@ -481,7 +495,7 @@ class Registry:
                 self._followers[kind].apply(key, value, event.revision)
             else:
                 log.warning("ignoring unknown key %r in the store", key)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, BadRequest) as exc:
             log.error("cannot read %s from the store (%s): left out until it is written again", key, exc)
             self._apply_event(StoreEvent(key, None, event.revision), index, now)
             self._unreadable[key] = event.revision
@@ -556,6 +570,8 @@ class Registry:
             counts = self._node_services.setdefault(spec.node, {})
             counts[service] = counts.get(service, 0) + 1
         self._publish(entry, index, spec)
+        if checks is not (old.checks if old is not None else None) and metrics and self._judge(entry):
+            self._publish(entry, index)  # its rules judged the metrics it came with
         return entry
 
     def _drop_instance(self, service: str, iid: str, index: int) -> None:
@@ -604,6 +620,7 @@ class Registry:
         if spec.id not in (None, iid):
             raise BadRequest(f"id: body says {spec.id!r} but the path says {iid!r}")
         validate_checks(spec.checks)
+        validate_rules(spec.checks)
         validate_capabilities(spec.capabilities)
         spec = msgspec.structs.replace(spec, service=service, id=iid)
 
@@ -685,12 +702,17 @@ class Registry:
         instance as it is now, published or not yet.
         """
         entry = self._entry(service, iid)
-        metrics_changed = beat.metrics is not None and beat.metrics != entry.metrics
+        metrics = beat.metrics
+        if metrics is not None and entry.scraped:
+            metrics = {**metrics, **entry.scraped}
+        metrics_changed = metrics is not None and metrics != entry.metrics
         if metrics_changed:
-            entry.metrics = self._shared.metrics(beat.metrics)  # type: ignore[arg-type]
+            entry.metrics = self._shared.metrics(metrics)  # type: ignore[arg-type]
         owner = _instance_owner(service, iid)
         entry.updated_at = self._clock()
-        if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or ""):
+        # Every heartbeat with metrics is one evaluation of the rules: a GPU that stays hot counts.
+        judged = metrics is not None and bool(entry.checks) and self._judge(entry)
+        if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "") or judged:
             self._publish(entry, self.changes.next() if index is None else index)
             return entry.published
         if index is not None and (metrics_changed or beat.output):
@@ -701,6 +723,37 @@ class Registry:
             if (service, iid) in self._quiet:  # not shown yet: answer with what will be
                 return self._version(entry)
         return entry.published
+
+    def _judge(self, entry: _Instance, on_node: _Node | None = None) -> bool:
+        """Evaluate the instance's metric rules on its live metrics (with `on_node`, only those
+        that read the node, on its new metrics); True when a status changed."""
+        instance = entry.published.bindings.instance
+        if instance["metrics"] is not entry.metrics:  # newer than the published version
+            instance = {**instance, "metrics": entry.metrics}
+        node = on_node or self._nodes.get(entry.view.node or "")
+        owner = _instance_owner(entry.view.service or "", entry.view.id or "")
+        bindings = Bindings(instance, node.data if node else _NO_NODE)
+        return self.health.judge(owner, entry.checks, bindings, node=on_node is not None)
+
+    def _scraped(self, owner: Owner, metrics: dict[str, float]) -> None:
+        """A metric check's scrape read the owner's metrics: over its heartbeats', and judged."""
+        if owner[0] == "node":
+            node = self._nodes.get(owner[1])
+            if node is not None:
+                node.scraped = metrics
+                self._node_metrics(owner[1], node, {**node.metrics, **metrics})
+            return
+        entry = self._services.get(owner[1], {}).get(owner[2])
+        if entry is None:
+            return
+        entry.scraped = metrics
+        entry.metrics = self._shared.metrics({**entry.metrics, **metrics})
+        if self._judge(entry):
+            self._publish(entry, self.changes.next())
+            if self.on_health_changed is not None:
+                self.on_health_changed(owner)
+        else:
+            self._quietly_changed(owner)
 
     def _quietly_changed(self, owner: Owner) -> None:
         """Metrics or check output changed, no status: published at most every QUIET_EVERY per
@@ -923,7 +976,7 @@ class Registry:
             if old is not None:
                 self.health.untrack(owner, old.checks)
             checks = self.health.track(owner, record.spec.checks)
-        node = self._nodes[nid] = _Node(record, revision, index, checks, now)
+        node = self._nodes[nid] = _Node(record, revision, index, checks, now, old.metrics if old else {})
         self._node_changed(nid, index)
         return node
 
@@ -937,8 +990,7 @@ class Registry:
         if spec.id not in (None, nid):
             raise BadRequest(f"id: body says {spec.id!r} but the path says {nid!r}")
         validate_checks(spec.checks)
-        if any(check.type == "ttl" for check in spec.checks):
-            raise BadRequest("checks: nodes take http, tcp and grpc checks; TTL checks belong to instances")
+        validate_rules(spec.checks)
         spec = msgspec.structs.replace(spec, id=nid)
 
         def build() -> tuple[int, _Local]:
@@ -978,6 +1030,37 @@ class Registry:
             node.updated_at = self._clock()
             node.republish()
             self._node_changed(nid, index)
+
+    def node_heartbeat(self, nid: str, beat: Heartbeat) -> NodeView:
+        """Renew the node's TTL checks and take its live metrics, judged by its rules and by the
+        rules of its instances that read `node`: in memory only, as an instance's."""
+        node = self._nodes.get(nid)
+        if node is None:
+            raise NotFound(f"node {nid!r} is not registered")
+        node.updated_at = self._clock()
+        changed = self.health.heartbeat(("node", nid), node.checks, beat.status or "passing", beat.output or "")
+        metrics = beat.metrics
+        if metrics is not None:
+            changed |= self._node_metrics(nid, node, {**metrics, **node.scraped} if node.scraped else metrics)
+        elif beat.output:
+            node.republish()
+        if changed:
+            self._node_health_changed(nid, self.changes.next())
+            if self.on_health_changed is not None:
+                self.on_health_changed(("node", nid))
+        return node.view
+
+    def _node_metrics(self, nid: str, node: _Node, metrics: dict[str, float]) -> bool:
+        """New metrics of a node: judged by its rules, then by its instances' that read `node`
+        (those republished here when their status changes); True when the node's status changed."""
+        node.metrics = self._shared.metrics(metrics)
+        node.republish()  # quietly, at its index: metrics alone wake no watcher
+        changed = self.health.judge(("node", nid), node.checks, Bindings(_NO_NODE, node.data))
+        for service in list(self._node_services.get(nid, {})):
+            for iid, entry in self._services.get(service, {}).items():
+                if entry.view.node == nid and entry.checks and self._judge(entry, node):
+                    self._republish(service, iid, self.changes.next())
+        return changed
 
     def node(self, nid: str) -> NodeView:
         node = self._nodes.get(nid)

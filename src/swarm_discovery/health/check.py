@@ -13,12 +13,14 @@ import msgspec
 
 from ..durations import parse_duration
 from ..records import CheckSpec, CheckState, CheckStatus, check_name
+from .metric import MetricRule, rule_of
 from .targets import target_of
 
 MAX_OUTPUT = 512
 # A probe holds a connection and a task while it waits; past this, a target is down, not slow.
 MAX_TIMEOUT = 30.0
 _SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
+_WAITING = ("waiting for the first probe", "waiting for metrics")
 WORST: tuple[CheckStatus, CheckStatus, CheckStatus] = ("passing", "warning", "critical")
 
 
@@ -36,14 +38,18 @@ class ProbeResult(msgspec.Struct, frozen=True):
 
 class CheckRuntime:
     __slots__ = (
+        "calm",
         "critical_since",
+        "criticals",
         "deregister_after",
         "duration",
         "failures",
         "interval",
         "last_checked",
+        "max_age",
         "name",
         "output",
+        "rule",
         "spec",
         "status",
         "successes",
@@ -60,16 +66,22 @@ class CheckRuntime:
         self.timeout = min(parse_duration(spec.timeout, "timeout"), MAX_TIMEOUT)
         self.ttl = parse_duration(spec.ttl, "ttl") if spec.ttl else None
         self.target = target_of(spec) if spec.type != "ttl" else None
+        self.rule: MetricRule | None = rule_of(spec, f"checks[{position}]") if spec.type == "metric" else None
+        self.max_age = parse_duration(spec.max_age, "max_age") if spec.max_age else None
         self.warn_latency = parse_duration(spec.warn_latency, "warn_latency") if spec.warn_latency else None
         dca = spec.deregister_critical_after
         self.deregister_after = parse_duration(dca, "deregister_critical_after") if dca else None
-        # A TTL check passes until its first TTL lapses; a probe must earn its first pass (as in Consul).
-        self.status: CheckStatus = spec.initial_status or ("passing" if spec.type == "ttl" else "critical")
-        self.output = "" if spec.type == "ttl" or spec.initial_status else "waiting for the first probe"
+        # A TTL check passes until its first TTL lapses, a metric check until metrics say otherwise;
+        # a probe must earn its first pass (as in Consul).
+        passive = spec.type in ("ttl", "metric")
+        self.status: CheckStatus = spec.initial_status or ("passing" if passive else "critical")
+        self.output = "" if spec.type == "ttl" or spec.initial_status else _WAITING[spec.type == "metric"]
         self.last_checked: float | None = None
         self.duration: float | None = None
         self.successes = 0
         self.failures = 0
+        self.criticals = 0  # consecutive evaluations of a metric check that called for critical
+        self.calm = 0  # consecutive ones that did not
         # Counted from now even after a restart: nothing is deregistered before its checks ran.
         self.critical_since: float | None = now if self.status == "critical" else None
 
@@ -98,6 +110,39 @@ class CheckRuntime:
             self.failures = 0
             passing_now = self.status != "critical" or self.successes >= max(spec.success_before_passing, 1)
             new = result.status if passing_now else self.status
+        return self._become(new, now)
+
+    def judge(self, status: CheckStatus, output: str, now: float) -> bool:
+        """Apply one evaluation of a metric rule; True when the status changed.
+
+        As for probes, consecutive evaluations count: `failures_before_warning` of warning or
+        worse to warn, `failures_before_critical` of critical to go critical, and
+        `success_before_passing` of better than critical to leave critical (or passing ones to
+        leave warning), so one spike does not flap the instance.
+        """
+        self.output = output[:MAX_OUTPUT]
+        self.last_checked = now
+        spec = self.spec
+        if status == "passing":
+            self.successes += 1
+            self.failures = 0
+        else:
+            self.failures += 1
+            self.successes = 0
+        self.criticals = self.criticals + 1 if status == "critical" else 0
+        self.calm = 0 if status == "critical" else self.calm + 1
+        to_critical = max(spec.failures_before_critical, 1)
+        to_warning = max(spec.failures_before_warning or to_critical, 1)
+        to_pass = max(spec.success_before_passing, 1)
+        new = self.status
+        if self.criticals >= to_critical:
+            new = "critical"
+        elif self.status == "critical":
+            new = status if self.calm >= to_pass else "critical"
+        elif status != "passing" and self.failures >= to_warning:
+            new = "warning"
+        elif status == "passing" and self.successes >= to_pass:
+            new = "passing"
         return self._become(new, now)
 
     def _become(self, status: CheckStatus, now: float) -> bool:

@@ -1,4 +1,4 @@
-"""Every check's live state, and the three things that change it: probes, heartbeats, lapses.
+"""Every check's live state, and what changes it: probes, heartbeats, lapses, metric rules.
 
 The registry hands the monitor the checks of each owner (an instance or a node) and hears back,
 through two callbacks, that an owner's health changed (republish it) or that it has been critical
@@ -8,6 +8,10 @@ for longer than `deregister_critical_after` (deregister it). Active probes come 
 Each check also has a registrant, whoever registered it, which the scheduler's limits and the
 guard share things out by: the registry passes the one stored with the instance to `track`, and
 without one it is the instance's service (or the node).
+
+Metric checks are judged when the registry hands in new metrics (`judge`), never on a timer; a
+scraped one's probe reads the metrics (handed to `on_metrics`, which judges them), and one with
+`max_age` has a timer that makes it stale when no metrics came for that long.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 
 from ..records import CheckSpec, CheckStatus
+from ..selector import Bindings
 from .check import CheckRuntime, ProbeResult
 from .deadlines import Deadlines
 from .limits import ProbeSettings
@@ -44,45 +49,70 @@ class HealthMonitor:
         clock: Callable[[], float] = time.time,
         probes: ProbeSettings | None = None,
         on_output: Callable[[Owner], None] | None = None,
+        on_metrics: Callable[[Owner, dict[str, float]], None] | None = None,
     ) -> None:
         self._on_change = on_change
         self._on_output = on_output  # a check's output changed, its status did not
         self._on_critical_too_long = on_critical_too_long
+        self._on_metrics = on_metrics  # a scrape read the owner's metrics
         self._clock = clock
         self._checks: dict[Hashable, CheckRuntime] = {}
         # `is None`, not falsiness: an empty Scheduler has len() 0.
         self.scheduler = scheduler if scheduler is not None else Scheduler(self.report, settings=probes)
         self.guard = guard or ExpiryGuard()
         # ("ttl", *key): a TTL lapses; ("expire", *key): a lapse has waited its window;
-        # ("deregister", *key): critical for deregister_critical_after.
+        # ("deregister", *key): critical for deregister_critical_after; ("stale", *key): a metric
+        # check's metrics are older than its max_age.
         self._timers = Deadlines(self._timer_fired)
         self._timer_task: asyncio.Task[None] | None = None
 
-    def track(self, owner: Owner, specs: list[CheckSpec], registrant: str | None = None) -> tuple[CheckRuntime, ...]:
+    def track(
+        self, owner: Owner, specs: Sequence[CheckSpec], registrant: str | None = None, first: int = 0
+    ) -> tuple[CheckRuntime, ...]:
+        """Start the owner's checks, numbered from `first` among its checks."""
         if not specs:
             return ()
         registrant = registrant_of(owner, registrant)
         now = self._clock()
-        runtimes = tuple(CheckRuntime(spec, position, now) for position, spec in enumerate(specs))
-        for position, check in enumerate(runtimes):
+        runtimes = tuple(CheckRuntime(spec, first + i, now) for i, spec in enumerate(specs))
+        for position, check in enumerate(runtimes, first):
             key = (*owner, position)
             self._checks[key] = check
             if check.ttl is not None:
                 self._timers.set(("ttl", *key), check.ttl)
                 self.guard.expect(key, registrant)
-            else:
+            elif check.rule is None or check.spec.scrape is not None:
                 self.scheduler.add(key, check, registrant)
+            if check.max_age is not None:
+                self._timers.set(("stale", *key), check.max_age)
             self._arm_deregistration(key, check)
         return runtimes
 
-    def untrack(self, owner: Owner, runtimes: Sequence[CheckRuntime]) -> None:
-        for position in range(len(runtimes)):
+    def untrack(self, owner: Owner, runtimes: Sequence[CheckRuntime], first: int = 0) -> None:
+        for position in range(first, first + len(runtimes)):
             key = (*owner, position)
             self._checks.pop(key, None)
             self.scheduler.remove(key)
             self.guard.forget(key)
-            for timer in ("ttl", "expire", "deregister"):
+            for timer in ("ttl", "expire", "deregister", "stale"):
                 self._timers.cancel((timer, *key))
+
+    def judge(self, owner: Owner, runtimes: Sequence[CheckRuntime], bindings: Bindings, node: bool = False) -> bool:
+        """Evaluate the owner's metric rules on new metrics (with `node`, only the rules that read
+        the node's); True when a status changed."""
+        changed = False
+        now = self._clock()
+        for position, check in enumerate(runtimes):
+            rule = check.rule
+            if rule is None or (node and not rule.reads_node):
+                continue
+            status, output = rule.judge(bindings)
+            if check.judge(status, output, now):
+                changed = True
+                self._arm_deregistration((*owner, position), check)
+            if check.max_age is not None and not node:
+                self._timers.set(("stale", *owner, position), check.max_age)
+        return changed
 
     def heartbeat(self, owner: Owner, runtimes: Sequence[CheckRuntime], status: CheckStatus, output: str) -> bool:
         """Renew the owner's TTL checks; True when a status changed."""
@@ -103,8 +133,15 @@ class HealthMonitor:
         check = self._checks.get(key)
         if check is None:
             return
-        output = check.output
-        if check.observe(result, self._clock()):
+        if result.metrics is not None and self._on_metrics is not None:
+            self._on_metrics(key[:-1], result.metrics)  # type: ignore[index]  # judged there, with the others
+            return
+        output, now = check.output, self._clock()
+        if check.rule is not None and not result.skipped:  # a scrape that failed: a failed evaluation
+            changed = check.judge(result.status, f"scrape failed: {result.output}", now)
+        else:
+            changed = check.observe(result, now)
+        if changed:
             self._arm_deregistration(key, check)
             self._on_change(key[:-1])  # type: ignore[index]
         elif check.output != output and self._on_output is not None:
@@ -117,6 +154,12 @@ class HealthMonitor:
             return
         if kind == "deregister":
             self._on_critical_too_long(key[:-1])
+            return
+        if kind == "stale":
+            spec = check.spec
+            if check.set(spec.stale_status, f"stale: no metrics for {spec.max_age}", self._clock()):
+                self._arm_deregistration(key, check)
+                self._on_change(key[:-1])
             return
         if kind == "ttl":
             self.guard.lapsed(key)

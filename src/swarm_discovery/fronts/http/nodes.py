@@ -6,7 +6,7 @@ import msgspec
 
 from ...core.lookup import Query
 from ...errors import BadRequest
-from ...records import NodeSpec
+from ...records import Heartbeat, NodeSpec
 from .call import Call, Reply, json_reply
 from .inputs import json_body, name
 from .reads import filtered_for, read
@@ -32,6 +32,13 @@ async def put_node(call: Call) -> Reply:
     nid = name(call, "id")
     spec = await json_body(call, NodeSpec)
     view = await registry.put_node(nid, spec)
+    return json_reply(_encode(view), registry.index)
+
+
+async def heartbeat(call: Call) -> Reply:
+    registry = call.context.registry
+    beat = await json_body(call, Heartbeat, empty=Heartbeat())
+    view = registry.node_heartbeat(name(call, "id"), beat)
     return json_reply(_encode(view), registry.index)
 
 

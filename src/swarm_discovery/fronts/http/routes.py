@@ -202,6 +202,16 @@ ROUTES = [
         access=Access("nodes", "write", "id"),
     ),
     Route(
+        "PUT",
+        "/v1/nodes/{id}/heartbeat",
+        nodes.heartbeat,
+        "Renew a node's TTL checks and replace its live metrics",
+        body=Heartbeat,
+        body_required=False,
+        response=NodeView,
+        access=Access("nodes", "write", "id"),
+    ),
+    Route(
         "DELETE",
         "/v1/nodes/{id}",
         nodes.delete_node,

@@ -1,0 +1,187 @@
+"""Metric checks: CEL rules over live metrics, judged on every heartbeat that carries metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from .helpers import ids, put, unique, wait_for
+from .server import Server
+
+GPU = {
+    "type": "metric",
+    "name": "gpu",
+    "warning": "instance.metrics.gpu_temp_c > 85.0",
+    "critical": "instance.metrics.gpu_temp_c > 92.0 || instance.metrics.xid_errors > 0.0",
+}
+
+
+def beat(http: httpx.Client, service: str, iid: str, **metrics: float) -> dict[str, Any]:
+    response = http.put(f"/v1/services/{service}/instances/{iid}/heartbeat", json={"metrics": metrics})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def check(http: httpx.Client, service: str, iid: str, name: str) -> dict[str, Any]:
+    states = http.get(f"/v1/services/{service}/instances/{iid}/checks").json()
+    return next(s for s in states if s["name"] == name)  # type: ignore[no-any-return]
+
+
+def test_thresholds_take_an_instance_through_warning_to_critical_and_back(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("gpu")
+    rule = {**GPU, "failures_before_critical": 2, "failures_before_warning": 1, "success_before_passing": 2}
+    put(http, service, "a", checks=[rule])
+    assert check(http, service, "a", "gpu")["status"] == "passing"
+
+    assert beat(http, service, "a", gpu_temp_c=70.0, xid_errors=0.0)["status"] == "passing"
+    assert beat(http, service, "a", gpu_temp_c=88.0, xid_errors=0.0)["status"] == "warning"
+    assert ids(http.get(f"/v1/services/{service}")) == ["a"]  # warning: still listed
+    state = check(http, service, "a", "gpu")
+    assert state["output"].startswith("warning: instance.metrics.gpu_temp_c > 85.0")
+    assert "instance.metrics.gpu_temp_c=88" in state["output"]
+
+    # One critical reading is a spike: failures_before_critical is 2.
+    assert beat(http, service, "a", gpu_temp_c=95.0, xid_errors=0.0)["status"] == "warning"
+    assert beat(http, service, "a", gpu_temp_c=95.0, xid_errors=0.0)["status"] == "critical"
+    assert ids(http.get(f"/v1/services/{service}")) == []
+    assert "gpu_temp_c=95" in check(http, service, "a", "gpu")["output"]
+
+    # Leaving critical takes success_before_passing readings below it.
+    assert beat(http, service, "a", gpu_temp_c=60.0, xid_errors=0.0)["status"] == "critical"
+    assert beat(http, service, "a", gpu_temp_c=60.0, xid_errors=0.0)["status"] == "passing"
+    assert ids(http.get(f"/v1/services/{service}")) == ["a"]
+
+    # The other half of the critical expression fires on its own.
+    beat(http, service, "a", gpu_temp_c=60.0, xid_errors=1.0)
+    assert beat(http, service, "a", gpu_temp_c=60.0, xid_errors=1.0)["status"] == "critical"
+    assert "xid_errors=1" in check(http, service, "a", "gpu")["output"]
+
+
+def test_a_reading_that_stays_bad_counts_each_heartbeat(shared_server: Server) -> None:
+    """Unchanged metrics are still a new reading: a GPU that stays hot goes critical."""
+    http, service = shared_server.http, unique("steady")
+    put(http, service, "a", checks=[{**GPU, "failures_before_critical": 3}])
+    statuses = [beat(http, service, "a", gpu_temp_c=99.0, xid_errors=0.0)["status"] for _ in range(3)]
+    assert statuses == ["passing", "passing", "critical"]
+
+
+def test_rules_combine_with_other_checks_and_maintenance(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("combine")
+    put(http, service, "a", checks=[{"type": "ttl", "ttl": "60s"}, GPU])
+    assert beat(http, service, "a", gpu_temp_c=88.0)["status"] == "warning"
+    reply = http.put(
+        f"/v1/services/{service}/instances/a/heartbeat",
+        json={"status": "critical", "output": "disk full", "metrics": {"gpu_temp_c": 88.0}},
+    )
+    assert reply.json()["status"] == "critical"  # the worst of the TTL check and the rule
+    http.put(f"/v1/services/{service}/instances/a/maintenance", json={"enable": True})
+    assert beat(http, service, "a", gpu_temp_c=99.0)["status"] == "maintenance"
+
+
+def test_a_registration_with_metrics_is_judged_at_once(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("born-hot")
+    response = put(http, service, "a", checks=[GPU], metrics={"gpu_temp_c": 99.0})
+    assert response.json()["status"] == "critical"
+
+
+def test_a_rule_reading_a_metric_never_sent_does_not_fire_and_says_so(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("typo")
+    put(http, service, "a", checks=[{"type": "metric", "critical": "instance.metrics.gpu_tmp_c > 92.0"}])
+    assert beat(http, service, "a", gpu_temp_c=99.0)["status"] == "passing"
+    assert "instance.metrics.gpu_tmp_c=missing" in check(http, service, "a", "metric")["output"]
+
+
+def test_node_metrics_make_the_nodes_instances_critical(shared_server: Server) -> None:
+    http, service, node = shared_server.http, unique("on-node"), unique("gpu-node")
+    rule = {"type": "metric", "name": "temp", "critical": "node.metrics.gpu_temp_c > 92.0"}
+    assert http.put(f"/v1/nodes/{node}", json={"checks": [rule]}).status_code == 200
+    put(http, service, "a", node=node)
+    put(http, service, "b")
+    reply = http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"gpu_temp_c": 95.0}})
+    assert reply.status_code == 200 and reply.json()["status"] == "critical"
+    assert reply.json()["metrics"] == {"gpu_temp_c": 95.0}
+    assert ids(http.get(f"/v1/services/{service}")) == ["b"]
+    http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"gpu_temp_c": 60.0}})
+    assert sorted(ids(http.get(f"/v1/services/{service}"))) == ["a", "b"]
+
+
+def test_an_instance_rule_may_read_its_nodes_metrics(shared_server: Server) -> None:
+    http, service, node = shared_server.http, unique("reads-node"), unique("n")
+    http.put(f"/v1/nodes/{node}", json={})
+    rule = {"type": "metric", "critical": "instance.metrics.queue > 10.0 && node.metrics.mem_free_gb < 1.0"}
+    put(http, service, "a", node=node, checks=[rule])
+    assert beat(http, service, "a", queue=50.0)["status"] == "passing"  # node metrics not sent yet
+    http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"mem_free_gb": 0.5}})
+    assert http.get(f"/v1/services/{service}/instances/a").json()["status"] == "critical"
+    http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"mem_free_gb": 8.0}})
+    assert http.get(f"/v1/services/{service}/instances/a").json()["status"] == "passing"
+
+
+def test_nodes_take_ttl_checks_that_lapse_and_renew(shared_server: Server) -> None:
+    http, service, node = shared_server.http, unique("ttl-node"), unique("n")
+    reply = http.put(f"/v1/nodes/{node}", json={"checks": [{"type": "ttl", "ttl": "300ms"}]})
+    assert reply.status_code == 200, reply.text
+    put(http, service, "a", node=node)
+    wait_for(lambda: http.get(f"/v1/nodes/{node}").json()["status"] == "critical")
+    assert ids(http.get(f"/v1/services/{service}")) == []
+    assert http.put(f"/v1/nodes/{node}/heartbeat").json()["status"] == "passing"
+    assert ids(http.get(f"/v1/services/{service}")) == ["a"]
+
+
+def test_heartbeat_of_an_unknown_node_is_404(shared_server: Server) -> None:
+    assert shared_server.http.put(f"/v1/nodes/{unique('nobody')}/heartbeat").status_code == 404
+
+
+@pytest.mark.parametrize("stale_status", ["warning", "critical"])
+def test_stale_metrics_are_not_judged_as_current(shared_server: Server, stale_status: str) -> None:
+    http, service = shared_server.http, unique("stale")
+    put(http, service, "a", checks=[{**GPU, "max_age": "400ms", "stale_status": stale_status}])
+    beat(http, service, "a", gpu_temp_c=60.0)
+    wait_for(lambda: check(http, service, "a", "gpu")["status"] == stale_status)
+    assert check(http, service, "a", "gpu")["output"] == "stale: no metrics for 400ms"
+    assert beat(http, service, "a", gpu_temp_c=60.0)["status"] == "passing"
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"critical": "instance.metrics.x >"}, "checks[0].critical: ERROR: <input>:1:21: Syntax error"),
+        ({"warning": "instance.metrics.q > 2 * instance.capacity.c"}, "checks[0].warning: No matching overloads"),
+        ({}, "checks[0]: a metric check needs `critical`, `warning` or both"),
+        ({"critical": "x" * 2049}, "checks[0].critical"),
+        ({"critical": "instance.metrics.x > 1.0", "max_age": "soon"}, "checks[0].max_age"),
+        ({"critical": "instance.metrics.x > 1.0", "stale_status": "bad"}, "checks[0].stale_status"),
+        ({"critical": "instance.metrics.x > 1.0", "scrape": "ftp://x/metrics"}, "checks[0].scrape"),
+    ],
+)
+def test_bad_rules_are_refused_with_nothing_written(
+    shared_server: Server, rule: dict[str, Any], expected: str
+) -> None:
+    http, service = shared_server.http, unique("bad-rule")
+    response = http.put(
+        f"/v1/services/{service}/instances/a",
+        json={"address": "10.0.0.1", "port": 80, "checks": [{"type": "metric", **rule}]},
+    )
+    assert response.status_code == 400, response.text
+    assert expected in response.json()["error"]
+    assert http.get(f"/v1/services/{service}/instances/a").status_code == 404
+    node = http.put(f"/v1/nodes/{unique('bad')}", json={"checks": [{"type": "metric", **rule}]})
+    assert node.status_code == 400 and expected in node.json()["error"]
+
+
+def test_metric_changes_that_keep_the_status_do_not_wake_watchers_more_often(shared_server: Server) -> None:
+    """A rule's output changes with every reading; only metrics themselves move the index, at most
+    once a second per instance, as without rules."""
+    http, service = shared_server.http, unique("quiet")
+    put(http, service, "a", checks=[GPU])
+    first = http.get(f"/v1/services/{service}/instances/a").json()["index"]
+    seen = set()
+    started = time.monotonic()
+    for value in range(20):
+        beat(http, service, "a", gpu_temp_c=50.0 + value / 10)
+        seen.add(http.get(f"/v1/services/{service}/instances/a").json()["index"])
+    assert check(http, service, "a", "gpu")["output"].startswith("within limits")
+    assert len(seen - {first}) <= time.monotonic() - started + 2, seen
