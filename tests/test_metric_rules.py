@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -157,9 +158,7 @@ def test_stale_metrics_are_not_judged_as_current(shared_server: Server, stale_st
         ({"critical": "instance.metrics.x > 1.0", "scrape": "ftp://x/metrics"}, "checks[0].scrape"),
     ],
 )
-def test_bad_rules_are_refused_with_nothing_written(
-    shared_server: Server, rule: dict[str, Any], expected: str
-) -> None:
+def test_bad_rules_are_refused_with_nothing_written(shared_server: Server, rule: dict[str, Any], expected: str) -> None:
     http, service = shared_server.http, unique("bad-rule")
     response = http.put(
         f"/v1/services/{service}/instances/a",
@@ -185,3 +184,94 @@ def test_metric_changes_that_keep_the_status_do_not_wake_watchers_more_often(sha
         seen.add(http.get(f"/v1/services/{service}/instances/a").json()["index"])
     assert check(http, service, "a", "gpu")["output"].startswith("within limits")
     assert len(seen - {first}) <= time.monotonic() - started + 2, seen
+
+
+QUEUE = {
+    "type": "metric",
+    "name": "queue",
+    "critical": "instance.metrics.queue_depth > 2.0 * instance.capacity.max_concurrency",
+}
+
+
+def test_service_rules_apply_to_instances_now_and_registered_later(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("fleet")
+    put(http, service, "before", capacity={"max_concurrency": 8.0}, checks=[{"type": "ttl", "ttl": "60s"}])
+    reply = http.put(f"/v1/services/{service}/rules", json={"rules": [QUEUE]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["rules"][0]["critical"] == QUEUE["critical"]
+    put(http, service, "after", capacity={"max_concurrency": 4.0})
+
+    assert beat(http, service, "before", queue_depth=12.0)["status"] == "passing"  # 12 <= 2 * 8
+    assert beat(http, service, "after", queue_depth=12.0)["status"] == "critical"  # 12 > 2 * 4
+    assert ids(http.get(f"/v1/services/{service}")) == ["before"]
+    names = [s["name"] for s in http.get(f"/v1/services/{service}/instances/before/checks").json()]
+    assert names == ["ttl", "queue"]  # its own checks first, then the service's
+    # The instance's own record is unchanged: the rules are the service's, not copied into it.
+    assert [c["type"] for c in http.get(f"/v1/services/{service}/instances/before").json()["checks"]] == ["ttl"]
+    assert http.get(f"/v1/services/{service}/rules").json()["rules"][0]["name"] == "queue"
+
+    assert http.delete(f"/v1/services/{service}/rules").status_code == 200
+    assert sorted(ids(http.get(f"/v1/services/{service}"))) == ["after", "before"]
+    assert [s["name"] for s in http.get(f"/v1/services/{service}/instances/after/checks").json()] == []
+    assert http.get(f"/v1/services/{service}/rules").json() == {"service": service, "rules": []}
+    assert http.delete(f"/v1/services/{service}/rules").status_code == 404
+
+
+def test_replacing_service_rules_keeps_the_instances_own_check_state(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("keep")
+    put(http, service, "a", checks=[{"type": "ttl", "ttl": "60s"}])
+    http.put(f"/v1/services/{service}/instances/a/heartbeat", json={"status": "warning", "output": "mine"})
+    http.put(f"/v1/services/{service}/rules", json={"rules": [GPU]})
+    http.put(f"/v1/services/{service}/rules", json={"rules": [QUEUE, GPU]})
+    states = http.get(f"/v1/services/{service}/instances/a/checks").json()
+    assert [(s["name"], s["status"]) for s in states] == [("ttl", "warning"), ("queue", "passing"), ("gpu", "passing")]
+    assert states[0]["output"] == "mine"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"rules": [{"type": "ttl", "ttl": "5s"}]}, "rules[0].type: service rules are metric checks"),
+        ({"rules": [{"type": "metric", "critical": "instance.metrics.x >"}]}, "rules[0].critical"),
+        ({"rules": [{"type": "metric", "critical": "instance.metrics.x > 1.0", "max_age": "-1s"}]}, "rules[0].max_age"),
+        ({"rules": [{"type": "metric", "critical": "instance.metrics.x > 1.0"}] * 17}, "rules"),
+        ({"rule": []}, "rule"),
+    ],
+)
+def test_bad_service_rules_are_refused(shared_server: Server, body: dict[str, Any], expected: str) -> None:
+    http, service = shared_server.http, unique("bad-rules")
+    response = http.put(f"/v1/services/{service}/rules", json=body)
+    assert response.status_code == 400, response.text
+    assert expected in response.json()["error"]
+    assert http.get(f"/v1/services/{service}/rules").json()["rules"] == []
+
+
+def test_racing_rule_writes_survive_kill_9(server: Server) -> None:
+    """Writers on several connections race; what the server shows before `kill -9` it shows after,
+    and it is one of the acknowledged writes, applied to the instances as well."""
+    http, service = server.http, "racing-rules"
+    put(http, service, "a")
+
+    async def race() -> list[float]:
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=30) as one,
+            httpx.AsyncClient(base_url=server.url, timeout=30) as other,
+        ):
+
+            async def write(client: httpx.AsyncClient, limit: float) -> float:
+                rule = {"type": "metric", "name": "q", "critical": f"instance.metrics.q > {limit}"}
+                reply = await client.put(f"/v1/services/{service}/rules", json={"rules": [rule]})
+                assert reply.status_code == 200, reply.text
+                return limit
+
+            return await asyncio.gather(*(write((one, other)[i % 2], float(i)) for i in range(40)))
+
+    acknowledged = {f"instance.metrics.q > {limit}" for limit in asyncio.run(race())}
+    before = http.get(f"/v1/services/{service}/rules").json()
+    assert before["rules"][0]["critical"] in acknowledged
+    server.kill()
+    server.start()
+    assert http.get(f"/v1/services/{service}/rules").json() == before
+    limit = float(before["rules"][0]["critical"].rsplit(" ", 1)[1])
+    assert beat(http, service, "a", q=limit + 1)["status"] == "critical"
+    assert beat(http, service, "a", q=limit)["status"] == "passing"

@@ -324,10 +324,10 @@ class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 _TARGET = {"http": "url", "tcp": "tcp", "grpc": "grpc", "ttl": "ttl"}  # the field each kind probes
 
 
-def validate_checks(checks: list[CheckSpec]) -> None:
+def validate_checks(checks: list[CheckSpec], where: str = "checks") -> None:
     """What msgspec cannot say in a type: the target each kind needs and sane durations."""
     for i, check in enumerate(checks):
-        field = f"checks[{i}]"
+        field = f"{where}[{i}]"
         if check.type != "metric" and getattr(check, _TARGET[check.type]) is None:
             name = _TARGET[check.type]
             raise BadRequest(f"{field}.{name}: a {check.type} check needs `{name}`")

@@ -11,13 +11,13 @@ the token exists: the HTTP front's per-caller cache aliases rely on that.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from typing import Literal, NoReturn
 
 import msgspec
 
 from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
-from ..store import Compare, Delete, Op, Put, TxnResult
+from ..store import Commit, Compare, Delete, Put
 from .rules import MANAGEMENT, NOTHING, READ_ALL, Level, Policy, Section
 from .tokens import (
     BOOTSTRAPPED,
@@ -34,7 +34,6 @@ from .tokens import (
 )
 
 MAX_TOKENS = 10_000
-Commit = Callable[[Sequence[Compare], Sequence[Op]], Awaitable[TxnResult]]
 
 
 class AclSettings(msgspec.Struct, frozen=True):

@@ -60,6 +60,7 @@ from ..store import Compacted, Compare, Delete, Op, Put, Snapshot, Store, StoreE
 from .changes import ChangeLog, Event
 from .published import ENCODINGS, Published, admitted, plain, view_of
 from .quotas import Census, Claim, Quotas
+from .rules import RulesBook
 from .shared import Shared
 
 CATALOG = "catalog"
@@ -249,6 +250,8 @@ class Registry:
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
         self.on_heartbeat: Callable[[str, str, Heartbeat], None] | None = None
         self.on_health_changed: Callable[[Owner], None] | None = None  # after it is republished
+        self.rules = RulesBook(self.commit, self._rules_changed, clock)
+        self.follow("rules", self.rules)
 
     def follow(self, kind: str, follower: Follower) -> None:
         """Hand stored changes of keys under `kind/` to `follower`, in order with every other change."""
@@ -552,7 +555,7 @@ class Registry:
         else:
             if old is not None:
                 self.health.untrack(owner, old.checks)
-            checks = self.health.track(owner, spec.checks, registrant)
+            checks = self.health.track(owner, [*spec.checks, *self.rules.of(service)], registrant)
         metrics = old.metrics if old is not None and not spec.metrics else spec.metrics
         entry = _Instance(
             revision,
@@ -723,6 +726,19 @@ class Registry:
             if (service, iid) in self._quiet:  # not shown yet: answer with what will be
                 return self._version(entry)
         return entry.published
+
+    def _rules_changed(self, service: str) -> None:
+        """The service's rules changed: each instance keeps its own checks and takes the new rules."""
+        rules, index = self.rules.of(service), self.changes.index
+        for iid, entry in self._services.get(service, {}).items():
+            own, owner = len(entry.view.checks), _instance_owner(service, iid)
+            self.health.untrack(owner, entry.checks[own:], own)
+            added = self.health.track(owner, rules, registrant_of(owner, entry.registrant), own)
+            entry.checks = entry.checks[:own] + added
+            entry.updated_at = self._clock()
+            if entry.metrics and added:
+                self._judge(entry)
+            self._publish(entry, index)
 
     def _judge(self, entry: _Instance, on_node: _Node | None = None) -> bool:
         """Evaluate the instance's metric rules on its live metrics (with `on_node`, only those

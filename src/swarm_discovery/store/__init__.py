@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .etcd_config import EtcdOptions
 from .protocol import (
+    Commit,
     Compacted,
     Compare,
     Delete,
@@ -20,6 +21,7 @@ from .protocol import (
 from .sqlite import SqliteStore
 
 __all__ = [
+    "Commit",
     "Compacted",
     "Compare",
     "Delete",

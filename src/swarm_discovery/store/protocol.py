@@ -17,7 +17,7 @@ nothing else. Leases expire keys whose owner stops renewing them, as etcd's do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -60,6 +60,11 @@ class Compare(msgspec.Struct, frozen=True, gc=False):
 class TxnResult(msgspec.Struct, frozen=True):
     succeeded: bool  # every comparison held and the operations were committed
     revision: int  # the transaction's revision if it succeeded; else the store's when it was judged
+
+
+# What a follower of the registry writes with (`Registry.commit`): a transaction, answered once
+# the registry has applied it.
+Commit = Callable[[Sequence[Compare], Sequence[Op]], Awaitable[TxnResult]]
 
 
 class StoreEvent(msgspec.Struct, frozen=True, gc=False):

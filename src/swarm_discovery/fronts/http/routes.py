@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from ...acl import CreatedToken, Level, Section, TokenRequest, TokenView
+from ...core.rules import RulesRequest, ServiceRules
 from ...records import (
     ID_PATTERN,
     CheckState,
@@ -24,7 +25,7 @@ from ...records import (
     ServiceSummary,
 )
 from ...selector import MAX_SELECTOR_LENGTH
-from . import acl, nodes, services, system, watch
+from . import acl, nodes, rules, services, system, watch
 from .inputs import MAX_DIGITS
 from .nodes import KINDS
 
@@ -138,6 +139,31 @@ ROUTES = [
         "The live state of an instance's checks",
         response=list[CheckState],
         access=READ_SERVICE,
+    ),
+    Route(
+        "GET",
+        "/v1/services/{service}/rules",
+        rules.get_rules,
+        "The metric rules every instance of the service takes",
+        response=ServiceRules,
+        access=READ_SERVICE,
+    ),
+    Route(
+        "PUT",
+        "/v1/services/{service}/rules",
+        rules.put_rules,
+        "Set the service's metric rules, for its instances now and later",
+        body=RulesRequest,
+        response=ServiceRules,
+        access=WRITE_SERVICE,
+    ),
+    Route(
+        "DELETE",
+        "/v1/services/{service}/rules",
+        rules.clear_rules,
+        "Clear the service's metric rules",
+        response=Deleted,
+        access=WRITE_SERVICE,
     ),
     Route(
         "GET",
