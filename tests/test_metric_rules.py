@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import httpx
 import pytest
 
+from swarm_discovery.sdk.client import Client
+
 from .helpers import ids, put, unique, wait_for
 from .server import Server
+from .test_cli import swarm
 
 GPU = {
     "type": "metric",
@@ -275,3 +279,29 @@ def test_racing_rule_writes_survive_kill_9(server: Server) -> None:
     limit = float(before["rules"][0]["critical"].rsplit(" ", 1)[1])
     assert beat(http, service, "a", q=limit + 1)["status"] == "critical"
     assert beat(http, service, "a", q=limit)["status"] == "passing"
+
+
+def test_rules_and_node_heartbeats_from_the_cli_and_the_sdk(server: Server, swarm_env: dict[str, str]) -> None:
+    service, node = "cli-rules", "cli-node"
+    swarm(swarm_env, "rules", "set", service, "--name", "hot", "--critical", "instance.metrics.t > 90.0")
+    assert "instance.metrics.t > 90.0" in swarm(swarm_env, "rules", "show", service).stdout
+    bad = swarm(swarm_env, "rules", "set", service, "--critical", "instance.metrics.t > 2 * 1.5", ok=False)
+    assert "Traceback" not in bad.stderr and "error: 400: rules[0].critical" in bad.stderr
+    swarm(swarm_env, "node", "register", node)
+    swarm(swarm_env, "register", service, "--id", "a", "--address", "10.0.0.1", "--port", "80", "--node", node)
+    swarm(swarm_env, "heartbeat", service, "a", "--metric", "t=95")
+    checks = swarm(swarm_env, "checks", service, "a", "--json").stdout
+    assert json.loads(checks)[0]["status"] == "critical" and "instance.metrics.t=95" in checks
+    assert "critical" in swarm(swarm_env, "checks", service, "a").stdout
+    renewed = json.loads(swarm(swarm_env, "node", "heartbeat", node, "--metric", "load=0.5", "--json").stdout)
+    assert renewed["metrics"] == {"load": 0.5}
+    swarm(swarm_env, "rules", "clear", service)
+    assert "has no rules" in swarm(swarm_env, "rules", "show", service).stdout
+
+    with Client(server.url) as client:
+        rules = client.set_rules(service, [{"type": "metric", "name": "q", "warning": "instance.metrics.q > 1.0"}])
+        assert [r.name for r in client.rules(service).rules] == ["q"] == [r.name for r in rules.rules]
+        assert client.heartbeat(service, "a", metrics={"q": 5.0}).status == "warning"
+        assert client.node_heartbeat(node, metrics={"load": 2.0}).metrics == {"load": 2.0}
+        client.clear_rules(service)
+        assert client.rules(service).rules == []

@@ -193,6 +193,12 @@ MAX_REPORTS = 1000
 Reports = Annotated[list[Report], msgspec.Meta(max_length=MAX_REPORTS)]
 
 
+class RulesRequest(Spec, kw_only=True):
+    """Metric checks that every instance of a service takes, besides its own."""
+
+    rules: Annotated[list[CheckSpec], msgspec.Meta(max_length=MAX_CHECKS)]
+
+
 class MaintenanceRequest(Spec, kw_only=True):
     enable: bool
     reason: Text = ""
@@ -299,6 +305,14 @@ class Left(View, kw_only=True):
     # deregistered, or still registered but: critical, maintenance, ejected (clients' reports),
     # or unmatched (it no longer fits the stream's selector)
     reason: LeftReason
+
+
+class ServiceRules(View, kw_only=True):
+    """A service's metric rules, as stored and shown (`rules: []` when it has none)."""
+
+    service: str
+    rules: list[CheckSpec]
+    updated_at: float | None = None
 
 
 class ErrorBody(View, kw_only=True):

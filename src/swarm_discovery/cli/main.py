@@ -12,7 +12,7 @@ import typer
 from typer._click import Context, Parameter
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from . import acl, catalog, gateway, instances, nodes, serve, watch
+from . import acl, catalog, gateway, instances, nodes, rules, serve, watch
 from .output import show_sdk_news
 
 
@@ -66,6 +66,7 @@ for command in (
 ):
     app.command(cls=_Command)(command)
 node_app.command("register", cls=_Command)(nodes.register_node)
+node_app.command("heartbeat", cls=_Command)(nodes.node_heartbeat)
 node_app.command("remove", cls=_Command)(nodes.remove_node)
 app.add_typer(node_app, name="node")
 acl_app = _app(help="Access control (swarm serve --acl): bootstrap, and tokens with rules.", no_args_is_help=True)
@@ -77,4 +78,9 @@ token_app.command("delete", cls=_Command)(acl.delete)
 token_app.command("self", cls=_Command)(acl.own)
 acl_app.add_typer(token_app, name="token")
 app.add_typer(acl_app, name="acl")
+rules_app = _app(help="Metric rules every instance of a service takes: set, show, clear.", no_args_is_help=True)
+rules_app.command("set", cls=_Command)(rules.set_rules)
+rules_app.command("show", cls=_Command)(rules.show_rules)
+rules_app.command("clear", cls=_Command)(rules.clear_rules)
+app.add_typer(rules_app, name="rules")
 app.command(cls=_Command)(catalog.info)

@@ -1,4 +1,4 @@
-"""Commands on nodes (machines): `swarm nodes`, `swarm node register` and `swarm node remove`."""
+"""Commands on nodes (machines): `swarm nodes` and `swarm node register|heartbeat|remove`."""
 
 from __future__ import annotations
 
@@ -122,6 +122,24 @@ def register_node(
         print_json(view)
     else:
         console.print(f"registered node [bold]{escape(id)}[/bold] ({view.kind}, {view.status})")
+
+
+def node_heartbeat(
+    id: NodeId,
+    metric: Annotated[
+        list[str] | None, typer.Option(metavar="NAME=NUMBER", help="A metric, e.g. gpu_temp_c=71. Repeatable.")
+    ] = None,
+    addr: Addr = None,
+    as_json: Json = False,
+) -> None:
+    """Renew the TTL checks of node ID, with its metrics (its rules and its instances' judge them)."""
+    metrics = {name: number(value, "--metric") for name, value in pairs(metric, "--metric")} or None
+    with connect(addr) as client:
+        view = call(client.node_heartbeat, id, metrics=metrics)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(f"renewed node [bold]{escape(id)}[/bold] ({view.status})")
 
 
 def remove_node(id: NodeId, addr: Addr = None, as_json: Json = False) -> None:

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..acl import Rules, TokenView
-from ..records import CheckState, InstanceView, Location, NodeView, ServiceSummary
+from ..records import CheckSpec, CheckState, InstanceView, Location, NodeView, ServiceSummary, check_name
 from .output import status_text
 
 MIN_WRAP = 20
@@ -163,6 +163,19 @@ def checks_table(found: Sequence[tuple[str | None, CheckState]], width: int) -> 
             ),
             Column("took", [f"{c.duration_ms:.1f} ms" if c.duration_ms is not None else "" for _, c in found]),
             Column("ok/fail", [f"{c.successes}/{c.failures}" for _, c in found]),
+        ],
+        width,
+    )
+
+
+def rules_table(rules: Sequence[CheckSpec], width: int) -> Table:
+    return fit(
+        [
+            Column("rule", [check_name(r, i) for i, r in enumerate(rules)], keep=True),
+            Column("critical", [r.critical or "" for r in rules], wrap=True),
+            Column("warning", [r.warning or "" for r in rules], wrap=True),
+            Column("max age", [r.max_age or "" for r in rules]),
+            Column("scrape", [r.scrape or "" for r in rules]),
         ],
         width,
     )

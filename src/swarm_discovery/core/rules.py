@@ -11,31 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated
 
 import msgspec
 
 from ..errors import BadRequest, NotFound
 from ..health.metric import validate_rules
-from ..records import MAX_CHECKS, CheckSpec, Spec, View, validate_checks
+from ..records import CheckSpec, RulesRequest, ServiceRules, validate_checks
 from ..store import Commit, Delete, Put
 
 PREFIX = "rules/"
 MAX_SERVICES_WITH_RULES = 10_000
-
-
-class RulesRequest(Spec, kw_only=True):
-    """What a user sends: the metric checks every instance of the service takes."""
-
-    rules: Annotated[list[CheckSpec], msgspec.Meta(max_length=MAX_CHECKS)]
-
-
-class ServiceRules(View, kw_only=True):
-    """The rules of one service, as stored and shown."""
-
-    service: str
-    rules: list[CheckSpec]
-    updated_at: float | None = None
 
 
 _encode = msgspec.json.Encoder().encode

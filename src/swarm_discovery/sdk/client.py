@@ -27,6 +27,7 @@ from ..acl.tokens import CreatedToken, TokenView
 from ..certs import CertificateFileError, present, trust
 from ..errors import ApiError, Unreachable
 from ..records import (
+    CheckSpec,
     CheckState,
     InstanceSpec,
     InstanceView,
@@ -35,6 +36,7 @@ from ..records import (
     Report,
     ReportsAccepted,
     ServerInfo,
+    ServiceRules,
     ServiceSummary,
 )
 from .answers import NotSwarm, Read, raise_for_error, reader
@@ -133,11 +135,17 @@ _read_checks = reader(list[CheckState])
 _read_accepted = reader(ReportsAccepted)
 _read_services = reader(list[ServiceSummary])
 _read_node = reader(NodeView)
+_read_rules = reader(ServiceRules)
 _read_nodes = reader(list[NodeView])
 _read_server = reader(ServerInfo)
 _read_created = reader(CreatedToken)
 _read_tokens = reader(list[TokenView])
 _read_token = reader(TokenView)
+
+
+def _beat(metrics: dict[str, float] | None, status: str | None, output: str | None) -> bytes:
+    beat = {k: v for k, v in {"metrics": metrics, "status": status, "output": output}.items() if v is not None}
+    return msgspec.json.encode(beat)
 
 
 def _read_instances_at(response: httpx.Response) -> tuple[list[InstanceView], int]:
@@ -221,12 +229,27 @@ class BaseClient:
     def _deregister(self, service: str, id: str) -> Operation[None]:
         return Operation(self._request("DELETE", f"/v1/services/{service}/instances/{id}"), raise_for_error)
 
-    def _heartbeat(
+    def _instance_heartbeat(
         self, service: str, id: str, metrics: dict[str, float] | None, status: str | None, output: str | None
     ) -> Operation[InstanceView]:
-        beat = {k: v for k, v in {"metrics": metrics, "status": status, "output": output}.items() if v is not None}
         path = f"/v1/services/{service}/instances/{id}/heartbeat"
-        return Operation(self._request("PUT", path, content=msgspec.json.encode(beat)), _read_instance)
+        return Operation(self._request("PUT", path, content=_beat(metrics, status, output)), _read_instance)
+
+    def _node_heartbeat(
+        self, id: str, metrics: dict[str, float] | None, status: str | None, output: str | None
+    ) -> Operation[NodeView]:
+        path = f"/v1/nodes/{id}/heartbeat"
+        return Operation(self._request("PUT", path, content=_beat(metrics, status, output)), _read_node)
+
+    def _rules(self, service: str) -> Operation[ServiceRules]:
+        return Operation(self._request("GET", f"/v1/services/{service}/rules"), _read_rules)
+
+    def _set_rules(self, service: str, rules: list[CheckSpec] | list[dict[str, Any]]) -> Operation[ServiceRules]:
+        content = msgspec.json.encode({"rules": rules})
+        return Operation(self._request("PUT", f"/v1/services/{service}/rules", content=content), _read_rules)
+
+    def _clear_rules(self, service: str) -> Operation[None]:
+        return Operation(self._request("DELETE", f"/v1/services/{service}/rules"), raise_for_error)
 
     def _maintenance(self, service: str, id: str, enable: bool, reason: str) -> Operation[InstanceView]:
         path = f"/v1/services/{service}/instances/{id}/maintenance"
@@ -358,7 +381,25 @@ class Client(BaseClient):
         output: str | None = None,
     ) -> InstanceView:
         """Renew the instance's TTL checks, with its current metrics and, optionally, a status."""
-        return self._send(self._heartbeat(service, id, metrics, status, output))
+        return self._send(self._instance_heartbeat(service, id, metrics, status, output))
+
+    def node_heartbeat(
+        self, id: str, metrics: dict[str, float] | None = None, status: str | None = None, output: str | None = None
+    ) -> NodeView:
+        """Renew node `id`'s TTL checks, with its current metrics (which its rules, and its instances', judge)."""
+        return self._send(self._node_heartbeat(id, metrics, status, output))
+
+    def rules(self, service: str) -> ServiceRules:
+        """The metric rules every instance of `service` takes (`rules` empty when none)."""
+        return self._send(self._rules(service))
+
+    def set_rules(self, service: str, rules: list[CheckSpec] | list[dict[str, Any]]) -> ServiceRules:
+        """Set the metric rules of `service`, for its instances now and registered later."""
+        return self._send(self._set_rules(service, rules))
+
+    def clear_rules(self, service: str) -> None:
+        """Clear the metric rules of `service`."""
+        self._send(self._clear_rules(service))
 
     def maintenance(self, service: str, id: str, enable: bool, reason: str = "") -> InstanceView:
         """Take the instance out of listings (`enable=True`) or put it back."""
@@ -553,7 +594,25 @@ class AsyncClient(BaseClient):
         output: str | None = None,
     ) -> InstanceView:
         """Renew the instance's TTL checks, with its current metrics and, optionally, a status."""
-        return await self._send(self._heartbeat(service, id, metrics, status, output))
+        return await self._send(self._instance_heartbeat(service, id, metrics, status, output))
+
+    async def node_heartbeat(
+        self, id: str, metrics: dict[str, float] | None = None, status: str | None = None, output: str | None = None
+    ) -> NodeView:
+        """Renew node `id`'s TTL checks, with its current metrics (which its rules, and its instances', judge)."""
+        return await self._send(self._node_heartbeat(id, metrics, status, output))
+
+    async def rules(self, service: str) -> ServiceRules:
+        """The metric rules every instance of `service` takes (`rules` empty when none)."""
+        return await self._send(self._rules(service))
+
+    async def set_rules(self, service: str, rules: list[CheckSpec] | list[dict[str, Any]]) -> ServiceRules:
+        """Set the metric rules of `service`, for its instances now and registered later."""
+        return await self._send(self._set_rules(service, rules))
+
+    async def clear_rules(self, service: str) -> None:
+        """Clear the metric rules of `service`."""
+        await self._send(self._clear_rules(service))
 
     async def maintenance(self, service: str, id: str, enable: bool, reason: str = "") -> InstanceView:
         """Take the instance out of listings (`enable=True`) or put it back."""

@@ -8,7 +8,6 @@ from typing import Any
 import msgspec
 
 from ...acl import CreatedToken, Level, Section, TokenRequest, TokenView
-from ...core.rules import RulesRequest, ServiceRules
 from ...records import (
     ID_PATTERN,
     CheckState,
@@ -21,7 +20,9 @@ from ...records import (
     NodeView,
     Reports,
     ReportsAccepted,
+    RulesRequest,
     ServerInfo,
+    ServiceRules,
     ServiceSummary,
 )
 from ...selector import MAX_SELECTOR_LENGTH

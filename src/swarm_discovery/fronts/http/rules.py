@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ...core.rules import RulesRequest
+from ...records import RulesRequest
 from .call import Call, Reply, json_reply
 from .inputs import json_body, name
 
