@@ -104,6 +104,25 @@ def test_a_heartbeat_to_one_server_renews_the_ttl_on_every_server(servers: tuple
         wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 10)  # type: ignore[misc]
 
 
+def test_node_heartbeats_and_service_rules_reach_every_server(servers: tuple[Server, Server]) -> None:
+    a, b = servers
+    service, node = unique("rules"), unique("node")
+    assert a.http.put(f"/v1/nodes/{node}", json={"checks": [{"type": "ttl", "ttl": "1s"}]}).status_code == 200
+    put(a.http, service, "i1", node=node)
+    rule = {"type": "metric", "name": "q", "critical": "instance.metrics.q > 10.0"}
+    assert b.http.put(f"/v1/services/{service}/rules", json={"rules": [rule]}).status_code == 200
+    started = time.monotonic()
+    while time.monotonic() - started < 3:  # three TTLs, every node heartbeat through b only
+        assert b.http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"load": 1.0}}).status_code == 200
+        assert a.http.get(f"/v1/nodes/{node}").json()["status"] == "passing", "a let the node's TTL lapse"
+        time.sleep(0.2)
+    wait_for(lambda: a.http.get(f"/v1/nodes/{node}").json()["metrics"] == {"load": 1.0}, 5)
+    # The rule written through b judges the heartbeats a receives, and b hears of it.
+    a.http.put(f"/v1/services/{service}/instances/i1/heartbeat", json={"metrics": {"q": 50.0}})
+    for server in (a, b):
+        wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 5)  # type: ignore[misc]
+
+
 def test_a_client_given_several_servers_moves_past_one_that_does_not_answer(servers: tuple[Server, Server]) -> None:
     a, b = servers
     service = unique("addresses")

@@ -111,6 +111,9 @@ def test_node_metrics_make_the_nodes_instances_critical(shared_server: Server) -
     assert ids(http.get(f"/v1/services/{service}")) == ["b"]
     http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"gpu_temp_c": 60.0}})
     assert sorted(ids(http.get(f"/v1/services/{service}"))) == ["a", "b"]
+    # Metrics alone are a quiet change: readers see them within a second.
+    http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"gpu_temp_c": 61.0}})
+    wait_for(lambda: http.get(f"/v1/nodes/{node}").json()["metrics"] == {"gpu_temp_c": 61.0}, 3)
 
 
 def test_an_instance_rule_may_read_its_nodes_metrics(shared_server: Server) -> None:

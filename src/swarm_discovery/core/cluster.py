@@ -5,6 +5,7 @@ and the active checks, split among them.
                             of it): the live peers. A server that stops renewing drops out.
     beats/{service}/{id}    the last heartbeat a server received for an instance; every other
                             server renews the instance's TTL and takes its metrics from it.
+    nodebeats/{id}          the same for a node.
     checks/{kind}/{...}     what the probes of the server that runs an owner's active checks found.
 
 Active checks are split by rendezvous hashing: each owner (an instance or a node) is probed by the
@@ -108,11 +109,11 @@ class Cluster:
         self._revisions: dict[str, int] = {}  # every key applied, with its mod revision
         self._lease = 0
         self._pending: dict[str, tuple[bytes, float]] = {}  # key -> (value, not before)
-        self._written: dict[tuple[str, str], _Written] = {}
+        self._written: dict[Owner, _Written] = {}
         self._mine: dict[Owner, bool] = {}  # rendezvous answers, until the peers change
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        for kind in ("servers", "beats", "checks"):  # before the registry loads the store
+        for kind in ("servers", "beats", "nodebeats", "checks"):  # before the registry loads the store
             registry.follow(kind, self)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -186,22 +187,24 @@ class Cluster:
 
     # --- heartbeats -----------------------------------------------------------------------------
 
-    def share_heartbeat(self, service: str, iid: str, beat: Heartbeat) -> None:
-        """Queue the heartbeat for the others, unless they have what it says and need no renewal yet."""
+    def share_heartbeat(self, owner: Owner, beat: Heartbeat) -> None:
+        """Queue the heartbeat of an instance or a node for the others, unless they have what it
+        says and need no renewal yet."""
         now = time.monotonic()
         said = (beat.status or "passing", beat.output or "")
-        last = self._written.get((service, iid))
+        last = self._written.get(owner)
         if last is None or last.said != said:
             not_before = now
         else:
-            ttl = self._registry.ttl_of(service, iid)
+            ttl = self._registry.ttl_of(owner)
             renewal = last.at + ttl / 3 if ttl is not None else math.inf
             metrics = last.at + BEAT_EVERY if beat.metrics is not None and beat.metrics != last.metrics else math.inf
             not_before = min(renewal, metrics)
             if not_before == math.inf:
                 return
-        self._written[service, iid] = _Written(max(now, not_before), said, beat.metrics)
-        self._queue(f"beats/{service}/{iid}", _encode(SharedBeat(self.me.id, beat)), not_before)
+        self._written[owner] = _Written(max(now, not_before), said, beat.metrics)
+        key = f"nodebeats/{owner[1]}" if owner[0] == "node" else f"beats/{owner[1]}/{owner[2]}"
+        self._queue(key, _encode(SharedBeat(self.me.id, beat)), not_before)
 
     def _queue(self, key: str, value: bytes, not_before: float) -> None:
         queued = self._pending.get(key)
@@ -230,11 +233,9 @@ class Cluster:
                 self._prune()
 
     def _prune(self) -> None:
-        for service, iid in list(self._written):
-            try:
-                self._registry.instance(service, iid)
-            except NotFound:
-                del self._written[service, iid]
+        for owner in list(self._written):
+            if not self._registry.exists(owner):
+                del self._written[owner]
 
     # --- following the store --------------------------------------------------------------------
 
@@ -249,11 +250,15 @@ class Cluster:
         if kind == "servers":
             self.peers[rest] = _decode_peer(value)
             self._mine.clear()
-        elif kind == "beats":
+        elif kind in ("beats", "nodebeats"):
             shared = _decode_beat(value)
-            service, _, iid = rest.partition("/")
-            if shared.by != self.me.id:
-                with contextlib.suppress(NotFound):  # not registered (yet, or any more)
+            if shared.by == self.me.id:
+                return
+            with contextlib.suppress(NotFound):  # not registered (yet, or any more)
+                if kind == "nodebeats":
+                    self._registry.renew_node(rest, shared.beat, self._registry.index)
+                else:
+                    service, _, iid = rest.partition("/")
                     self._registry.renew(service, iid, shared.beat, self._registry.index)
         else:
             results = _decode_results(value)

@@ -148,7 +148,18 @@ class _Instance(msgspec.Struct, gc=False):
 
 
 class _Node:
-    __slots__ = ("checks", "data", "index", "metrics", "record", "revision", "scraped", "updated_at", "view")
+    __slots__ = (
+        "checks",
+        "data",
+        "index",
+        "metrics",
+        "record",
+        "revision",
+        "scraped",
+        "shown_at",
+        "updated_at",
+        "view",
+    )
 
     def __init__(
         self,
@@ -166,6 +177,7 @@ class _Node:
         self.updated_at = now
         self.metrics = metrics  # live, from its heartbeats (and scrapes): in memory only
         self.scraped: dict[str, float] | None = None
+        self.shown_at = time.monotonic()  # when a change of it last moved the index
         self.republish()
 
     def status(self) -> CheckStatus:
@@ -242,13 +254,14 @@ class Registry:
         self._follow: asyncio.Task[None] | None = None
         self._unreadable: dict[str, int] = {}  # key -> revision of a stored value this version cannot read
         self._quiet: dict[tuple[str, str], asyncio.TimerHandle] = {}  # quiet changes waiting to show
+        self._quiet_nodes: dict[str, asyncio.TimerHandle] = {}  # the same for nodes
         self._index_mark: int | None = None  # the change index stored last, if ever
         # When the next durable write stores the change index again; never on a shared store,
         # where the servers' indexes follow its revisions and one server's mark would set it apart.
         self._mark_due = math.inf if store.shared else 0.0
         self._stopping = False
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
-        self.on_heartbeat: Callable[[str, str, Heartbeat], None] | None = None
+        self.on_heartbeat: Callable[[Owner, Heartbeat], None] | None = None
         self.on_health_changed: Callable[[Owner], None] | None = None  # after it is republished
         self.rules = RulesBook(self.commit, self._rules_changed, clock)
         self.follow("rules", self.rules)
@@ -687,12 +700,12 @@ class Registry:
         shared store has the other servers renew it too (see cluster.py)."""
         published = self.renew(service, iid, beat)
         if self.on_heartbeat is not None:
-            self.on_heartbeat(service, iid, beat)
+            self.on_heartbeat(_instance_owner(service, iid), beat)
         return published
 
-    def ttl_of(self, service: str, iid: str) -> float | None:
-        """The shortest TTL of the instance's checks, None without a TTL check."""
-        return min((c.ttl for c in self._entry(service, iid).checks if c.ttl is not None), default=None)
+    def ttl_of(self, owner: Owner) -> float | None:
+        """The shortest TTL of an instance's or a node's checks, None without a TTL check."""
+        return min((c.ttl for c in self.checks_of(owner) if c.ttl is not None), default=None)
 
     def renew(self, service: str, iid: str, beat: Heartbeat, index: int | None = None) -> Published:
         """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart.
@@ -811,6 +824,12 @@ class Registry:
             self._republish(owner[1], owner[2], self.changes.next())
         if self.on_health_changed is not None:
             self.on_health_changed(owner)
+
+    def exists(self, owner: Owner) -> bool:
+        """Whether the instance or node is registered."""
+        if owner[0] == "node":
+            return owner[1] in self._nodes
+        return owner[2] in self._services.get(owner[1], {})
 
     def checks_of(self, owner: Owner) -> tuple[CheckRuntime, ...]:
         """The checks of an instance or a node, in their order (none when it is gone)."""
@@ -998,6 +1017,9 @@ class Registry:
 
     def _drop_node(self, nid: str, index: int) -> None:
         node = self._nodes.pop(nid, None)
+        quiet = self._quiet_nodes.pop(nid, None)
+        if quiet is not None:
+            quiet.cancel()
         if node is not None:
             self.health.untrack(("node", nid), node.checks)
             self._node_changed(nid, index)
@@ -1043,13 +1065,42 @@ class Registry:
     def _node_health_changed(self, nid: str, index: int) -> None:
         node = self._nodes.get(nid)
         if node is not None:
+            quiet = self._quiet_nodes.pop(nid, None)
+            if quiet is not None:
+                quiet.cancel()  # this version shows what it was waiting to show
             node.updated_at = self._clock()
+            node.shown_at = time.monotonic()
             node.republish()
             self._node_changed(nid, index)
 
+    def _node_quietly_changed(self, nid: str) -> None:
+        """A node's metrics or output changed, no status: shown at most every QUIET_EVERY, as an
+        instance's (its instances are republished with it, for selectors reading `node`)."""
+        node = self._nodes.get(nid)
+        if node is None or nid in self._quiet_nodes:
+            return
+        wait = node.shown_at + QUIET_EVERY - time.monotonic()
+        if wait <= 0:
+            self._node_health_changed(nid, self.changes.next())
+            return
+        loop = asyncio.get_running_loop()
+        self._quiet_nodes[nid] = loop.call_later(wait, self._quiet_node_due, nid)
+
+    def _quiet_node_due(self, nid: str) -> None:
+        self._quiet_nodes.pop(nid, None)
+        self._node_health_changed(nid, self.changes.next())
+
     def node_heartbeat(self, nid: str, beat: Heartbeat) -> NodeView:
+        """A node's heartbeat this server received: renewed here and handed to `on_heartbeat`."""
+        view = self.renew_node(nid, beat)
+        if self.on_heartbeat is not None:
+            self.on_heartbeat(("node", nid), beat)
+        return view
+
+    def renew_node(self, nid: str, beat: Heartbeat, index: int | None = None) -> NodeView:
         """Renew the node's TTL checks and take its live metrics, judged by its rules and by the
-        rules of its instances that read `node`: in memory only, as an instance's."""
+        rules of its instances that read `node`: in memory only, as an instance's. With `index`,
+        from another server through the store's feed (see `renew`)."""
         node = self._nodes.get(nid)
         if node is None:
             raise NotFound(f"node {nid!r} is not registered")
@@ -1058,19 +1109,19 @@ class Registry:
         metrics = beat.metrics
         if metrics is not None:
             changed |= self._node_metrics(nid, node, {**metrics, **node.scraped} if node.scraped else metrics)
-        elif beat.output:
-            node.republish()
-        if changed:
-            self._node_health_changed(nid, self.changes.next())
-            if self.on_health_changed is not None:
-                self.on_health_changed(("node", nid))
+        said = metrics is not None or bool(beat.output)
+        if changed or (index is not None and said):  # from another server: at its index, as there
+            self._node_health_changed(nid, self.changes.next() if index is None else index)
+        elif said:
+            node.republish()  # the answer shows it at once; readers at most every QUIET_EVERY
+            self._node_quietly_changed(nid)
         return node.view
 
     def _node_metrics(self, nid: str, node: _Node, metrics: dict[str, float]) -> bool:
         """New metrics of a node: judged by its rules, then by its instances' that read `node`
         (those republished here when their status changes); True when the node's status changed."""
         node.metrics = self._shared.metrics(metrics)
-        node.republish()  # quietly, at its index: metrics alone wake no watcher
+        node.republish()  # for the rules to read: shown to readers with the change, or quietly
         changed = self.health.judge(("node", nid), node.checks, Bindings(_NO_NODE, node.data))
         for service in list(self._node_services.get(nid, {})):
             for iid, entry in self._services.get(service, {}).items():
