@@ -4,7 +4,10 @@ metrics, and every way a scrape fails."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +15,7 @@ from swarm_discovery.health.check import CheckRuntime, ProbeResult
 from swarm_discovery.health.scrape import MAX_SCRAPE_BYTES, MAX_SCRAPE_SERIES, ScrapeProber, cel_name
 from swarm_discovery.health.targets import TargetPolicy
 from swarm_discovery.records import MAX_METRICS, CheckSpec
-from tests.backends import BlackHole, Quiet, Served
+from tests.backends import BlackHole, Quiet, Served, self_signed
 from tests.server import free_port
 
 MODEL = 'model_name="meta-llama/Llama-3.1-8B-Instruct"'
@@ -95,11 +98,12 @@ class MetricsServer(Served):
     """Answers every GET with `status`, `body` and `content_type`, with a Content-Length unless
     `chunked` (then the body ends with the connection); keeps the last request's headers."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.status = 200
         self.body = VLLM.encode()
         self.content_type = "text/plain; version=0.0.4; charset=utf-8"
         self.chunked = False
+        self.encoding: str | None = None
         self.hits = 0
         self.headers: dict[str, str] = {}
         server = self
@@ -110,6 +114,8 @@ class MetricsServer(Served):
                 server.headers = dict(self.headers)
                 self.send_response(server.status)
                 self.send_header("Content-Type", server.content_type)
+                if server.encoding is not None:
+                    self.send_header("Content-Encoding", server.encoding)
                 if server.chunked:
                     self.close_connection = True
                 else:
@@ -117,8 +123,8 @@ class MetricsServer(Served):
                 self.end_headers()
                 self.wfile.write(server.body)
 
-        super().__init__(Handler)
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        super().__init__(Handler, tls)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/metrics"
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +138,7 @@ def server() -> Iterator[MetricsServer]:
 def metrics(server: MetricsServer) -> Iterator[MetricsServer]:
     """The module's server, answering vLLM's text again after the test."""
     yield server
-    server.status, server.body, server.chunked = 200, VLLM.encode(), False
+    server.status, server.body, server.chunked, server.encoding = 200, VLLM.encode(), False, None
     server.content_type = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -203,7 +209,7 @@ def test_a_body_over_512_kib_is_refused(metrics: MetricsServer, chunked: bool) -
     metrics.body = b"# " + b"x" * MAX_SCRAPE_BYTES + b"\nup 1\n"
     result = scrape(metrics.url)
     assert (result.status, result.metrics) == ("critical", None)
-    assert result.output == f"scrape {metrics.url}: scrape larger than 512 KiB"
+    assert result.output == f"scrape {metrics.url}: larger than 512 KiB"
     metrics.body = metrics.body[: MAX_SCRAPE_BYTES - 6] + b"\nup 1\n"  # exactly at the bound: read
     assert scrape(metrics.url).metrics == {"up": 1.0}
 
@@ -212,7 +218,7 @@ def test_too_many_series_are_refused(metrics: MetricsServer) -> None:
     metrics.body = "".join(f"s{i} 1\n" for i in range(MAX_SCRAPE_SERIES + 1)).encode()
     result = scrape(metrics.url)
     assert (result.status, result.metrics) == ("critical", None)
-    assert result.output == f"scrape {metrics.url}: not Prometheus text: 'more than 10000 lines'"
+    assert result.output == f"scrape {metrics.url}: longer than 10000 lines"
     metrics.body = "".join(f"s{i} 1\n" for i in range(MAX_SCRAPE_SERIES)).encode()
     assert (
         scrape(metrics.url).output
@@ -247,6 +253,12 @@ def test_an_answer_other_than_2xx_fails(metrics: MetricsServer) -> None:
     )
 
 
+def test_a_compressed_answer_is_refused(metrics: MetricsServer) -> None:
+    metrics.encoding, metrics.body = "gzip", gzip.compress(VLLM.encode())
+    result = scrape(metrics.url)
+    assert result.output == f"scrape {metrics.url}: compressed (gzip), though asked for identity"
+
+
 def test_a_closed_port_fails() -> None:
     url = f"http://127.0.0.1:{free_port()}/metrics"
     result = scrape(url)
@@ -261,6 +273,17 @@ def test_a_server_that_never_answers_times_out() -> None:
         hole.stop()
     assert (result.status, result.output) == ("critical", f"scrape {hole.urls[0]}: timed out after 300ms")
     assert 0.3 <= result.duration < 2.0
+
+
+def test_https_is_verified_unless_the_check_skips_it(tmp_path: Path) -> None:
+    server = MetricsServer(tls=self_signed(tmp_path))
+    try:
+        verified = scrape(server.url)
+        trusted = scrape(server.url, tls_skip_verify=True)
+    finally:
+        server.stop()
+    assert verified.status == "critical" and "certificate" in verified.output.lower()
+    assert trusted.metrics == VLLM_METRICS
 
 
 def test_a_denied_target_is_not_scraped(metrics: MetricsServer) -> None:
