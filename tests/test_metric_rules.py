@@ -15,6 +15,7 @@ from swarm_discovery.sdk.client import Client
 from .helpers import ids, put, unique, wait_for
 from .server import Server
 from .test_cli import swarm
+from .test_scrape import VLLM, MetricsServer
 
 GPU = {
     "type": "metric",
@@ -158,7 +159,7 @@ def test_stale_metrics_are_not_judged_as_current(shared_server: Server, stale_st
     [
         ({"critical": "instance.metrics.x >"}, "checks[0].critical: ERROR: <input>:1:21: Syntax error"),
         ({"warning": "instance.metrics.q > 2 * instance.capacity.c"}, "checks[0].warning: No matching overloads"),
-        ({}, "checks[0]: a metric check needs `critical`, `warning` or both"),
+        ({}, "checks[0]: a metric check needs `critical`, `warning` or `scrape`"),
         ({"critical": "x" * 2049}, "checks[0].critical"),
         ({"critical": "instance.metrics.x > 1.0", "max_age": "soon"}, "checks[0].max_age"),
         ({"critical": "instance.metrics.x > 1.0", "stale_status": "bad"}, "checks[0].stale_status"),
@@ -239,6 +240,7 @@ def test_replacing_service_rules_keeps_the_instances_own_check_state(shared_serv
     ("body", "expected"),
     [
         ({"rules": [{"type": "ttl", "ttl": "5s"}]}, "rules[0].type: service rules are metric checks"),
+        ({"rules": [{"type": "metric", "scrape": "http://10.0.0.1/metrics"}]}, "rules[0].scrape: "),
         ({"rules": [{"type": "metric", "critical": "instance.metrics.x >"}]}, "rules[0].critical"),
         ({"rules": [{"type": "metric", "critical": "instance.metrics.x > 1.0", "max_age": "-1s"}]}, "rules[0].max_age"),
         ({"rules": [{"type": "metric", "critical": "instance.metrics.x > 1.0"}] * 17}, "rules"),
@@ -308,3 +310,55 @@ def test_rules_and_node_heartbeats_from_the_cli_and_the_sdk(server: Server, swar
         assert client.node_heartbeat(node, metrics={"load": 2.0}).metrics == {"load": 2.0}
         client.clear_rules(service)
         assert client.rules(service).rules == []
+
+
+def test_a_scraped_vllm_endpoint_drives_a_rule(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("vllm")
+    endpoint = MetricsServer()
+    try:
+        rule = {
+            "type": "metric",
+            "name": "vllm",
+            "scrape": endpoint.url,
+            "interval": "200ms",
+            "warning": "instance.metrics.vllm_num_requests_waiting > 50.0",
+            "critical": "instance.metrics.vllm_gpu_cache_usage_perc > 0.98",
+        }
+        put(http, service, "a", checks=[rule])
+        instance_path = f"/v1/services/{service}/instances/a"
+        wait_for(lambda: http.get(instance_path).json().get("metrics", {}).get("vllm_num_requests_waiting") == 3.0)
+        assert check(http, service, "a", "vllm")["status"] == "passing"
+
+        endpoint.body = VLLM.replace("} 3.0\n", "} 80.0\n").encode()  # 80 requests waiting
+        wait_for(lambda: check(http, service, "a", "vllm")["status"] == "warning")
+        assert "vllm_num_requests_waiting=80" in check(http, service, "a", "vllm")["output"]
+        assert ids(http.get(f"/v1/services/{service}")) == ["a"]
+
+        endpoint.body = VLLM.replace("} 0.4375\n", "} 0.99\n").encode()  # the KV cache is full
+        wait_for(lambda: ids(http.get(f"/v1/services/{service}")) == [])
+        assert check(http, service, "a", "vllm")["status"] == "critical"
+
+        endpoint.body = VLLM.encode()
+        wait_for(lambda: ids(http.get(f"/v1/services/{service}")) == ["a"])
+        endpoint.status = 503  # a scrape that fails is a failed evaluation
+        wait_for(lambda: check(http, service, "a", "vllm")["output"].startswith("scrape failed: scrape http"))
+        assert check(http, service, "a", "vllm")["status"] == "critical"
+    finally:
+        endpoint.stop()
+
+
+def test_a_scrape_without_rules_only_gathers_metrics(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("gather")
+    endpoint = MetricsServer()
+    try:
+        put(http, service, "a", checks=[{"type": "metric", "name": "m", "scrape": endpoint.url, "interval": "200ms"}])
+        path = f"/v1/services/{service}/instances/a"
+        wait_for(lambda: http.get(path).json().get("metrics", {}).get("vllm_gpu_cache_usage_perc") == 0.4375)
+        state = check(http, service, "a", "m")
+        assert state["status"] == "passing" and state["output"].startswith("scraped ")
+        endpoint.status = 503
+        wait_for(lambda: check(http, service, "a", "m")["status"] == "critical")
+        endpoint.status = 200
+        wait_for(lambda: check(http, service, "a", "m")["status"] == "passing")
+    finally:
+        endpoint.stop()

@@ -62,7 +62,8 @@ Meta = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
 Labels = Annotated[dict[Short, Text], msgspec.Meta(max_length=MAX_META)]
 # Names of numbers and capabilities: bounded, not pattern-checked, since every heartbeat carries
 # them and a pattern costs a regular-expression search per string (they are never shown as text).
-Key = Annotated[str, msgspec.Meta(max_length=128)]
+MAX_KEY = 128
+Key = Annotated[str, msgspec.Meta(max_length=MAX_KEY)]
 Metrics = Annotated[dict[Key, float], msgspec.Meta(max_length=MAX_METRICS)]
 Status = Literal["passing", "warning", "critical", "maintenance"]
 CheckStatus = Literal["passing", "warning", "critical"]

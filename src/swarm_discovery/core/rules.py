@@ -64,6 +64,8 @@ class RulesBook:
         for position, check in enumerate(request.rules):
             if check.type != "metric":
                 raise BadRequest(f"rules[{position}].type: service rules are metric checks, not {check.type}")
+            if check.scrape is not None:
+                raise BadRequest(f"rules[{position}].scrape: one URL cannot serve every instance; scrape in its checks")
         validate_checks(request.rules, "rules")
         validate_rules(request.rules, "rules")
         if service not in self._rules and len(self._rules) >= MAX_SERVICES_WITH_RULES:

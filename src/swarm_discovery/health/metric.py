@@ -37,8 +37,10 @@ class MetricRule:
     __slots__ = ("critical", "paths", "reads_instance", "reads_node", "warning")
 
     def __init__(self, spec: CheckSpec, field: str) -> None:
-        if spec.critical is None and spec.warning is None:
-            raise BadRequest(f"{field}: a metric check needs `critical`, `warning` or both")
+        if spec.critical is None and spec.warning is None and spec.scrape is None:
+            raise BadRequest(
+                f"{field}: a metric check needs `critical`, `warning` or `scrape` (to gather metrics only)"
+            )
         self.critical = _compiled(spec.critical, f"{field}.critical")
         self.warning = _compiled(spec.warning, f"{field}.warning")
         found: dict[tuple[str, tuple[str, ...]], None] = {}
@@ -52,8 +54,11 @@ class MetricRule:
             if selector is not None:
                 _check_types(selector, self.paths, f"{field}.{name}")
 
-    def judge(self, bindings: Bindings) -> tuple[CheckStatus, str]:
-        """The status these metrics call for, and an output naming the expression and the values."""
+    def judge(self, bindings: Bindings, gathered: str = "") -> tuple[CheckStatus, str]:
+        """The status these metrics call for, and an output naming the expression and the values;
+        a check that only gathers metrics (a scrape without expressions) passes with `gathered`."""
+        if self.critical is None and self.warning is None:
+            return "passing", gathered
         judged: tuple[tuple[CheckStatus, Selector | None], ...] = (
             ("critical", self.critical),
             ("warning", self.warning),

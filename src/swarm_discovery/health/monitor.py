@@ -106,7 +106,7 @@ class HealthMonitor:
             rule = check.rule
             if rule is None or (node and not rule.reads_node):
                 continue
-            status, output = rule.judge(bindings)
+            status, output = rule.judge(bindings, check.output)
             if check.judge(status, output, now):
                 changed = True
                 self._arm_deregistration((*owner, position), check)
@@ -134,6 +134,7 @@ class HealthMonitor:
         if check is None:
             return
         if result.metrics is not None and self._on_metrics is not None:
+            check.output = result.output  # what a check that only gathers shows
             self._on_metrics(key[:-1], result.metrics)  # type: ignore[index]  # judged there, with the others
             return
         output, now = check.output, self._clock()

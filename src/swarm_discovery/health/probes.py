@@ -39,11 +39,11 @@ class Prober(Protocol):
     async def close(self) -> None: ...
 
 
-def _elapsed(started: float) -> float:
+def elapsed(started: float) -> float:
     return time.perf_counter() - started
 
 
-async def _drained(body: aiohttp.StreamReader, limit: int) -> bool:
+async def drained(body: aiohttp.StreamReader, limit: int) -> bool:
     """Read at most `limit` bytes of `body`; True when that was all of it."""
     while limit > 0:
         chunk = await body.read(limit)
@@ -69,6 +69,19 @@ class _FencedResolver(AbstractResolver):
 
     async def close(self) -> None:
         pass
+
+
+# What an HTTP request to a target can raise, each said in one line by `failure`.
+HTTP_FAILURES = (TargetDenied, TimeoutError, aiohttp.ClientError)
+
+
+def failure(exc: BaseException, timeout: float) -> str:
+    """One of HTTP_FAILURES as a check's output."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {format_duration(timeout)}"
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, TargetDenied):
+        return str(exc.os_error)  # a denied name arrives here, wrapped by the connector
+    return str(exc) if isinstance(exc, TargetDenied) else f"{type(exc).__name__}: {exc}"
 
 
 class HttpProber:
@@ -103,14 +116,19 @@ class HttpProber:
             )
         return session
 
+    async def fence(self, check: CheckRuntime) -> None:
+        """Raise TargetDenied for an address target the policy refuses: aiohttp asks no resolver
+        about an address, so the policy must (names go through `_FencedResolver`)."""
+        host, port = check.target or ("", 0)
+        if is_address(host):
+            await self._policy.resolve(host, port)
+
     async def probe(self, check: CheckRuntime) -> ProbeResult:
         spec = check.spec
         session = self._session(verify=not spec.tls_skip_verify)
         started = time.perf_counter()
-        host, port = check.target or ("", 0)
         try:
-            if is_address(host):  # aiohttp asks no resolver about an address: the policy must
-                await self._policy.resolve(host, port)
+            await self.fence(check)
             async with session.request(
                 spec.method,
                 spec.url or "",
@@ -119,20 +137,12 @@ class HttpProber:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=check.timeout),
             ) as response:
-                if not await _drained(response.content, MAX_BODY):
+                if not await drained(response.content, MAX_BODY):
                     response.close()  # a body too long to drain: drop the connection, unread
                 code, reason = response.status, response.reason or ""
-        except TargetDenied as exc:
-            return ProbeResult("critical", str(exc), _elapsed(started))
-        except TimeoutError:
-            return ProbeResult("critical", f"timed out after {format_duration(check.timeout)}", _elapsed(started))
-        except aiohttp.ClientConnectorError as exc:  # a denied name arrives here, wrapped by the connector
-            denied = isinstance(exc.os_error, TargetDenied)
-            output = str(exc.os_error) if denied else f"{type(exc).__name__}: {exc}"
-            return ProbeResult("critical", output, _elapsed(started))
-        except aiohttp.ClientError as exc:
-            return ProbeResult("critical", f"{type(exc).__name__}: {exc}", _elapsed(started))
-        took = _elapsed(started)
+        except HTTP_FAILURES as exc:
+            return ProbeResult("critical", failure(exc, check.timeout), elapsed(started))
+        took = elapsed(started)
         line = f"HTTP {spec.method} {spec.url}: {code} {reason} in {took * 1000:.1f} ms"
         if spec.expect_status is not None:
             return ProbeResult("passing" if code == spec.expect_status else "critical", line, took)
@@ -164,13 +174,13 @@ class TcpProber:
             async with asyncio.timeout(check.timeout):
                 writer = await self._connect(host, port)
         except TargetDenied as exc:
-            return ProbeResult("critical", str(exc), _elapsed(started))
+            return ProbeResult("critical", str(exc), elapsed(started))
         except TimeoutError:
-            return ProbeResult("critical", f"TCP connect {check.spec.tcp}: timed out", _elapsed(started))
+            return ProbeResult("critical", f"TCP connect {check.spec.tcp}: timed out", elapsed(started))
         except OSError as exc:
-            return ProbeResult("critical", f"TCP connect {check.spec.tcp}: {exc.strerror or exc}", _elapsed(started))
+            return ProbeResult("critical", f"TCP connect {check.spec.tcp}: {exc.strerror or exc}", elapsed(started))
         writer.close()
-        return ProbeResult("passing", f"TCP connect {check.spec.tcp}: success", _elapsed(started))
+        return ProbeResult("passing", f"TCP connect {check.spec.tcp}: success", elapsed(started))
 
     async def _connect(self, host: str, port: int) -> asyncio.StreamWriter:
         """The first allowed address that takes the connection; the last one's error if none does."""
@@ -212,11 +222,11 @@ class GrpcProber:
             async with asyncio.timeout(check.timeout):
                 addresses = [address for _, address in await self._policy.resolve(host, port)]
         except TargetDenied as exc:
-            return ProbeResult("critical", str(exc), _elapsed(started))
+            return ProbeResult("critical", str(exc), elapsed(started))
         except TimeoutError:
-            return ProbeResult("critical", f"gRPC {check.spec.grpc}: resolving timed out", _elapsed(started))
+            return ProbeResult("critical", f"gRPC {check.spec.grpc}: resolving timed out", elapsed(started))
         except OSError as exc:
-            return ProbeResult("critical", f"gRPC {check.spec.grpc}: {exc.strerror or exc}", _elapsed(started))
+            return ProbeResult("critical", f"gRPC {check.spec.grpc}: {exc.strerror or exc}", elapsed(started))
         stub = health_pb2_grpc.HealthStub(self._channel(target, addresses, port))
         self._users.setdefault(target, set()).add(check)
         try:
@@ -225,11 +235,11 @@ class GrpcProber:
             return ProbeResult(
                 "critical",
                 f"gRPC {check.spec.grpc}: {exc.code().name} {exc.details() or ''}".strip(),
-                _elapsed(started),
+                elapsed(started),
             )
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         return ProbeResult(
-            _GRPC_STATUS.get(reply.status, "critical"), f"gRPC {check.spec.grpc}: {status}", _elapsed(started)
+            _GRPC_STATUS.get(reply.status, "critical"), f"gRPC {check.spec.grpc}: {status}", elapsed(started)
         )
 
     def _channel(self, target: str, addresses: list[str], port: int) -> grpc.aio.Channel:

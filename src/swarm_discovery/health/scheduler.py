@@ -28,6 +28,7 @@ from .check import CheckRuntime, ProbeResult
 from .deadlines import Deadlines
 from .limits import MAX_IN_FLIGHT, ProbeGate, ProbeSettings
 from .probes import GrpcProber, HttpProber, Prober, TcpProber
+from .scrape import ScrapeProber
 from .targets import TargetPolicy
 
 Sink = Callable[[Hashable, ProbeResult], None]
@@ -36,7 +37,8 @@ log = logging.getLogger("swarm.health")
 
 def default_probers(policy: TargetPolicy, ca_file: str | None = None) -> dict[str, Prober]:
     http = HttpProber(policy, MAX_IN_FLIGHT, ca_file)
-    return {"http": http, "tcp": TcpProber(policy), "grpc": GrpcProber(policy)}
+    scrape = ScrapeProber(policy, MAX_IN_FLIGHT, ca_file)  # a pool of its own: scrapes are long reads
+    return {"http": http, "tcp": TcpProber(policy), "grpc": GrpcProber(policy), "metric": scrape}
 
 
 def _failure(exc: Exception) -> str:

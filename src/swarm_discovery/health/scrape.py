@@ -29,15 +29,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
-from ..durations import format_duration
-from ..records import MAX_METRICS
+from ..records import MAX_KEY, MAX_METRICS
 from .check import CheckRuntime, ProbeResult
-from .probes import MAX_BODY, HttpProber, _drained, _elapsed
-from .targets import TargetDenied, is_address
+from .probes import HTTP_FAILURES, MAX_BODY, HttpProber, drained, elapsed, failure
 
 MAX_SCRAPE_BYTES = 512 * 1024
 MAX_SCRAPE_SERIES = 10_000  # lines of exposition (samples, HELP and TYPE), so bounded before parsing
-MAX_KEY = 128  # records.Key
 MAX_INLINE_PARSE = 64 * 1024  # bytes parsed on the event loop (vLLM's are about 30 KiB, 1 ms)
 # Classic text only: prometheus_client's servers answer OpenMetrics whenever it is accepted at all,
 # and its OpenMetrics parser checks every bucket (about 9 ms for 300 vLLM series). Uncompressed,
@@ -61,12 +58,12 @@ class ScrapeProber(HttpProber):
         started = time.perf_counter()
         fetched = await self._fetch(check, url)
         if isinstance(fetched, str):
-            return ProbeResult("critical", f"scrape {url}: {fetched}", _elapsed(started))
+            return ProbeResult("critical", f"scrape {url}: {fetched}", elapsed(started))
         body, content_type = fetched
         try:
             text = body.decode()
         except UnicodeDecodeError:
-            return ProbeResult("critical", f"scrape {url}: not UTF-8 text", _elapsed(started))
+            return ProbeResult("critical", f"scrape {url}: not UTF-8 text", elapsed(started))
         openmetrics = content_type == "application/openmetrics-text"
         try:
             if len(body) <= MAX_INLINE_PARSE:
@@ -74,13 +71,13 @@ class ScrapeProber(HttpProber):
             else:  # about 100 ms of parsing at the bounds: off the event loop, where every other probe waits
                 metrics, series, dropped = await asyncio.to_thread(parse_exposition, text, openmetrics)
         except ScrapeError as exc:
-            return ProbeResult("critical", f"scrape {url}: {exc}", _elapsed(started))
+            return ProbeResult("critical", f"scrape {url}: {exc}", elapsed(started))
         except ValueError as exc:  # all that prometheus_client's parsers raise
-            return ProbeResult("critical", f"scrape {url}: not Prometheus text: {str(exc)[:200]!a}", _elapsed(started))
+            return ProbeResult("critical", f"scrape {url}: not Prometheus text: {str(exc)[:200]!a}", elapsed(started))
         output = f"scraped {series} series from {url}"
         if dropped:
             output += f"; {dropped} more metrics dropped, past the first {MAX_METRICS}"
-        return ProbeResult("passing", output, _elapsed(started), metrics=metrics)
+        return ProbeResult("passing", output, elapsed(started), metrics=metrics)
 
     async def _fetch(self, check: CheckRuntime, url: str) -> tuple[bytes, str] | str:
         """The body and its media type, or why there is none."""
@@ -88,10 +85,8 @@ class ScrapeProber(HttpProber):
         session = self._session(verify=not spec.tls_skip_verify)
         headers = CIMultiDict(_HEADERS)
         headers.update(spec.headers)  # the check's own win, in any case
-        host, port = check.target or ("", 0)
         try:
-            if is_address(host):  # aiohttp asks no resolver about an address: the policy must
-                await self._policy.resolve(host, port)
+            await self.fence(check)
             async with session.get(
                 url,
                 headers=headers,
@@ -100,7 +95,7 @@ class ScrapeProber(HttpProber):
                 timeout=aiohttp.ClientTimeout(total=check.timeout),
             ) as response:
                 if not 200 <= response.status < 300:
-                    if not await _drained(response.content, MAX_BODY):
+                    if not await drained(response.content, MAX_BODY):
                         response.close()
                     return f"{response.status} {response.reason or ''}".rstrip()
                 if response.headers.get("Content-Encoding", "identity") != "identity":
@@ -111,14 +106,8 @@ class ScrapeProber(HttpProber):
                     response.close()  # the rest unread: drop the connection
                     return f"larger than {MAX_SCRAPE_BYTES // 1024} KiB"
                 return body, response.content_type
-        except TargetDenied as exc:
-            return str(exc)
-        except TimeoutError:
-            return f"timed out after {format_duration(check.timeout)}"
-        except aiohttp.ClientConnectorError as exc:  # a denied name arrives here, wrapped by the connector
-            return str(exc.os_error) if isinstance(exc.os_error, TargetDenied) else f"{type(exc).__name__}: {exc}"
-        except aiohttp.ClientError as exc:
-            return f"{type(exc).__name__}: {exc}"
+        except HTTP_FAILURES as exc:
+            return failure(exc, check.timeout)
 
 
 async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
