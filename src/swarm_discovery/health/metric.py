@@ -80,8 +80,15 @@ class MetricRule:
             value: Any = bindings.instance if root == "instance" else bindings.node
             for step in steps:
                 value = value.get(step) if type(value) is dict else None
-            shown.append(f"{root}.{'.'.join(steps)}={'missing' if value is None else _number(value)}")
+            shown.append(f"{_short(root, steps)}={'missing' if value is None else _number(value)}")
         return ", ".join(shown)
+
+
+def _short(root: str, steps: tuple[str, ...]) -> str:
+    """A path as an output names it: an instance's metrics by name alone, a node's after `node.`."""
+    if steps[:1] == ("metrics",) and len(steps) > 1:
+        steps = steps[1:]
+    return ".".join(steps) if root == "instance" else f"node.{'.'.join(steps)}"
 
 
 def _number(value: Any) -> str:
