@@ -36,6 +36,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.inproc
 	$(BIN)/python -m bench.watch
 	$(BIN)/python -m bench.heartbeats
+	$(BIN)/python -m bench.rules
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.checks
 	$(BIN)/python -m bench.picks
