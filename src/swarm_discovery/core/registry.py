@@ -808,7 +808,7 @@ class Registry:
 
     def checks(self, service: str, iid: str) -> list[CheckState]:
         """The live state of an instance's checks, newer than any published view."""
-        return [c.state() for c in self._entry(service, iid).checks]
+        return [c.state(live=True) for c in self._entry(service, iid).checks]
 
     def _in_background(self, work: Any) -> None:
         task = asyncio.ensure_future(work)

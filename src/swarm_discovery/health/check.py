@@ -13,7 +13,8 @@ import msgspec
 
 from ..durations import parse_duration
 from ..records import CheckSpec, CheckState, CheckStatus, check_name
-from .metric import MetricRule, rule_of
+from ..selector import Bindings
+from .metric import WITHIN_LIMITS, MetricRule, rule_of
 from .targets import target_of
 
 MAX_OUTPUT = 512
@@ -38,6 +39,7 @@ class ProbeResult(msgspec.Struct, frozen=True):
 
 class CheckRuntime:
     __slots__ = (
+        "bindings",
         "calm",
         "critical_since",
         "criticals",
@@ -80,6 +82,7 @@ class CheckRuntime:
         self.duration: float | None = None
         self.successes = 0
         self.failures = 0
+        self.bindings: Bindings | None = None  # what a metric check judged last
         self.criticals = 0  # consecutive evaluations of a metric check that called for critical
         self.calm = 0  # consecutive ones that did not
         # Counted from now even after a restart: nothing is deregistered before its checks ran.
@@ -158,12 +161,16 @@ class CheckRuntime:
         self.last_checked = now
         return self._become(status, now)
 
-    def state(self) -> CheckState:
+    def state(self, live: bool = False) -> CheckState:
+        """What readers see; `live`, with the values a metric check's rules read last."""
+        output = self.output
+        if live and output == WITHIN_LIMITS and self.rule is not None and self.bindings is not None:
+            output = f"{WITHIN_LIMITS} ({self.rule.seen(self.bindings)})"
         return CheckState(
             name=self.name,
             type=self.spec.type,
             status=self.status,
-            output=self.output,
+            output=output,
             last_checked=self.last_checked,
             duration_ms=round(self.duration * 1000, 3) if self.duration is not None else None,
             successes=self.successes,

@@ -24,6 +24,7 @@ from ..selector import Bindings, Selector, compile_selector
 # A field path the expression reads: `instance.metrics.gpu_temp_c`, `node.metrics["x"]`.
 _PATH = re.compile(r"\b(instance|node)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\s*(?:\"[^\"]*\"|'[^']*')\s*\])+)")
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:\"([^\"]*)\"|'([^']*)')\s*\]")
+WITHIN_LIMITS = "within limits"
 MAX_SHOWN = 8  # values an output names: enough for any rule a person writes, bounded for one that is not
 
 
@@ -34,7 +35,7 @@ def _steps(path: str) -> tuple[str, ...]:
 class MetricRule:
     """The compiled expressions of one metric check, and the paths they read."""
 
-    __slots__ = ("critical", "paths", "reads_instance", "reads_node", "warning")
+    __slots__ = ("_shown", "critical", "paths", "reads_instance", "reads_node", "warning")
 
     def __init__(self, spec: CheckSpec, field: str) -> None:
         if spec.critical is None and spec.warning is None and spec.scrape is None:
@@ -50,13 +51,16 @@ class MetricRule:
         self.paths = tuple(found)
         self.reads_node = any(root == "node" for root, _ in self.paths)
         self.reads_instance = any(root == "instance" for root, _ in self.paths)
+        self._shown = tuple((_short(root, steps), root == "instance", steps) for root, steps in self.paths[:MAX_SHOWN])
         for selector, name in ((self.critical, "critical"), (self.warning, "warning")):
             if selector is not None:
                 _check_types(selector, self.paths, f"{field}.{name}")
 
     def judge(self, bindings: Bindings, gathered: str = "") -> tuple[CheckStatus, str]:
-        """The status these metrics call for, and an output naming the expression and the values;
-        a check that only gathers metrics (a scrape without expressions) passes with `gathered`."""
+        """The status these metrics call for, and an output naming the expression and the values it
+        saw; WITHIN_LIMITS alone when neither fired (every heartbeat judges, and a fleet's outputs
+        are not written out each time: `seen` says the values when asked). A check that only
+        gathers metrics (a scrape without expressions) passes with `gathered`."""
         if self.critical is None and self.warning is None:
             return "passing", gathered
         judged: tuple[tuple[CheckStatus, Selector | None], ...] = (
@@ -71,16 +75,17 @@ class MetricRule:
             except BadRequest as exc:  # the expression's own fault, found on this record
                 return "passing", f"{status} could not be evaluated: {exc}"
             if fired:
-                return status, f"{status}: {selector.source} ({self._seen(bindings)})"
-        return "passing", f"within limits ({self._seen(bindings)})"
+                return status, f"{status}: {selector.source} ({self.seen(bindings)})"
+        return "passing", WITHIN_LIMITS
 
-    def _seen(self, bindings: Bindings) -> str:
+    def seen(self, bindings: Bindings) -> str:
+        """The values the expressions read, as `name=value, ...`."""
         shown = []
-        for root, steps in self.paths[:MAX_SHOWN]:
-            value: Any = bindings.instance if root == "instance" else bindings.node
+        for label, of_instance, steps in self._shown:
+            value: Any = bindings.instance if of_instance else bindings.node
             for step in steps:
                 value = value.get(step) if type(value) is dict else None
-            shown.append(f"{_short(root, steps)}={'missing' if value is None else _number(value)}")
+            shown.append(f"{label}={'missing' if value is None else _number(value)}")
         return ", ".join(shown)
 
 

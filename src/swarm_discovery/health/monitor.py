@@ -107,6 +107,7 @@ class HealthMonitor:
             if rule is None or (node and not rule.reads_node):
                 continue
             status, output = rule.judge(bindings, check.output)
+            check.bindings = bindings
             if check.judge(status, output, now):
                 changed = True
                 self._arm_deregistration((*owner, position), check)
