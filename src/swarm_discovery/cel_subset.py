@@ -1,13 +1,14 @@
 """The common part of CEL, compiled to one Python function over plain dicts.
 
 cel-expr-python spends 2-4 us per evaluation crossing into C++ and back, whatever the expression:
-10,000 instances cost 20-40 ms before anything else. Most selectors are comparisons of fields,
-literals and arithmetic over them joined by `&&` and `||`. Those are parsed here and turned into
-the source of one Python function, with field paths, comparisons and arithmetic on doubles written
-inline; it runs several times faster. Anything outside that subset (macros such as `exists`,
-regexes, map literals, conversions such as `double()`, unsigned or bytes literals, escapes in
-strings) raises `Unsupported` at compile time, and the selector evaluates with CEL itself. A record holding a value the subset does not model (an int
-outside int64, which CEL refuses) raises `Defer` and is evaluated by CEL.
+10,000 instances cost 20-40 ms before anything else. Most selectors and health rules are
+comparisons of fields, literals and arithmetic over them, joined by `&&` and `||`. Those are parsed
+here and turned into the source of one Python function, with field paths, comparisons and
+arithmetic on doubles and int64s written inline; it runs several times faster. Anything outside
+that subset (macros such as `exists`, regexes, map literals, conversions such as `double()`,
+unsigned or bytes literals, escapes in strings) raises `Unsupported` at compile time, and the
+selector evaluates with CEL itself. A record holding a value the subset does not model (an int
+outside int64, which CEL sees as a uint or refuses) raises `Defer` and is evaluated by CEL.
 
 Semantics follow cel-expr-python's and are checked against it value by value in
 tests/test_selectors.py: heterogeneous equality (`1 == 1.0`, `1 != "1"`), numeric comparisons
@@ -521,7 +522,8 @@ class _Writer:
         if operator == "%":  # no double overload, and Python's % is not CEL's
             return f"{helper}({self.write(left)}, {self.write(right)})"
         a, b = self.temporary(), self.temporary()
-        doubles = f"({a} {operator} {b}) if type({a} := {self.write(left)}) is type({b} := {self.write(right)}) is float"
+        both = f"type({a} := {self.write(left)}) is type({b} := {self.write(right)})"
+        doubles = f"({a} {operator} {b}) if {both} is float"
         if operator == "/":
             return f"({doubles} and {b} else {helper}({a}, {b}))"
         r = self.temporary()
