@@ -46,6 +46,12 @@ FIELDS = [
     "instance.l.size()",
     "node.kind",
     "-instance.i",
+    "instance.i + 1",
+    "instance.d * 2.0",
+    "instance.i % 3",
+    "instance.i / 0",
+    "instance.s + 'x'",
+    "instance.l + [1]",
 ]
 LITERALS = ["1", "1.0", "-1", "80", "0x10", '"abc"', "'1'", "true", "false", "null", '[1, "x"]', "[]", "1e3"]
 OPERATORS = ["==", "!=", "<", "<=", ">", ">=", "in"]
@@ -82,6 +88,9 @@ COMPOUND = [
     "instance.l[0.5] == 1",
     "(instance.port < 8100) == true",
     "instance.port > -8000 && -instance.port < 0",
+    "instance.i / 0 == 1 || instance.port - 8000 < 100",
+    "instance.capabilities.gpu.memory_gb / 8 >= 10 && instance.capabilities.gpu.count * 10 > instance.port / 100",
+    "instance.d / 0.0 > 1.0 && instance.i - 1 == 0",
 ]
 
 
@@ -134,12 +143,13 @@ def test_the_subset_covers_nearly_every_selector_here() -> None:
 @pytest.mark.parametrize(
     "source",
     [
-        "instance.port + 1 > 8000",  # arithmetic
+        "double(instance.port) > 8000.0",  # conversions
         "instance.tags.exists(t, t == 'vllm')",  # macros
         "instance.s.matches('^a')",  # regexes (RE2 is not Python's re)
         '"a\\tb" == instance.s',  # escapes
         "instance.i > 1u",  # unsigned
         "{'k': 1} == instance.m",  # map literals
+        "instance.i > 1 // a comment",  # comments
     ],
 )
 def test_beyond_the_subset_cel_decides(source: str) -> None:

@@ -1,18 +1,23 @@
 """The common part of CEL, compiled to one Python function over plain dicts.
 
 cel-expr-python spends 2-4 us per evaluation crossing into C++ and back, whatever the expression:
-10,000 instances cost 20-40 ms before anything else. Most selectors are comparisons of fields
-and literals joined by `&&` and `||`. Those are parsed here and turned into the source of one
-Python function, with field paths and comparisons written inline; it runs several times faster.
-Anything outside that subset (arithmetic, macros such as `exists`, regexes, map literals,
+10,000 instances cost 20-40 ms before anything else. Most selectors and health rules are
+comparisons of fields, literals and arithmetic over them, joined by `&&` and `||`. Those are parsed
+here and turned into the source of one Python function, with field paths, comparisons and
+arithmetic on doubles and int64s written inline; it runs several times faster. Anything outside
+that subset (macros such as `exists`, regexes, map literals, conversions such as `double()`,
 unsigned or bytes literals, escapes in strings) raises `Unsupported` at compile time, and the
 selector evaluates with CEL itself. A record holding a value the subset does not model (an int
-outside int64, which CEL refuses) raises `Defer` and is evaluated by CEL.
+outside int64, which CEL sees as a uint or refuses) raises `Defer` and is evaluated by CEL.
 
 Semantics follow cel-expr-python's and are checked against it value by value in
 tests/test_selectors.py: heterogeneous equality (`1 == 1.0`, `1 != "1"`), numeric comparisons
 across int and double, an error for a missing key or a mismatched type, absorbed by `&&` and
 `||` as in CEL (`false && error` is false), and a match only when the result is exactly `true`.
+Arithmetic is CEL's too (checked in tests/test_cel_arithmetic.py): int64 with int64 and double
+with double only, never mixed (`instance.i * 1.5` is an error); int64 overflow, `x / 0` and `x % 0`
+are errors; int division truncates toward zero and `%` takes the dividend's sign; doubles are
+IEEE 754 (`1.0 / 0.0` is inf) and have no `%`; `+` also joins strings and lists.
 Generated code names only helpers, temporaries and constants from the namespace below; literals
 from the expression are passed as constants, never pasted into the source.
 """
@@ -20,6 +25,7 @@ from the expression are passed as constants, never pasted into the source.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -136,6 +142,56 @@ def _negate(value: Any) -> Any:
     return -value
 
 
+def _arithmetic(
+    on_ints: Callable[[int, int], int],
+    on_doubles: Callable[[float, float], float] | None = None,
+    joins: bool = False,
+) -> Callable[[Any, Any], Any]:
+    """One of CEL's binary arithmetic operators: both operands of one type, as CEL has no mixed
+    overloads; `on_ints` raises ZeroDivisionError or OverflowError where CEL reports an error."""
+
+    def apply(a: Any, b: Any) -> Any:
+        kind = type(a)
+        if kind is not type(b) or a is ERROR:
+            return ERROR
+        if kind is int:
+            if not (INT64_MIN <= a <= INT64_MAX and INT64_MIN <= b <= INT64_MAX):
+                raise Defer
+            try:
+                result = on_ints(a, b)
+            except (ZeroDivisionError, OverflowError):
+                return ERROR
+            return result if INT64_MIN <= result <= INT64_MAX else ERROR
+        if kind is float and on_doubles is not None:
+            return on_doubles(a, b)
+        return a + b if joins and (kind is str or kind is list) else ERROR
+
+    return apply
+
+
+def _quotient(a: int, b: int) -> int:
+    """Truncated toward zero, as in CEL (Python's // floors)."""
+    quotient = abs(a) // abs(b)
+    return quotient if (a < 0) == (b < 0) else -quotient
+
+
+def _remainder(a: int, b: int) -> int:
+    """With the dividend's sign, as in CEL."""
+    if a == INT64_MIN and b == -1:  # CEL reports the overflow of the quotient here too
+        raise OverflowError
+    remainder = abs(a) % abs(b)
+    return -remainder if a < 0 else remainder
+
+
+def _double_quotient(a: float, b: float) -> float:
+    """IEEE 754 division, which Python refuses by zero."""
+    if b:
+        return a / b
+    if a != a or not a:
+        return math.nan
+    return math.copysign(math.inf, math.copysign(1.0, a) * math.copysign(1.0, b))
+
+
 def _size(value: Any) -> Any:
     return len(value) if value is not ERROR and _kind(value) in (STRING, LIST, MAP) else ERROR
 
@@ -159,13 +215,18 @@ _HELPERS: dict[str, Any] = {
     "ERROR": ERROR,
     "_eq": _eq,
     "_ne": _ne,
-    "_lt": _ordering(lambda a, b: bool(a < b)),
-    "_le": _ordering(lambda a, b: bool(a <= b)),
-    "_gt": _ordering(lambda a, b: bool(a > b)),
-    "_ge": _ordering(lambda a, b: bool(a >= b)),
+    "_lt": _ordering(operator.lt),
+    "_le": _ordering(operator.le),
+    "_gt": _ordering(operator.gt),
+    "_ge": _ordering(operator.ge),
     "_in": _in,
     "_index": _index,
     "_negate": _negate,
+    "_add": _arithmetic(operator.add, operator.add, joins=True),
+    "_sub": _arithmetic(operator.sub, operator.sub),
+    "_mul": _arithmetic(operator.mul, operator.mul),
+    "_div": _arithmetic(_quotient, _double_quotient),
+    "_mod": _arithmetic(_remainder),
     "_size": _size,
     "_list": _list,
     "_defer": _defer,
@@ -176,6 +237,8 @@ _HELPERS: dict[str, Any] = {
     "contains": _string_test(str.__contains__),
 }
 _ORDER_NAMES = {"<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
+_ARITHMETIC_NAMES = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
+_INT64_PAIR = "INT64_MIN <= {a} <= INT64_MAX and INT64_MIN <= {b} <= INT64_MAX"  # else CEL sees uint or refuses
 
 # --- parsing into a tree of tuples -----------------------------------------------------------
 
@@ -186,7 +249,7 @@ _TOKEN = re.compile(
     | (?P<int>\d+)(?![uU\w.])
     | (?P<string>"[^"\\\n]*"|'[^'\\\n]*')
     | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<op>&&|\|\||==|!=|<=|>=|[<>!()\[\]{}.,:?-])
+    | (?P<op>&&|\|\||==|!=|<=|>=|[<>!()\[\]{}.,:?+*/%-])
     )""",
     re.VERBOSE,
 )
@@ -242,23 +305,25 @@ class _Parser:
         return ("cond", condition, then, self.conditional())
 
     def disjunction(self) -> Node:
-        return self.chain("||", "or", self.conjunction)
+        return self.chain(("||",), "logic", self.conjunction)
 
     def conjunction(self) -> Node:
-        return self.chain("&&", "and", self.relation)
-
-    def chain(self, operator: str, kind: str, operand: Callable[[], Node]) -> Node:
-        left = operand()
-        while self.peek() == operator:
-            self.take()
-            left = (kind, left, operand())
-        return left
+        return self.chain(("&&",), "logic", self.relation)
 
     def relation(self) -> Node:
-        left = self.unary()
-        while self.peek() in _RELATIONS:
-            operator = self.take()[1]
-            left = ("rel", operator, left, self.unary())
+        return self.chain(_RELATIONS, "rel", self.sum)
+
+    def sum(self) -> Node:
+        return self.chain(("+", "-"), "arith", self.product)
+
+    def product(self) -> Node:
+        return self.chain(("*", "/", "%"), "arith", self.unary)
+
+    def chain(self, operators: tuple[str, ...], kind: str, operand: Callable[[], Node]) -> Node:
+        """Left-associative binary operators of one precedence."""
+        left = operand()
+        while self.peek() in operators:
+            left = (kind, self.take()[1], left, operand())
         return left
 
     def unary(self) -> Node:
@@ -395,8 +460,10 @@ class _Writer:
             return f"((not {t}) if type({t} := {self.write(node[1])}) is bool else ERROR)"
         if kind == "neg":
             return f"_negate({self.write(node[1])})"
-        if kind in ("and", "or"):
-            return self.logic(kind, node[1], node[2])
+        if kind == "logic":
+            return self.logic(node[1], node[2], node[3])
+        if kind == "arith":
+            return self.arithmetic(node[1], node[2], node[3])
         if kind == "cond":
             t = self.temporary()
             then, otherwise = self.write(node[2]), self.write(node[3])
@@ -410,10 +477,10 @@ class _Writer:
             return f"_list({', '.join(self.write(item) for item in node[1])})"
         raise Unsupported(kind)
 
-    def logic(self, kind: str, left: Node, right: Node) -> str:
+    def logic(self, operator: str, left: Node, right: Node) -> str:
         """CEL's && and ||: the deciding value wins wherever it is; otherwise an error is an error."""
         a, b = self.temporary(), self.temporary()
-        decides, other = ("False", "True") if kind == "and" else ("True", "False")
+        decides, other = ("False", "True") if operator == "&&" else ("True", "False")
         return (
             f"({decides} if ({a} := {self.write(left)}) is {decides} else "
             f"({decides} if ({b} := {self.write(right)}) is {decides} else "
@@ -440,7 +507,31 @@ class _Writer:
             # Plain JSON values equal a string only when they are that string, as in CEL.
             return f"(({text} in {t}) if type({t} := {self.write(right)}) is list else _in({text}, {t}))"
         helper = {"==": "_eq", "!=": "_ne", "in": "_in"}.get(operator) or _ORDER_NAMES[operator]
-        return f"{helper}({self.write(left)}, {self.write(right)})"
+        if operator == "in":
+            return f"{helper}({self.write(left)}, {self.write(right)})"
+        a, b, kind = self.temporary(), self.temporary(), self.temporary()
+        return (  # inline where both are doubles or both int64s, as health rules over metrics are
+            f"(({a} {operator} {b}) if ({kind} := type({a} := {self.write(left)})) is type({b} := {self.write(right)}) "
+            f"and ({kind} is float or {kind} is int and {_INT64_PAIR.format(a=a, b=b)}) else {helper}({a}, {b}))"
+        )
+
+    def arithmetic(self, operator: str, left: Node, right: Node) -> str:
+        """Inline where both are doubles or both int64s with an int64 result; the helper decides
+        every other case, and those Python would answer differently (int `/`, division by zero)."""
+        helper = _ARITHMETIC_NAMES[operator]
+        if operator == "%":  # no double overload, and Python's % is not CEL's
+            return f"{helper}({self.write(left)}, {self.write(right)})"
+        a, b = self.temporary(), self.temporary()
+        both = f"type({a} := {self.write(left)}) is type({b} := {self.write(right)})"
+        doubles = f"({a} {operator} {b}) if {both} is float"
+        if operator == "/":
+            return f"({doubles} and {b} else {helper}({a}, {b}))"
+        r = self.temporary()
+        ints = f"type({a}) is type({b}) is int and {_INT64_PAIR.format(a=a, b=b)}"
+        return (
+            f"({doubles} else ({r} if {ints} and INT64_MIN <= ({r} := {a} {operator} {b}) <= INT64_MAX "
+            f"else {helper}({a}, {b})))"
+        )
 
 
 def compile_subset(source: str) -> Evaluator:
