@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from .options import Addr
 from .output import fail
 from .serve import LogLevel, _address
 
@@ -28,9 +29,7 @@ def gateway(
             metavar="FILE", help="Routes, TOML (or JSON): defaults, then \\[services.NAME] and \\[models] sections."
         ),
     ] = None,
-    addr: Annotated[
-        str | None, typer.Option("--addr", envvar="SWARM_ADDR", metavar="HOST:PORT", help="The registry.")
-    ] = None,
+    addr: Addr = None,
     strategy: Annotated[
         str | None,
         typer.Option(
