@@ -37,9 +37,9 @@ def cluster() -> Iterator[EtcdCluster]:
     etcd.stop()
 
 
-def _server(root: Path, name: str, url: str) -> Server:
+def _server(root: Path, name: str, url: str, *args: str) -> Server:
     (root / name).mkdir(parents=True, exist_ok=True)
-    return Server(root / name / "data", args=(*FAST_EXPIRY, "--store", url))
+    return Server(root / name / "data", args=(*FAST_EXPIRY, "--store", url, *args))
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +334,43 @@ def test_active_checks_are_split_among_the_servers_and_move_when_one_dies(
     finally:
         backend.stop()
         c.stop()
+
+
+def test_a_network_cut_that_silences_a_fleet_is_held_alike_on_every_server(
+    cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    """Heartbeats through one server only, whose shared writes (a third of a TTL apart, each
+    instance at its own phase) reach the other late: both still see the lapses together, and hold."""
+    url = cluster.url(unique("guard"))  # a world of its own: only these checks count
+    one, other = (_server(tmp_path, name, url, "--expiry-window", "300ms") for name in ("one", "other"))
+    one.start()
+    other.start()
+    fleet = [(f"svc{s}", f"i{i}") for s in range(4) for i in range(4)]  # four registrants, 16 checks
+    try:
+        for service, iid in fleet:
+            put(one.http, service, iid, checks=[{"type": "ttl", "ttl": "3s"}])
+
+        async def beat(started: float) -> None:
+            async with httpx.AsyncClient(base_url=one.url, timeout=10) as http:
+                # Each instance starts 60 ms after the one before: its writes, a third of a TTL
+                # apart, fall at its own phase, as a fleet's do.
+                for n, (service, iid) in enumerate(fleet):
+                    await asyncio.sleep(max(started + 0.06 * n - time.monotonic(), 0))
+                    await http.put(f"/v1/services/{service}/instances/{iid}/heartbeat", json={})
+                while time.monotonic() - started < 3:
+                    await asyncio.sleep(0.2)
+                    paths = [f"/v1/services/{s}/instances/{i}/heartbeat" for s, i in fleet]
+                    await asyncio.gather(*(http.put(path, json={}) for path in paths))
+
+        _run(beat(time.monotonic()))  # then the cut: nothing heartbeats any more
+
+        def held(server: Server) -> bool:
+            return bool(server.http.get("/v1/server").json()["expiry_protection"])
+
+        wait_for(lambda: held(one) and held(other), 10)
+        for server in (one, other):
+            listed = sorted((s, i) for s in {s for s, _ in fleet} for i in ids(server.http.get(f"/v1/services/{s}")))
+            assert listed == fleet, f"{server.url} let {sorted(set(fleet) - set(listed))} expire"
+    finally:
+        one.stop()
+        other.stop()

@@ -61,6 +61,7 @@ log = logging.getLogger("swarm.cluster")
 class SharedBeat(msgspec.Struct, frozen=True):
     by: str  # the server that received it
     beat: Heartbeat
+    at: float | None = None  # when (its wall clock); None from a server older than this field
 
 
 class CheckResults(msgspec.Struct, frozen=True):
@@ -193,8 +194,13 @@ class Cluster:
         now = time.monotonic()
         said = (beat.status or "passing", beat.output or "")
         last = self._written.get(owner)
+        key = f"nodebeats/{owner[1]}" if owner[0] == "node" else f"beats/{owner[1]}/{owner[2]}"
         if last is None or last.said != said:
             not_before = now
+        elif key in self._pending:
+            # It goes with the write queued already: scheduling the next one from that write's
+            # time would push the writes further off with each beat, past the TTL.
+            not_before = last.at
         else:
             ttl = self._registry.ttl_of(owner)
             renewal = last.at + ttl / 3 if ttl is not None else math.inf
@@ -203,8 +209,7 @@ class Cluster:
             if not_before == math.inf:
                 return
         self._written[owner] = _Written(max(now, not_before), said, beat.metrics)
-        key = f"nodebeats/{owner[1]}" if owner[0] == "node" else f"beats/{owner[1]}/{owner[2]}"
-        self._queue(key, _encode(SharedBeat(self.me.id, beat)), not_before)
+        self._queue(key, _encode(SharedBeat(self.me.id, beat, time.time())), not_before)
 
     def _queue(self, key: str, value: bytes, not_before: float) -> None:
         queued = self._pending.get(key)
@@ -254,16 +259,27 @@ class Cluster:
             shared = _decode_beat(value)
             if shared.by == self.me.id:
                 return
+            owner: Owner = ("node", rest) if kind == "nodebeats" else ("instance", *rest.split("/", 1))
+            age = self._age(owner, shared.at)
             with contextlib.suppress(NotFound):  # not registered (yet, or any more)
                 if kind == "nodebeats":
-                    self._registry.renew_node(rest, shared.beat, self._registry.index)
+                    self._registry.renew_node(rest, shared.beat, self._registry.index, age)
                 else:
-                    service, _, iid = rest.partition("/")
-                    self._registry.renew(service, iid, shared.beat, self._registry.index)
+                    self._registry.renew(owner[1], owner[2], shared.beat, self._registry.index, age)
         else:
             results = _decode_results(value)
             if results.by != self.me.id:
                 self._registry.set_checks(tuple(rest.split("/")), results.states, self._registry.index)
+
+    def _age(self, owner: Owner, at: float | None) -> float:
+        """How long ago the server that wrote a heartbeat received it: the TTL runs from then here
+        too, so that a fleet gone silent lapses together on every server (its last writes come up
+        to a third of a TTL after its last beats). More than half a TTL is the servers' clocks
+        disagreeing, not the coalescing: it counts for half."""
+        ttl = self._registry.ttl_of(owner)
+        if at is None or ttl is None:
+            return 0.0
+        return min(max(time.time() - at, 0.0), ttl / 2)
 
     def known(self) -> dict[str, int]:
         return dict(self._revisions)

@@ -707,11 +707,12 @@ class Registry:
         """The shortest TTL of an instance's or a node's checks, None without a TTL check."""
         return min((c.ttl for c in self.checks_of(owner) if c.ttl is not None), default=None)
 
-    def renew(self, service: str, iid: str, beat: Heartbeat, index: int | None = None) -> Published:
+    def renew(self, service: str, iid: str, beat: Heartbeat, index: int | None = None, age: float = 0.0) -> Published:
         """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart.
 
         With `index`, the heartbeat came from another server through the store's feed (already
-        coalesced there): what it changes is published at once, at that index.
+        coalesced there, and received there `age` seconds ago: the TTLs run from then, so that
+        they lapse together on every server): what it changes is published at once, at that index.
 
         A status change is published at once; new metrics or output quietly (see `_quietly_changed`);
         a heartbeat that changes neither moves no index and wakes nobody. The answer is the
@@ -728,7 +729,7 @@ class Registry:
         entry.updated_at = self._clock()
         # Every heartbeat with metrics is one evaluation of the rules: a GPU that stays hot counts.
         judged = metrics is not None and bool(entry.checks) and self._judge(entry)
-        if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "") or judged:
+        if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "", age) or judged:
             self._publish(entry, self.changes.next() if index is None else index)
             return entry.published
         if index is not None and (metrics_changed or beat.output):
@@ -1097,7 +1098,7 @@ class Registry:
             self.on_heartbeat(("node", nid), beat)
         return view
 
-    def renew_node(self, nid: str, beat: Heartbeat, index: int | None = None) -> NodeView:
+    def renew_node(self, nid: str, beat: Heartbeat, index: int | None = None, age: float = 0.0) -> NodeView:
         """Renew the node's TTL checks and take its live metrics, judged by its rules and by the
         rules of its instances that read `node`: in memory only, as an instance's. With `index`,
         from another server through the store's feed (see `renew`)."""
@@ -1105,7 +1106,7 @@ class Registry:
         if node is None:
             raise NotFound(f"node {nid!r} is not registered")
         node.updated_at = self._clock()
-        changed = self.health.heartbeat(("node", nid), node.checks, beat.status or "passing", beat.output or "")
+        changed = self.health.heartbeat(("node", nid), node.checks, beat.status or "passing", beat.output or "", age)
         metrics = beat.metrics
         if metrics is not None:
             changed |= self._node_metrics(nid, node, {**metrics, **node.scraped} if node.scraped else metrics)
