@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from swarm_discovery.core.cluster import _weight
 from swarm_discovery.errors import Unreachable
 from swarm_discovery.sdk.client import Client
 from swarm_discovery.store.etcd import EtcdStore
@@ -27,6 +28,7 @@ from tests.helpers import ids, instance, put, unique, wait_for
 from tests.server import Server, free_port
 
 PREFIX = "ha"
+TRUSTED = "127.0.0.3"  # reporters are told apart by address: each client below binds its own
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,10 @@ def servers(cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> I
     root = tmp_path_factory.mktemp("ha")
     endpoints = cluster.endpoints
     # Each lists the members in another order, so that they start on different members.
-    a = _server(root, "a", "etcd://" + ",".join(endpoints) + f"/{PREFIX}")
-    b = _server(root, "b", "etcd://" + ",".join(reversed(endpoints)) + f"/{PREFIX}")
+    # Ejections long enough to be seen on both before they end.
+    reports = ("--ejection-base", "5s", "--trusted-reporter", TRUSTED)
+    a = _server(root, "a", "etcd://" + ",".join(endpoints) + f"/{PREFIX}", *reports)
+    b = _server(root, "b", "etcd://" + ",".join(reversed(endpoints)) + f"/{PREFIX}", *reports)
     a.start()
     b.start()
     yield a, b
@@ -374,3 +378,86 @@ def test_a_network_cut_that_silences_a_fleet_is_held_alike_on_every_server(
     finally:
         one.stop()
         other.stop()
+
+
+def _reporter(server: Server, address: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+def _fail(reporter: httpx.Client, service: str, iid: str, times: int = 5) -> None:
+    answer = reporter.post("/v1/reports", json=[{"service": service, "id": iid, "ok": False}] * times)
+    assert answer.status_code == 200 and answer.json()["accepted"] == times, answer.text
+
+
+def _ejections(server: Server, service: str) -> dict[str, dict[str, object]]:
+    shown = server.http.get(f"/v1/services/{service}", params={"all": "true"}).json()
+    return {i["id"]: i["ejected"] for i in shown if i.get("ejected")}
+
+
+def _fleet(servers: tuple[Server, Server], decided_by: Server) -> str:
+    """A service of four instances that both servers list, whose ejections `decided_by` decides
+    (the rendezvous of the service among the two)."""
+    a, b = servers
+    peers = [peer["id"] for peer in a.http.get("/v1/server").json()["peers"]]
+    while True:
+        service = unique("eject")
+        decider = max(peers, key=lambda server: _weight(server, ("ejections", service)))
+        if decider == decided_by.http.get("/v1/server").json()["id"]:
+            break
+    for i in range(4):
+        put(a.http, service, f"i{i}")
+    wait_for(lambda: len(ids(b.http.get(f"/v1/services/{service}"))) == 4, 5)
+    return service
+
+
+@pytest.mark.parametrize("decider", [0, 1], ids=["a-decides", "b-decides"])
+def test_reporters_on_different_servers_make_one_quorum_and_the_ejection_shows_and_ends_alike(
+    servers: tuple[Server, Server], decider: int
+) -> None:
+    a, b = servers
+    service = _fleet(servers, servers[decider])
+    with _reporter(a, "127.0.0.1") as on_a, _reporter(b, "127.0.0.2") as on_b:
+        _fail(on_a, service, "i0")
+        assert _ejections(a, service) == _ejections(b, service) == {}  # one reporter's vote
+        _fail(on_b, service, "i0")
+    wait_for(lambda: _ejections(a, service).keys() == _ejections(b, service).keys() == {"i0"}, 5)
+    ejection = _ejections(a, service)["i0"]
+    assert ejection["reason"] == "5 failures in a row (2 reporters agree)" and ejection["count"] == 1
+    assert _ejections(b, service) == {"i0": ejection}  # the same until, to the microsecond
+    for server in (a, b):
+        assert ids(server.http.get(f"/v1/services/{service}")) == ["i1", "i2", "i3"]
+    for server in (a, b):  # and it ends on both
+        wait_for(lambda server=server: _ejections(server, service) == {}, 10)  # type: ignore[misc]
+        assert len(ids(server.http.get(f"/v1/services/{service}"))) == 4
+
+
+@pytest.mark.parametrize("decider", [0, 1], ids=["a-decides", "b-decides"])
+def test_a_trusted_reporters_vote_through_one_server_ejects_on_the_other(
+    servers: tuple[Server, Server], decider: int
+) -> None:
+    a, b = servers
+    service = _fleet(servers, servers[decider])
+    with _reporter(a, TRUSTED) as trusted:
+        _fail(trusted, service, "i2")
+    wait_for(lambda: "i2" in _ejections(b, service), 5)
+    ejection = _ejections(b, service)["i2"]
+    assert ejection["reason"] == "5 failures in a row (a trusted reporter)"
+    wait_for(lambda: _ejections(a, service) == {"i2": ejection}, 5)
+
+
+def test_a_server_that_starts_during_an_ejection_shows_it(
+    cluster: EtcdCluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    a, b = servers
+    service = _fleet(servers, a)
+    with _reporter(b, TRUSTED) as trusted:
+        _fail(trusted, service, "i1")
+    wait_for(lambda: "i1" in _ejections(a, service), 5)
+    ejection = _ejections(a, service)["i1"]
+    c = _server(tmp_path, "c", cluster.url(PREFIX), "--ejection-base", "5s")
+    c.start()
+    try:
+        assert _ejections(c, service) == {"i1": ejection}  # from the snapshot it loaded
+        wait_for(lambda: _ejections(c, service) == {}, 10)  # and ended on time
+    finally:
+        c.stop()

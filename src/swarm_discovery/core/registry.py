@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..balance.outliers import OutlierSettings
-from ..balance.quorum import QuorumDetector, Reporters, ReportSettings
+from ..balance.quorum import QuorumDetector, Reporters, ReportSettings, Vote
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..health.check import CheckRuntime, worst
 from ..health.limits import ProbeSettings
@@ -263,6 +263,11 @@ class Registry:
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
         self.on_heartbeat: Callable[[Owner, Heartbeat], None] | None = None
         self.on_health_changed: Callable[[Owner], None] | None = None  # after it is republished
+        # On a shared store (cluster.py): votes cast here go to the other servers, and a service's
+        # ejections are decided by one server, which shares them.
+        self.on_vote: Callable[[str, str, Vote], None] | None = None
+        self.on_ejection: Callable[[str, str, Ejection], None] | None = None
+        self.decides: Callable[[str], bool] = lambda service: True
         self.rules = RulesBook(self.commit, self._rules_changed, clock)
         self.follow("rules", self.rules)
 
@@ -889,16 +894,48 @@ class Registry:
             reason = judge.observe(view.service or "", view.id or "", report.ok)
             if reason is None:
                 continue
-            detector = self._outliers.get(report.service)
-            if detector is None:
-                detector = self._outliers[report.service] = QuorumDetector(
-                    self._outlier_settings, self._report_settings, self._clock
-                )
-            ejection = detector.vote(report.id, reporter, reason, trusted, self.size(report.service))
-            if ejection is not None:
-                self._republish(report.service, report.id, self.changes.next())
-                self._release_at(report.service, ejection.until)
+            vote = Vote(reporter, reason, trusted, self._clock())
+            if self.on_vote is not None:
+                self.on_vote(report.service, report.id, vote)
+            self.vote(report.service, report.id, vote)
         return ReportsAccepted(accepted=accepted, ignored=len(reports) - accepted)
+
+    def vote(self, service: str, iid: str, vote: Vote) -> None:
+        """A vote cast here or, through the store, on another server: it ejects when it completes
+        a quorum and this server `decides` the service's ejections."""
+        if iid not in self._services.get(service, {}):
+            return
+        size, decide = self.size(service), self.decides(service)
+        ejection = self._detector(service).vote(iid, vote.reporter, vote.reason, vote.trusted, size, vote.at, decide)
+        if ejection is not None:
+            self._republish(service, iid, self.changes.next())
+            self._release_at(service, ejection.until)
+            if self.on_ejection is not None:
+                self.on_ejection(service, iid, ejection)
+
+    def eject(self, service: str, iid: str, ejection: Ejection | None, index: int) -> None:
+        """An ejection another server decided (None: it ended there), from the store's feed: taken
+        as it is, and the instance republished at `index`. Taken before its instance is, too: a
+        snapshot holds ejections/ before instances/, and the instance shows it once loaded."""
+        if ejection is None and service not in self._outliers:
+            return
+        if self._detector(service).adopt(iid, ejection):
+            self._republish(service, iid, index)
+            if ejection is not None:
+                self._release_at(service, ejection.until)
+
+    @property
+    def vote_window(self) -> float:
+        """How long a vote stands."""
+        return self._report_settings.window
+
+    def _detector(self, service: str) -> QuorumDetector:
+        detector = self._outliers.get(service)
+        if detector is None:
+            detector = self._outliers[service] = QuorumDetector(
+                self._outlier_settings, self._report_settings, self._clock
+            )
+        return detector
 
     def _release_at(self, service: str, until: float) -> None:
         delay, number = max(until - self._clock(), 0.0), next(self._seq)
