@@ -23,8 +23,8 @@ Heartbeats are coalesced: one instance's is written when its status or output ch
 metrics changed and BEAT_EVERY has passed since the last write, or when a third of its TTL has
 passed (so that the others renew it in time); a server's writes go out together, FLUSH_OPS to a
 transaction, every FLUSH_EVERY. A fleet heartbeating every second with a 15 s TTL and steady
-metrics writes a fifth of its heartbeats. beats/ and checks/ keys hold their writer's lease: they
-go with the server that wrote them.
+metrics writes a fifth of its heartbeats. beats/, checks/ and ejections/ keys hold their writer's
+lease: they go with the server that wrote them.
 
 Passive reports: each reporter's evidence stays on the server it reports to (a client sticks to
 one), and the votes it casts go to every server, each recording them all. One server per service,
@@ -236,7 +236,8 @@ class Cluster:
 
     def share_vote(self, service: str, iid: str, vote: Vote) -> None:
         """A reporter's vote cast here, for the others to record (and the decider to judge)."""
-        reporter = hashlib.blake2b(vote.reporter.encode(), digest_size=8).hexdigest()  # any string
+        # A token or an address, any string: hashed, it is a key segment.
+        reporter = hashlib.blake2b(vote.reporter.encode(), digest_size=8).hexdigest()
         self._queue(f"votes/{service}/{iid}/{reporter}", _encode(SharedVote(self.me.id, vote)), 0.0)
 
     def share_ejection(self, service: str, iid: str, ejection: Ejection) -> None:
