@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from swarm_discovery.core.cluster import _weight
 from swarm_discovery.errors import Unreachable
 from swarm_discovery.sdk.client import Client
 from swarm_discovery.store.etcd import EtcdStore
@@ -27,6 +28,7 @@ from tests.helpers import ids, instance, put, unique, wait_for
 from tests.server import Server, free_port
 
 PREFIX = "ha"
+TRUSTED = "127.0.0.3"  # reporters are told apart by address: each client below binds its own
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +39,9 @@ def cluster() -> Iterator[EtcdCluster]:
     etcd.stop()
 
 
-def _server(root: Path, name: str, url: str) -> Server:
+def _server(root: Path, name: str, url: str, *args: str) -> Server:
     (root / name).mkdir(parents=True, exist_ok=True)
-    return Server(root / name / "data", args=(*FAST_EXPIRY, "--store", url))
+    return Server(root / name / "data", args=(*FAST_EXPIRY, "--store", url, *args))
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +49,10 @@ def servers(cluster: EtcdCluster, tmp_path_factory: pytest.TempPathFactory) -> I
     root = tmp_path_factory.mktemp("ha")
     endpoints = cluster.endpoints
     # Each lists the members in another order, so that they start on different members.
-    a = _server(root, "a", "etcd://" + ",".join(endpoints) + f"/{PREFIX}")
-    b = _server(root, "b", "etcd://" + ",".join(reversed(endpoints)) + f"/{PREFIX}")
+    # Ejections long enough to be seen on both before they end.
+    reports = ("--ejection-base", "5s", "--trusted-reporter", TRUSTED)
+    a = _server(root, "a", "etcd://" + ",".join(endpoints) + f"/{PREFIX}", *reports)
+    b = _server(root, "b", "etcd://" + ",".join(reversed(endpoints)) + f"/{PREFIX}", *reports)
     a.start()
     b.start()
     yield a, b
@@ -333,4 +337,127 @@ def test_active_checks_are_split_among_the_servers_and_move_when_one_dies(
                 assert [i.id for i in client.instances(service) if i.id == "ttl"] == ["ttl"]
     finally:
         backend.stop()
+        c.stop()
+
+
+def test_a_network_cut_that_silences_a_fleet_is_held_alike_on_every_server(
+    cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    """Heartbeats through one server only, whose shared writes (a third of a TTL apart, each
+    instance at its own phase) reach the other late: both still see the lapses together, and hold."""
+    url = cluster.url(unique("guard"))  # a world of its own: only these checks count
+    one, other = (_server(tmp_path, name, url, "--expiry-window", "300ms") for name in ("one", "other"))
+    one.start()
+    other.start()
+    fleet = [(f"svc{s}", f"i{i}") for s in range(4) for i in range(4)]  # four registrants, 16 checks
+    try:
+        for service, iid in fleet:
+            put(one.http, service, iid, checks=[{"type": "ttl", "ttl": "3s"}])
+
+        async def beat(started: float) -> None:
+            async with httpx.AsyncClient(base_url=one.url, timeout=10) as http:
+                # Each instance starts 60 ms after the one before: its writes, a third of a TTL
+                # apart, fall at its own phase, as a fleet's do.
+                for n, (service, iid) in enumerate(fleet):
+                    await asyncio.sleep(max(started + 0.06 * n - time.monotonic(), 0))
+                    await http.put(f"/v1/services/{service}/instances/{iid}/heartbeat", json={})
+                while time.monotonic() - started < 3:
+                    await asyncio.sleep(0.2)
+                    paths = [f"/v1/services/{s}/instances/{i}/heartbeat" for s, i in fleet]
+                    await asyncio.gather(*(http.put(path, json={}) for path in paths))
+
+        _run(beat(time.monotonic()))  # then the cut: nothing heartbeats any more
+
+        def held(server: Server) -> bool:
+            return bool(server.http.get("/v1/server").json()["expiry_protection"])
+
+        wait_for(lambda: held(one) and held(other), 10)
+        for server in (one, other):
+            listed = sorted((s, i) for s in {s for s, _ in fleet} for i in ids(server.http.get(f"/v1/services/{s}")))
+            assert listed == fleet, f"{server.url} let {sorted(set(fleet) - set(listed))} expire"
+    finally:
+        one.stop()
+        other.stop()
+
+
+def _reporter(server: Server, address: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+def _fail(reporter: httpx.Client, service: str, iid: str, times: int = 5) -> None:
+    answer = reporter.post("/v1/reports", json=[{"service": service, "id": iid, "ok": False}] * times)
+    assert answer.status_code == 200 and answer.json()["accepted"] == times, answer.text
+
+
+def _ejections(server: Server, service: str) -> dict[str, dict[str, object]]:
+    shown = server.http.get(f"/v1/services/{service}", params={"all": "true"}).json()
+    return {i["id"]: i["ejected"] for i in shown if i.get("ejected")}
+
+
+def _fleet(servers: tuple[Server, Server], decided_by: Server) -> str:
+    """A service of four instances that both servers list, whose ejections `decided_by` decides
+    (the rendezvous of the service among the two)."""
+    a, b = servers
+    peers = [peer["id"] for peer in a.http.get("/v1/server").json()["peers"]]
+    while True:
+        service = unique("eject")
+        decider = max(peers, key=lambda server: _weight(server, ("ejections", service)))
+        if decider == decided_by.http.get("/v1/server").json()["id"]:
+            break
+    for i in range(4):
+        put(a.http, service, f"i{i}")
+    wait_for(lambda: len(ids(b.http.get(f"/v1/services/{service}"))) == 4, 5)
+    return service
+
+
+@pytest.mark.parametrize("decider", [0, 1], ids=["a-decides", "b-decides"])
+def test_reporters_on_different_servers_make_one_quorum_and_the_ejection_shows_and_ends_alike(
+    servers: tuple[Server, Server], decider: int
+) -> None:
+    a, b = servers
+    service = _fleet(servers, servers[decider])
+    with _reporter(a, "127.0.0.1") as on_a, _reporter(b, "127.0.0.2") as on_b:
+        _fail(on_a, service, "i0")
+        assert _ejections(a, service) == _ejections(b, service) == {}  # one reporter's vote
+        _fail(on_b, service, "i0")
+    wait_for(lambda: _ejections(a, service).keys() == _ejections(b, service).keys() == {"i0"}, 5)
+    ejection = _ejections(a, service)["i0"]
+    assert ejection["reason"] == "5 failures in a row (2 reporters agree)" and ejection["count"] == 1
+    assert _ejections(b, service) == {"i0": ejection}  # the same until, to the microsecond
+    for server in (a, b):
+        assert ids(server.http.get(f"/v1/services/{service}")) == ["i1", "i2", "i3"]
+    for server in (a, b):  # and it ends on both
+        wait_for(lambda server=server: _ejections(server, service) == {}, 10)  # type: ignore[misc]
+        assert len(ids(server.http.get(f"/v1/services/{service}"))) == 4
+
+
+@pytest.mark.parametrize("decider", [0, 1], ids=["a-decides", "b-decides"])
+def test_a_trusted_reporters_vote_through_one_server_ejects_on_the_other(
+    servers: tuple[Server, Server], decider: int
+) -> None:
+    a, b = servers
+    service = _fleet(servers, servers[decider])
+    with _reporter(a, TRUSTED) as trusted:
+        _fail(trusted, service, "i2")
+    wait_for(lambda: "i2" in _ejections(b, service), 5)
+    ejection = _ejections(b, service)["i2"]
+    assert ejection["reason"] == "5 failures in a row (a trusted reporter)"
+    wait_for(lambda: _ejections(a, service) == {"i2": ejection}, 5)
+
+
+def test_a_server_that_starts_during_an_ejection_shows_it(
+    cluster: EtcdCluster, servers: tuple[Server, Server], tmp_path: Path
+) -> None:
+    a, b = servers
+    service = _fleet(servers, a)
+    with _reporter(b, TRUSTED) as trusted:
+        _fail(trusted, service, "i1")
+    wait_for(lambda: "i1" in _ejections(a, service), 5)
+    ejection = _ejections(a, service)["i1"]
+    c = _server(tmp_path, "c", cluster.url(PREFIX), "--ejection-base", "5s")
+    c.start()
+    try:
+        assert _ejections(c, service) == {"i1": ejection}  # from the snapshot it loaded
+        wait_for(lambda: _ejections(c, service) == {}, 10)  # and ended on time
+    finally:
         c.stop()

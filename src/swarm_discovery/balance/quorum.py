@@ -21,6 +21,13 @@ stands in for Envoy's pool mean, weighted by requests rather than averaged over 
 Where every reporter is one client behind one fault (its own network), each sees everything
 fail and votes against everything: the quorum, and the share cap beyond it, are the defence.
 
+On several servers (core/cluster.py) each reporter's evidence stays on the server it reports to,
+and its votes go to every server: each records them all, so that any can take over, and one
+server per service, chosen as active checks are, decides that service's ejections, which the
+others `adopt`. One decider gives one answer: with each server deciding for itself from the same
+votes, the order they arrive in would set the share cap and the ejection counts apart (two
+servers each ejecting a different half of a pool of two), and each would set its own `until`.
+
 What is kept is bounded: MAX_REPORTERS reporters, the least recently reporting forgotten; per
 reporter, evidence on at most MAX_EVIDENCE instances, the least recently failing forgotten (an
 instance without a failure in the reporter's last WINDOW outcomes there holds nothing); per
@@ -29,6 +36,7 @@ instance, at most `quorum` votes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,7 +44,7 @@ from collections.abc import Callable
 import msgspec
 
 from ..records import Ejection
-from .outliers import MIN_REQUESTS, WINDOW, OutlierDetector, OutlierSettings
+from .outliers import MIN_REQUESTS, WINDOW, OutlierDetector, OutlierSettings, _Record
 
 MAX_REPORTERS = 1024
 MAX_EVIDENCE = 256  # instances per reporter, in every service together: 262,144 in all, about 45 MB
@@ -49,6 +57,15 @@ class ReportSettings(msgspec.Struct, frozen=True):
     quorum: int = 2  # distinct reporters whose votes eject together
     window: float = 30.0  # seconds a vote stands
     trusted: frozenset[str] = frozenset()  # reporters whose vote alone ejects
+
+
+class Vote(msgspec.Struct, frozen=True):
+    """A reporter's vote against an instance, as the server it reports to cast it."""
+
+    reporter: str
+    reason: str
+    trusted: bool
+    at: float  # when, on that server's clock
 
 
 class Reporter:
@@ -136,29 +153,60 @@ class QuorumDetector(OutlierDetector):
         self.reports = reports or ReportSettings()
         self._votes: dict[str, dict[str, float]] = {}  # id -> reporter -> when it voted, oldest first
 
-    def vote(self, key: str, reporter: str, reason: str, trusted: bool, pool_size: int) -> Ejection | None:
-        """`reporter`'s vote against `key`, for `reason`; the ejection when it completes a quorum."""
-        if key in self.ejected:
-            return None
+    def vote(
+        self,
+        key: str,
+        reporter: str,
+        reason: str,
+        trusted: bool,
+        pool_size: int,
+        at: float | None = None,
+        decide: bool = True,
+    ) -> Ejection | None:
+        """`reporter`'s vote against `key`, for `reason`, cast `at` (now by default); the ejection
+        when it completes a quorum. Without `decide`, only recorded: another server decides."""
         now, quorum = self._clock(), self.reports.quorum
-        votes = self._votes.setdefault(key, {})
-        for gone in [r for r, at in votes.items() if at <= now - self.reports.window]:
-            del votes[gone]
-        votes.pop(reporter, None)
-        votes[reporter] = now
-        if not trusted and len(votes) < quorum:
+        at = now if at is None else at
+        if key in self.ejected or at <= now - self.reports.window:
             return None
-        if trusted:
-            reason = f"{reason} (a trusted reporter)"
-        else:
-            reason = f"{reason} ({len(votes)} reporters agree)" if len(votes) > 1 else f"{reason} (one reporter)"
-        ejection = self.eject(key, reason, pool_size)
-        if ejection is not None:
-            del self._votes[key]
-            return ejection
+        votes = self._votes.setdefault(key, {})
+        for gone in [r for r, cast in votes.items() if cast <= now - self.reports.window]:
+            del votes[gone]
+        votes[reporter] = max(at, votes.pop(reporter, at))
+        if decide and (trusted or len(votes) >= quorum):
+            if trusted:
+                reason = f"{reason} (a trusted reporter)"
+            else:
+                reason = f"{reason} ({len(votes)} reporters agree)" if len(votes) > 1 else f"{reason} (one reporter)"
+            ejection = self.eject(key, reason, pool_size)
+            if ejection is not None:
+                del self._votes[key]
+                return ejection
         while len(votes) > quorum:  # the share cap held it back: the latest votes stand for the next try
             del votes[next(iter(votes))]
         return None
+
+    def adopt(self, key: str, ejection: Ejection | None) -> bool:
+        """Take an ejection another server decided, whatever the cap says here (None: it ended
+        there); whether that changed anything here."""
+        if ejection is None:
+            if self.ejected.pop(key, None) is None:
+                return False
+            record = self._records.get(key)
+            if record is not None:
+                record.returned_at = self._clock()
+            self._next_release = min((e.until for e in self.ejected.values()), default=math.inf)
+            return True
+        if self.ejected.get(key) == ejection:
+            return False
+        record = self._records.get(key)
+        if record is None:
+            record = self._records[key] = _Record()
+        record.ejections = max(record.ejections, ejection.count)  # the next one here goes on from it
+        self.ejected[key] = ejection
+        self._next_release = min(self._next_release, ejection.until)
+        self._votes.pop(key, None)
+        return True
 
     def forget(self, key: str) -> None:
         super().forget(key)

@@ -7,6 +7,11 @@ and the active checks, split among them.
                             server renews the instance's TTL and takes its metrics from it.
     nodebeats/{id}          the same for a node.
     checks/{kind}/{...}     what the probes of the server that runs an owner's active checks found.
+    votes/{service}/{id}/{reporter hash}
+                            a reporter's vote against an instance, cast by the server it reports to.
+    ejections/{service}/{id}
+                            an ejection, with its reason, `until` and count, from the server that
+                            decides the service's ejections.
 
 Active checks are split by rendezvous hashing: each owner (an instance or a node) is probed by the
 live server with the highest hash of (server, owner), so that a server joining or leaving moves
@@ -18,8 +23,23 @@ Heartbeats are coalesced: one instance's is written when its status or output ch
 metrics changed and BEAT_EVERY has passed since the last write, or when a third of its TTL has
 passed (so that the others renew it in time); a server's writes go out together, FLUSH_OPS to a
 transaction, every FLUSH_EVERY. A fleet heartbeating every second with a 15 s TTL and steady
-metrics writes a fifth of its heartbeats. beats/ and checks/ keys hold their writer's lease: they
-go with the server that wrote them.
+metrics writes a fifth of its heartbeats. beats/, checks/ and ejections/ keys hold their writer's
+lease: they go with the server that wrote them.
+
+Passive reports: each reporter's evidence stays on the server it reports to (a client sticks to
+one), and the votes it casts go to every server, each recording them all. One server per service,
+by rendezvous hashing as for active checks, decides its ejections, and writes each; every server
+takes it as written (balance/quorum.py says why one decides rather than each). So reporters on
+different servers make one quorum, and every server shows the same ejection, to its `until`, each
+ending it on its own clock then. An ejection ends everywhere when its key goes: its time is up
+(the decider deletes it) or the decider left. Votes live under leases of their own, one for each
+half vote window, lasting one and a half: a vote is gone from the store one to one and a half
+windows after it was cast, whoever wrote it, and it counts for one window from when it was cast.
+
+Mass-expiry protection is each server's own, from the same heartbeats: a shared heartbeat carries
+when it was received, and the others run its TTLs from then, so a fleet gone silent lapses at the
+same moment everywhere (its last writes come up to a third of a TTL after its last beats, each
+instance at its own phase), and every server holds it or lets it expire alike.
 
 The change index: a change applied from the store's feed takes its revision on every server, so
 durable changes, heartbeats and check results that came through etcd show at the same index
@@ -43,10 +63,11 @@ from typing import Any
 import msgspec
 
 from .. import __version__
+from ..balance.quorum import Vote
 from ..errors import NotFound, StoreError
 from ..health.monitor import Owner
-from ..records import CheckStatus, Heartbeat, Peer
-from ..store import LeaseNotFound, Put
+from ..records import CheckStatus, Ejection, Heartbeat, Peer
+from ..store import Delete, LeaseNotFound, Op, Put
 from ..store.etcd import EtcdStore
 from .registry import Registry
 
@@ -61,11 +82,22 @@ log = logging.getLogger("swarm.cluster")
 class SharedBeat(msgspec.Struct, frozen=True):
     by: str  # the server that received it
     beat: Heartbeat
+    at: float | None = None  # when (its wall clock); None from a server older than this field
 
 
 class CheckResults(msgspec.Struct, frozen=True):
     by: str
     states: list[tuple[int, CheckStatus, str]]  # position among the owner's checks, status, output
+
+
+class SharedVote(msgspec.Struct, frozen=True):
+    by: str
+    vote: Vote
+
+
+class SharedEjection(msgspec.Struct, frozen=True):
+    by: str
+    ejection: Ejection
 
 
 class _Written:
@@ -81,6 +113,8 @@ _encode = msgspec.json.Encoder().encode
 _decode_peer = msgspec.json.Decoder(Peer).decode
 _decode_beat = msgspec.json.Decoder(SharedBeat).decode
 _decode_results = msgspec.json.Decoder(CheckResults).decode
+_decode_vote = msgspec.json.Decoder(SharedVote).decode
+_decode_ejection = msgspec.json.Decoder(SharedEjection).decode
 
 
 def _owner_key(owner: Owner) -> str:
@@ -108,13 +142,20 @@ class Cluster:
         self.peers: dict[str, Peer] = {}
         self._revisions: dict[str, int] = {}  # every key applied, with its mod revision
         self._lease = 0
-        self._pending: dict[str, tuple[bytes, float]] = {}  # key -> (value, not before)
+        self._pending: dict[str, tuple[bytes | None, float]] = {}  # key -> (value, None to delete; not before)
         self._written: dict[Owner, _Written] = {}
         self._mine: dict[Owner, bool] = {}  # rendezvous answers, until the peers change
+        self._ejecting: dict[str, float] = {}  # ejections/ keys this server wrote last -> until
+        self._votes_lease = 0
+        self._votes_leased = -math.inf  # when it was granted
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        for kind in ("servers", "beats", "nodebeats", "checks"):  # before the registry loads the store
+        # Before the registry loads the store: the votes and ejections in it are judged as live ones.
+        for kind in ("servers", "beats", "nodebeats", "checks", "votes", "ejections"):
             registry.follow(kind, self)
+        registry.on_vote = self.share_vote
+        registry.on_ejection = self.share_ejection
+        registry.decides = self.decides
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -157,7 +198,13 @@ class Cluster:
 
     def mine(self, key: Any) -> bool:
         """Whether this server probes the check `key` ((*owner, position)): the owner's rendezvous."""
-        owner: Owner = key[:-1]
+        return self._rendezvous(key[:-1])
+
+    def decides(self, service: str) -> bool:
+        """Whether this server decides the service's ejections: the service's rendezvous."""
+        return self._rendezvous(("ejections", service))
+
+    def _rendezvous(self, owner: Owner) -> bool:
         found = self._mine.get(owner)
         if found is None:
             ids = self.peers.keys() | {self.me.id}
@@ -185,6 +232,28 @@ class Cluster:
         if active and self.mine((*owner, 0)):
             self._queue(_owner_key(owner), _encode(CheckResults(self.me.id, active)), 0.0)
 
+    # --- passive reports --------------------------------------------------------------------------
+
+    def share_vote(self, service: str, iid: str, vote: Vote) -> None:
+        """A reporter's vote cast here, for the others to record (and the decider to judge)."""
+        # A token or an address, any string: hashed, it is a key segment.
+        reporter = hashlib.blake2b(vote.reporter.encode(), digest_size=8).hexdigest()
+        self._queue(f"votes/{service}/{iid}/{reporter}", _encode(SharedVote(self.me.id, vote)), 0.0)
+
+    def share_ejection(self, service: str, iid: str, ejection: Ejection) -> None:
+        """An ejection this server decided, for the others to take."""
+        key = f"ejections/{service}/{iid}"
+        self._ejecting[key] = ejection.until
+        self._queue(key, _encode(SharedEjection(self.me.id, ejection)), 0.0)
+
+    async def _lease_for_votes(self) -> int:
+        """The lease votes go under now: one for each half window, lasting one and a half."""
+        window, now = self._registry.vote_window, time.monotonic()
+        if now - self._votes_leased >= window / 2:
+            self._votes_lease = await self._store.grant(window * 1.5)
+            self._votes_leased = now
+        return self._votes_lease
+
     # --- heartbeats -----------------------------------------------------------------------------
 
     def share_heartbeat(self, owner: Owner, beat: Heartbeat) -> None:
@@ -193,8 +262,13 @@ class Cluster:
         now = time.monotonic()
         said = (beat.status or "passing", beat.output or "")
         last = self._written.get(owner)
+        key = f"nodebeats/{owner[1]}" if owner[0] == "node" else f"beats/{owner[1]}/{owner[2]}"
         if last is None or last.said != said:
             not_before = now
+        elif key in self._pending:
+            # It goes with the write queued already: scheduling the next one from that write's
+            # time would push the writes further off with each beat, past the TTL.
+            not_before = last.at
         else:
             ttl = self._registry.ttl_of(owner)
             renewal = last.at + ttl / 3 if ttl is not None else math.inf
@@ -203,10 +277,9 @@ class Cluster:
             if not_before == math.inf:
                 return
         self._written[owner] = _Written(max(now, not_before), said, beat.metrics)
-        key = f"nodebeats/{owner[1]}" if owner[0] == "node" else f"beats/{owner[1]}/{owner[2]}"
-        self._queue(key, _encode(SharedBeat(self.me.id, beat)), not_before)
+        self._queue(key, _encode(SharedBeat(self.me.id, beat, time.time())), not_before)
 
-    def _queue(self, key: str, value: bytes, not_before: float) -> None:
+    def _queue(self, key: str, value: bytes | None, not_before: float) -> None:
         queued = self._pending.get(key)
         self._pending[key] = (value, min(not_before, queued[1]) if queued is not None else not_before)
         self._wake.set()
@@ -222,12 +295,24 @@ class Cluster:
                 del self._pending[key]
             if not self._pending:
                 self._wake.clear()
+            votes = 0
+            if any(key.startswith("votes/") for key, _ in due):
+                try:
+                    votes = await self._lease_for_votes()
+                except StoreError as exc:
+                    log.warning("cannot share votes (no lease for them): %s", exc)
+                    due = [(key, value) for key, value in due if not key.startswith("votes/")]
             for start in range(0, len(due), FLUSH_OPS):
-                ops = [Put(key, value, lease=self._lease) for key, value in due[start : start + FLUSH_OPS]]
+                ops: list[Op] = [
+                    Delete(key)
+                    if value is None
+                    else Put(key, value, lease=votes if key.startswith("votes/") else self._lease)
+                    for key, value in due[start : start + FLUSH_OPS]
+                ]
                 try:
                     await self._store.txn([], ops)
                 except StoreError as exc:  # the next heartbeats say it again
-                    log.warning("cannot share %d heartbeats and check results: %s", len(ops), exc)
+                    log.warning("cannot share %d heartbeats, check results and votes: %s", len(ops), exc)
             if now - pruned > PRUNE_EVERY:
                 pruned = now
                 self._prune()
@@ -236,6 +321,10 @@ class Cluster:
         for owner in list(self._written):
             if not self._registry.exists(owner):
                 del self._written[owner]
+        now = time.time()
+        for key in [key for key, until in self._ejecting.items() if until <= now]:
+            del self._ejecting[key]
+            self._queue(key, None, 0.0)  # over everywhere already, each server's clock says
 
     # --- following the store --------------------------------------------------------------------
 
@@ -245,6 +334,9 @@ class Cluster:
             self._revisions.pop(key, None)
             if kind == "servers" and self.peers.pop(rest, None) is not None:
                 self._mine.clear()  # its checks move to the others
+            elif kind == "ejections":
+                service, _, iid = rest.partition("/")
+                self._registry.eject(service, iid, None, self._registry.index)
             return
         self._revisions[key] = revision
         if kind == "servers":
@@ -254,16 +346,38 @@ class Cluster:
             shared = _decode_beat(value)
             if shared.by == self.me.id:
                 return
+            owner: Owner = ("node", rest) if kind == "nodebeats" else ("instance", *rest.split("/", 1))
+            age = self._age(owner, shared.at)
             with contextlib.suppress(NotFound):  # not registered (yet, or any more)
                 if kind == "nodebeats":
-                    self._registry.renew_node(rest, shared.beat, self._registry.index)
+                    self._registry.renew_node(rest, shared.beat, self._registry.index, age)
                 else:
-                    service, _, iid = rest.partition("/")
-                    self._registry.renew(service, iid, shared.beat, self._registry.index)
+                    self._registry.renew(owner[1], owner[2], shared.beat, self._registry.index, age)
+        elif kind == "votes":
+            shared_vote = _decode_vote(value)
+            if shared_vote.by != self.me.id:
+                service, _, iid = rest.rpartition("/")[0].partition("/")
+                self._registry.vote(service, iid, shared_vote.vote)
+        elif kind == "ejections":
+            decided = _decode_ejection(value)
+            if decided.by != self.me.id:
+                self._ejecting.pop(key, None)  # another's now: not this server's to delete
+                service, _, iid = rest.partition("/")
+                self._registry.eject(service, iid, decided.ejection, self._registry.index)
         else:
             results = _decode_results(value)
             if results.by != self.me.id:
                 self._registry.set_checks(tuple(rest.split("/")), results.states, self._registry.index)
+
+    def _age(self, owner: Owner, at: float | None) -> float:
+        """How long ago the server that wrote a heartbeat received it: the TTL runs from then here
+        too, so that a fleet gone silent lapses together on every server (its last writes come up
+        to a third of a TTL after its last beats). More than half a TTL is the servers' clocks
+        disagreeing, not the coalescing: it counts for half."""
+        ttl = self._registry.ttl_of(owner)
+        if at is None or ttl is None:
+            return 0.0
+        return min(max(time.time() - at, 0.0), ttl / 2)
 
     def known(self) -> dict[str, int]:
         return dict(self._revisions)

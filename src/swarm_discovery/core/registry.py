@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..balance.outliers import OutlierSettings
-from ..balance.quorum import QuorumDetector, Reporters, ReportSettings
+from ..balance.quorum import QuorumDetector, Reporters, ReportSettings, Vote
 from ..errors import BadRequest, Conflict, NotFound, StoreError
 from ..health.check import CheckRuntime, worst
 from ..health.limits import ProbeSettings
@@ -263,6 +263,11 @@ class Registry:
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
         self.on_heartbeat: Callable[[Owner, Heartbeat], None] | None = None
         self.on_health_changed: Callable[[Owner], None] | None = None  # after it is republished
+        # On a shared store (cluster.py): votes cast here go to the other servers, and a service's
+        # ejections are decided by one server, which shares them.
+        self.on_vote: Callable[[str, str, Vote], None] | None = None
+        self.on_ejection: Callable[[str, str, Ejection], None] | None = None
+        self.decides: Callable[[str], bool] = lambda service: True
         self.rules = RulesBook(self.commit, self._rules_changed, clock)
         self.follow("rules", self.rules)
 
@@ -707,11 +712,12 @@ class Registry:
         """The shortest TTL of an instance's or a node's checks, None without a TTL check."""
         return min((c.ttl for c in self.checks_of(owner) if c.ttl is not None), default=None)
 
-    def renew(self, service: str, iid: str, beat: Heartbeat, index: int | None = None) -> Published:
+    def renew(self, service: str, iid: str, beat: Heartbeat, index: int | None = None, age: float = 0.0) -> Published:
         """Renew TTL checks and replace live metrics: in memory only, they start afresh on restart.
 
         With `index`, the heartbeat came from another server through the store's feed (already
-        coalesced there): what it changes is published at once, at that index.
+        coalesced there, and received there `age` seconds ago: the TTLs run from then, so that
+        they lapse together on every server): what it changes is published at once, at that index.
 
         A status change is published at once; new metrics or output quietly (see `_quietly_changed`);
         a heartbeat that changes neither moves no index and wakes nobody. The answer is the
@@ -728,7 +734,7 @@ class Registry:
         entry.updated_at = self._clock()
         # Every heartbeat with metrics is one evaluation of the rules: a GPU that stays hot counts.
         judged = metrics is not None and bool(entry.checks) and self._judge(entry)
-        if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "") or judged:
+        if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "", age) or judged:
             self._publish(entry, self.changes.next() if index is None else index)
             return entry.published
         if index is not None and (metrics_changed or beat.output):
@@ -888,16 +894,48 @@ class Registry:
             reason = judge.observe(view.service or "", view.id or "", report.ok)
             if reason is None:
                 continue
-            detector = self._outliers.get(report.service)
-            if detector is None:
-                detector = self._outliers[report.service] = QuorumDetector(
-                    self._outlier_settings, self._report_settings, self._clock
-                )
-            ejection = detector.vote(report.id, reporter, reason, trusted, self.size(report.service))
-            if ejection is not None:
-                self._republish(report.service, report.id, self.changes.next())
-                self._release_at(report.service, ejection.until)
+            vote = Vote(reporter, reason, trusted, self._clock())
+            if self.on_vote is not None:
+                self.on_vote(report.service, report.id, vote)
+            self.vote(report.service, report.id, vote)
         return ReportsAccepted(accepted=accepted, ignored=len(reports) - accepted)
+
+    def vote(self, service: str, iid: str, vote: Vote) -> None:
+        """A vote cast here or, through the store, on another server: it ejects when it completes
+        a quorum and this server `decides` the service's ejections."""
+        if iid not in self._services.get(service, {}):
+            return
+        size, decide = self.size(service), self.decides(service)
+        ejection = self._detector(service).vote(iid, vote.reporter, vote.reason, vote.trusted, size, vote.at, decide)
+        if ejection is not None:
+            self._republish(service, iid, self.changes.next())
+            self._release_at(service, ejection.until)
+            if self.on_ejection is not None:
+                self.on_ejection(service, iid, ejection)
+
+    def eject(self, service: str, iid: str, ejection: Ejection | None, index: int) -> None:
+        """An ejection another server decided (None: it ended there), from the store's feed: taken
+        as it is, and the instance republished at `index`. Taken before its instance is, too: a
+        snapshot holds ejections/ before instances/, and the instance shows it once loaded."""
+        if ejection is None and service not in self._outliers:
+            return
+        if self._detector(service).adopt(iid, ejection):
+            self._republish(service, iid, index)
+            if ejection is not None:
+                self._release_at(service, ejection.until)
+
+    @property
+    def vote_window(self) -> float:
+        """How long a vote stands."""
+        return self._report_settings.window
+
+    def _detector(self, service: str) -> QuorumDetector:
+        detector = self._outliers.get(service)
+        if detector is None:
+            detector = self._outliers[service] = QuorumDetector(
+                self._outlier_settings, self._report_settings, self._clock
+            )
+        return detector
 
     def _release_at(self, service: str, until: float) -> None:
         delay, number = max(until - self._clock(), 0.0), next(self._seq)
@@ -1097,7 +1135,7 @@ class Registry:
             self.on_heartbeat(("node", nid), beat)
         return view
 
-    def renew_node(self, nid: str, beat: Heartbeat, index: int | None = None) -> NodeView:
+    def renew_node(self, nid: str, beat: Heartbeat, index: int | None = None, age: float = 0.0) -> NodeView:
         """Renew the node's TTL checks and take its live metrics, judged by its rules and by the
         rules of its instances that read `node`: in memory only, as an instance's. With `index`,
         from another server through the store's feed (see `renew`)."""
@@ -1105,7 +1143,7 @@ class Registry:
         if node is None:
             raise NotFound(f"node {nid!r} is not registered")
         node.updated_at = self._clock()
-        changed = self.health.heartbeat(("node", nid), node.checks, beat.status or "passing", beat.output or "")
+        changed = self.health.heartbeat(("node", nid), node.checks, beat.status or "passing", beat.output or "", age)
         metrics = beat.metrics
         if metrics is not None:
             changed |= self._node_metrics(nid, node, {**metrics, **node.scraped} if node.scraped else metrics)

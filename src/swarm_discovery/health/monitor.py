@@ -115,8 +115,11 @@ class HealthMonitor:
                 self._timers.set(("stale", *owner, position), check.max_age)
         return changed
 
-    def heartbeat(self, owner: Owner, runtimes: Sequence[CheckRuntime], status: CheckStatus, output: str) -> bool:
-        """Renew the owner's TTL checks; True when a status changed."""
+    def heartbeat(
+        self, owner: Owner, runtimes: Sequence[CheckRuntime], status: CheckStatus, output: str, age: float = 0.0
+    ) -> bool:
+        """Renew the owner's TTL checks, from a heartbeat received `age` seconds ago (relayed by
+        another server); True when a status changed."""
         changed = False
         for position, check in enumerate(runtimes):
             if check.ttl is None:
@@ -124,7 +127,7 @@ class HealthMonitor:
             key = (*owner, position)
             self.guard.renewed(key)
             self._timers.cancel(("expire", *key))
-            self._timers.set(("ttl", *key), check.ttl)
+            self._timers.set(("ttl", *key), max(check.ttl - age, 0.0))
             changed |= check.set(status, output, self._clock())
             self._arm_deregistration(key, check)
         return changed
