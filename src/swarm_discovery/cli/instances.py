@@ -20,6 +20,7 @@ from .options import (
     CheckTimeout,
     InstanceId,
     Json,
+    Metrics,
     Region,
     Service,
     Zone,
@@ -27,7 +28,7 @@ from .options import (
     check_specs,
     connect,
     location,
-    number,
+    metrics_of,
     pairs,
     scalar,
     seconds,
@@ -195,9 +196,7 @@ def maintenance(
 def heartbeat(
     service: Service,
     id: InstanceId,
-    metric: Annotated[
-        list[str] | None, typer.Option(metavar="NAME=NUMBER", help="A metric, e.g. queue_depth=3. Repeatable.")
-    ] = None,
+    metric: Metrics = None,
     every: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Keep heartbeating this often until Ctrl-C.")
     ] = None,
@@ -205,7 +204,7 @@ def heartbeat(
     as_json: Json = False,
 ) -> None:
     """Renew the TTL checks of an instance, once or --every so often, with its metrics."""
-    metrics = {name: number(value, "--metric") for name, value in pairs(metric, "--metric")} or None
+    metrics = metrics_of(metric)
     with connect(addr) as client:
         if every is None:
             view = call(client.heartbeat, service, id, metrics=metrics)

@@ -15,16 +15,18 @@ from .options import (
     Checks,
     CheckTimeout,
     Json,
+    Metrics,
     Region,
     Zone,
     body_from,
     check_specs,
     connect,
     location,
+    metrics_of,
     number,
     pairs,
 )
-from .output import call, console, fail, print_json
+from .output import answer, call, console, fail, print_json
 from .tables import nodes_table
 
 NodeId = Annotated[str, typer.Argument(metavar="ID", help="Node id, e.g. gpu-node-7.", show_default=False)]
@@ -118,35 +120,23 @@ def register_node(
     body.setdefault("checks", []).extend(check_specs(check, check_interval, check_timeout))
     with connect(addr) as client:
         view = call(client.put_node, id, body)
-    if as_json:
-        print_json(view)
-    else:
-        console.print(f"registered node [bold]{escape(id)}[/bold] ({view.kind}, {view.status})")
+    answer(view, as_json, f"registered node [bold]{escape(id)}[/bold] ({view.kind}, {view.status})")
 
 
 def node_heartbeat(
     id: NodeId,
-    metric: Annotated[
-        list[str] | None, typer.Option(metavar="NAME=NUMBER", help="A metric, e.g. gpu_temp_c=71. Repeatable.")
-    ] = None,
+    metric: Metrics = None,
     addr: Addr = None,
     as_json: Json = False,
 ) -> None:
     """Renew the TTL checks of node ID, with its metrics (its rules and its instances' judge them)."""
-    metrics = {name: number(value, "--metric") for name, value in pairs(metric, "--metric")} or None
     with connect(addr) as client:
-        view = call(client.node_heartbeat, id, metrics=metrics)
-    if as_json:
-        print_json(view)
-    else:
-        console.print(f"renewed node [bold]{escape(id)}[/bold] ({view.status})")
+        view = call(client.node_heartbeat, id, metrics=metrics_of(metric))
+    answer(view, as_json, f"renewed node [bold]{escape(id)}[/bold] ({view.status})")
 
 
 def remove_node(id: NodeId, addr: Addr = None, as_json: Json = False) -> None:
     """Remove node ID."""
     with connect(addr) as client:
         call(client.delete_node, id)
-    if as_json:
-        print_json({"id": id, "deleted": True})
-    else:
-        console.print(f"removed node [bold]{escape(id)}[/bold]")
+    answer({"id": id, "deleted": True}, as_json, f"removed node [bold]{escape(id)}[/bold]")

@@ -66,6 +66,16 @@ def body_from(file: Path | None, option: str = "--file") -> dict[str, Any]:
     return body
 
 
+Metrics = Annotated[
+    list[str] | None, typer.Option("--metric", metavar="NAME=NUMBER", help="A metric, e.g. queue_depth=3. Repeatable.")
+]
+
+
+def metrics_of(values: list[str] | None) -> dict[str, float] | None:
+    """What the --metric options say, None without any."""
+    return {name: number(value, "--metric") for name, value in pairs(values, "--metric")} or None
+
+
 def pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
     """`k=v` strings as pairs; anything else fails naming `option`."""
     found = []

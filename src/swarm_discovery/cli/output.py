@@ -62,6 +62,14 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def answer(value: Any, as_json: bool, line: str) -> None:
+    """A command's answer: `value` as JSON with --json, else one line of text (rich markup)."""
+    if as_json:
+        print_json(value)
+    else:
+        console.print(line)
+
+
 class _ToStderr(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         errors.print(f"swarm: {escape(record.getMessage())}", soft_wrap=True, style="dim")

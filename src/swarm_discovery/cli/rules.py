@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from .options import Addr, Json, Service, connect
-from .output import call, console, fail, print_json
+from .output import answer, call, console, fail, print_json
 from .tables import rules_table
 
 
@@ -60,10 +60,7 @@ def set_rules(
         fail("give --critical and/or --warning, or --file")
     with connect(addr) as client:
         found = call(client.set_rules, service, rules)
-    if as_json:
-        print_json(found)
-    else:
-        console.print(f"set {len(found.rules)} rule(s) on [bold]{escape(service)}[/bold]")
+    answer(found, as_json, f"set {len(found.rules)} rule(s) on [bold]{escape(service)}[/bold]")
 
 
 def show_rules(service: Service, addr: Addr = None, as_json: Json = False) -> None:
@@ -82,7 +79,4 @@ def clear_rules(service: Service, addr: Addr = None, as_json: Json = False) -> N
     """Clear the metric rules of SERVICE; its instances keep their own checks."""
     with connect(addr) as client:
         call(client.clear_rules, service)
-    if as_json:
-        print_json({"service": service, "deleted": True})
-    else:
-        console.print(f"cleared the rules of [bold]{escape(service)}[/bold]")
+    answer({"service": service, "deleted": True}, as_json, f"cleared the rules of [bold]{escape(service)}[/bold]")
