@@ -46,7 +46,7 @@ def test_thresholds_take_an_instance_through_warning_to_critical_and_back(shared
     assert beat(http, service, "a", gpu_temp_c=88.0, xid_errors=0.0)["status"] == "warning"
     assert ids(http.get(f"/v1/services/{service}")) == ["a"]  # warning: still listed
     state = check(http, service, "a", "gpu")
-    assert state["output"] == "warning: instance.metrics.gpu_temp_c > 85.0 (gpu_temp_c=88, xid_errors=0)"
+    assert state["output"] == "warning: gpu_temp_c=88, xid_errors=0 (instance.metrics.gpu_temp_c > 85.0)"
 
     # One critical reading is a spike: failures_before_critical is 2.
     assert beat(http, service, "a", gpu_temp_c=95.0, xid_errors=0.0)["status"] == "warning"
@@ -124,7 +124,7 @@ def test_an_instance_rule_may_read_its_nodes_metrics(shared_server: Server) -> N
     assert beat(http, service, "a", queue=50.0)["status"] == "passing"  # node metrics not sent yet
     http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"mem_free_gb": 0.5}})
     assert http.get(f"/v1/services/{service}/instances/a").json()["status"] == "critical"
-    assert check(http, service, "a", "metric")["output"].endswith("(queue=50, node.mem_free_gb=0.5)")
+    assert check(http, service, "a", "metric")["output"].startswith("critical: queue=50, node.mem_free_gb=0.5 (")
     http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"mem_free_gb": 8.0}})
     assert http.get(f"/v1/services/{service}/instances/a").json()["status"] == "passing"
 
@@ -360,5 +360,176 @@ def test_a_scrape_without_rules_only_gathers_metrics(shared_server: Server) -> N
         wait_for(lambda: check(http, service, "a", "m")["status"] == "critical")
         endpoint.status = 200
         wait_for(lambda: check(http, service, "a", "m")["status"] == "passing")
+    finally:
+        endpoint.stop()
+
+
+# --- what a review found ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "'llama' in instance.capabilities.models && instance.metrics.q > 1.0",
+        "instance.meta.role.contains('gpu')",
+        "instance.port * 2 > 3",
+        "size(instance.tags) > 2 || instance.tags.exists(t, t == 'x')",
+    ],
+)
+def test_rules_over_fields_some_records_lack_are_accepted(shared_server: Server, expression: str) -> None:
+    response = shared_server.http.put(
+        f"/v1/services/{unique('fields')}/instances/a",
+        json={"address": "10.0.0.1", "port": 80, "checks": [{"type": "metric", "critical": expression}]},
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ({"critical": "instance.weight * 2.0 > 1.0"}, "checks[0].critical: No matching overloads"),
+        ({"critical": "1 / 0 > 1"}, "checks[0].critical: divide by zero"),
+        ({"critical": "instance.metrics.q + 1.0"}, "checks[0].critical: gives a double, not true or false"),
+        ({"critical": "instance.metrics.q > 1.0", "ttl": "5s"}, "checks[0].ttl: metric checks do not take it"),
+        ({"critical": "instance.metrics.q > 1.0", "stale_status": "passing"}, "checks[0].stale_status"),
+    ],
+)
+def test_rules_that_could_never_fire_are_refused(shared_server: Server, rule: dict[str, Any], expected: str) -> None:
+    response = shared_server.http.put(
+        f"/v1/services/{unique('never')}/instances/a",
+        json={"address": "10.0.0.1", "port": 80, "checks": [{"type": "metric", **rule}]},
+    )
+    assert response.status_code == 400 and expected in response.json()["error"], response.text
+
+
+@pytest.mark.parametrize(
+    ("check", "expected"),
+    [
+        ({"type": "ttl", "ttl": "5s", "max_age": "3s"}, "checks[0].max_age: only metric checks take it"),
+        ({"type": "http", "url": "http://10.0.0.1/", "critical": "true"}, "checks[0].critical: only metric"),
+    ],
+)
+def test_metric_fields_on_other_checks_are_refused(shared_server: Server, check: dict[str, Any], expected: str) -> None:
+    response = shared_server.http.put(
+        f"/v1/services/{unique('fields')}/instances/a", json={"address": "10.0.0.1", "port": 80, "checks": [check]}
+    )
+    assert response.status_code == 400 and expected in response.json()["error"], response.text
+
+
+def test_a_nodes_rules_read_node_only(shared_server: Server) -> None:
+    rule = {"type": "metric", "critical": "instance.metrics.q > 1.0"}
+    response = shared_server.http.put(f"/v1/nodes/{unique('n')}", json={"checks": [rule]})
+    assert response.status_code == 400 and "a node's rules read `node`" in response.json()["error"]
+
+
+def test_a_metric_check_with_nothing_to_do_is_refused_after_a_gathering_one(shared_server: Server) -> None:
+    http = shared_server.http
+    gather = {"type": "metric", "scrape": "http://10.0.0.1:9/metrics"}
+    put(http, unique("gather"), "a", checks=[gather])
+    response = http.put(
+        f"/v1/services/{unique('empty')}/instances/a",
+        json={"address": "10.0.0.1", "port": 80, "checks": [{"type": "metric"}]},
+    )
+    assert response.status_code == 400, response.text
+
+
+def test_writing_the_same_rules_again_keeps_their_state(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("same")
+    http.put(f"/v1/services/{service}/rules", json={"rules": [QUEUE]})
+    put(http, service, "a", capacity={"max_concurrency": 1.0})
+    assert beat(http, service, "a", queue_depth=9.0)["status"] == "critical"
+    http.put(f"/v1/services/{service}/rules", json={"rules": [QUEUE]})
+    assert http.get(f"/v1/services/{service}/instances/a").json()["status"] == "critical"
+    http.put(f"/v1/services/{service}/rules", json={"rules": [QUEUE, GPU]})  # one added: the other stays
+    assert [s["status"] for s in http.get(f"/v1/services/{service}/instances/a/checks").json()] == [
+        "critical",
+        "passing",
+    ]
+
+
+def test_empty_rules_clear_and_duplicate_names_are_refused(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("empty-rules")
+    http.put(f"/v1/services/{service}/rules", json={"rules": [QUEUE]})
+    assert http.put(f"/v1/services/{service}/rules", json={"rules": []}).json()["rules"] == []
+    assert http.delete(f"/v1/services/{service}/rules").status_code == 404  # nothing left to clear
+    twice = http.put(f"/v1/services/{service}/rules", json={"rules": [QUEUE, QUEUE]})
+    assert twice.status_code == 400 and "two rules named 'queue'" in twice.json()["error"]
+
+
+def test_going_stale_never_improves_a_status_and_starts_the_count_again(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("stale-hot")
+    put(http, service, "a", checks=[{**GPU, "max_age": "300ms", "success_before_passing": 2}])
+    assert beat(http, service, "a", gpu_temp_c=99.0)["status"] == "critical"
+    wait_for(lambda: check(http, service, "a", "gpu")["output"].startswith("stale"))
+    assert check(http, service, "a", "gpu")["status"] == "critical"  # silent and hot: still critical
+    assert beat(http, service, "a", gpu_temp_c=50.0)["status"] == "critical"  # one good reading of two
+    assert beat(http, service, "a", gpu_temp_c=50.0)["status"] == "passing"
+
+
+def test_node_heartbeats_that_change_nothing_move_no_index(shared_server: Server) -> None:
+    http, node = shared_server.http, unique("steady-node")
+    http.put(f"/v1/nodes/{node}", json={"checks": [{"type": "ttl", "ttl": "60s"}]})
+    http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"load": 1.0}})
+    wait_for(lambda: http.get(f"/v1/nodes/{node}").json()["metrics"] == {"load": 1.0}, 3)
+    first = int(http.get(f"/v1/nodes/{node}").headers["x-swarm-index"])
+    for _ in range(4):
+        http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"load": 1.0}})
+    assert int(http.get(f"/v1/nodes/{node}").headers["x-swarm-index"]) == first
+
+
+def test_an_instance_critical_from_its_nodes_metrics_recovers_when_the_node_goes(shared_server: Server) -> None:
+    http, service, node = shared_server.http, unique("orphan"), unique("n")
+    http.put(f"/v1/nodes/{node}", json={})
+    put(http, service, "a", node=node, checks=[{"type": "metric", "critical": "node.metrics.t > 90.0"}])
+    http.put(f"/v1/nodes/{node}/heartbeat", json={"metrics": {"t": 99.0}})
+    assert http.get(f"/v1/services/{service}/instances/a").json()["status"] == "critical"
+    http.delete(f"/v1/nodes/{node}")
+    assert http.get(f"/v1/services/{service}/instances/a").json()["status"] == "passing"
+
+
+def test_a_nodes_scraped_metrics_reach_its_instances(shared_server: Server) -> None:
+    http, service, node = shared_server.http, unique("scraped-node"), unique("n")
+    endpoint = MetricsServer()
+    try:
+        endpoint.body = b"# TYPE temp gauge\ntemp 99.0\n"
+        rule = {"type": "metric", "scrape": endpoint.url, "interval": "200ms", "critical": "node.metrics.temp > 90.0"}
+        assert http.put(f"/v1/nodes/{node}", json={"checks": [rule]}).status_code == 200
+        put(http, service, "a", node=node)
+        wait_for(lambda: ids(http.get(f"/v1/services/{service}")) == [])
+        assert http.get(f"/v1/nodes/{node}").json()["status"] == "critical"
+    finally:
+        endpoint.stop()
+
+
+def test_a_failing_scrape_stays_failed_whatever_heartbeats_say(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("scrape-down")
+    endpoint = MetricsServer()
+    try:
+        endpoint.status = 503
+        scrape = {"type": "metric", "name": "m", "scrape": endpoint.url, "interval": "200ms"}
+        put(http, service, "a", checks=[{"type": "ttl", "ttl": "60s"}, scrape, GPU])
+        wait_for(lambda: check(http, service, "a", "m")["status"] == "critical")
+        for _ in range(3):
+            beat(http, service, "a", gpu_temp_c=50.0)
+        assert check(http, service, "a", "m")["status"] == "critical"
+        assert check(http, service, "a", "gpu")["status"] == "passing"
+    finally:
+        endpoint.stop()
+
+
+def test_what_a_scrape_no_longer_reads_leaves_the_metrics(shared_server: Server) -> None:
+    http, service = shared_server.http, unique("drift")
+    endpoint = MetricsServer()
+    try:
+        endpoint.body = b"a_one 1.0\n"
+        put(http, service, "a", checks=[{"type": "metric", "scrape": endpoint.url, "interval": "200ms"}])
+        path = f"/v1/services/{service}/instances/a"
+        beat(http, service, "a", own=5.0)
+        wait_for(lambda: http.get(path).json().get("metrics") == {"own": 5.0, "a_one": 1.0})
+        endpoint.body = b"a_two 2.0\n"
+        wait_for(lambda: http.get(path).json().get("metrics") == {"own": 5.0, "a_two": 2.0})
+        endpoint.body = "".join(f"m{i} {i}.0\n" for i in range(64)).encode()
+        wait_for(lambda: "m62" in http.get(path).json().get("metrics", {}))
+        assert len(http.get(path).json()["metrics"]) == 64  # the heartbeat's first, then the scrape's
     finally:
         endpoint.stop()

@@ -119,7 +119,7 @@ class CheckSpec(Spec, kw_only=True):
     warning: Expression | None = None
     critical: Expression | None = None
     max_age: Duration | None = None
-    stale_status: CheckStatus = "warning"
+    stale_status: Literal["warning", "critical"] = "warning"
     scrape: Text | None = None
 
 
@@ -337,6 +337,7 @@ class NodeRecord(msgspec.Struct, omit_defaults=True, kw_only=True, gc=False):
 
 
 _TARGET = {"http": "url", "tcp": "tcp", "grpc": "grpc", "ttl": "ttl"}  # the field each kind probes
+_METRIC_ONLY = ("warning", "critical", "max_age", "scrape")
 
 
 def validate_checks(checks: list[CheckSpec], where: str = "checks") -> None:
@@ -346,6 +347,10 @@ def validate_checks(checks: list[CheckSpec], where: str = "checks") -> None:
         if check.type != "metric" and getattr(check, _TARGET[check.type]) is None:
             name = _TARGET[check.type]
             raise BadRequest(f"{field}.{name}: a {check.type} check needs `{name}`")
+        for name in _METRIC_ONLY if check.type != "metric" else _TARGET.values():
+            if getattr(check, name) is not None:
+                takes = "only metric checks take it" if check.type != "metric" else "metric checks do not take it"
+                raise BadRequest(f"{field}.{name}: {takes}")
         if check.type == "ttl" and parse_duration(check.ttl or "", f"{field}.ttl") <= 0:
             raise BadRequest(f"{field}.ttl: must be positive")
         if parse_duration(check.interval, f"{field}.interval") < MIN_CHECK_INTERVAL:

@@ -22,6 +22,7 @@ from .errors import BadRequest
 MAX_SELECTOR_LENGTH = 2048
 _CACHE_SIZE = 1024
 _ERROR = cel.Type.ERROR
+_BOOL = cel.Type.BOOL
 _SELECTORS_FAULT = {  # CEL's runtime errors that no record can cause or avoid
     "Iteration budget exceeded": "more than CEL's 10,000 iterations in one evaluation; it is too costly",
     "invalid regular expression": "an invalid regular expression",
@@ -88,13 +89,16 @@ class Selector:
             return False
         return result.value() is True
 
-    def error_in_cel(self, bindings: Bindings) -> str | None:
-        """What CEL itself says is wrong when evaluating on `bindings`, None when nothing is."""
+    def fault_on(self, bindings: Bindings) -> str | None:
+        """What is wrong when CEL itself evaluates this on `bindings`: its error, or that the answer
+        is not true or false; None when it is."""
         try:
             result = self._expr.eval(bindings.activation)
         except RuntimeError as exc:
             return str(exc)
-        return str(result.value()) if result.type() == _ERROR else None
+        if result.type() == _ERROR:
+            return str(result.value())
+        return None if result.type() == _BOOL else f"gives a {str(result.type()).lower()}, not true or false"
 
 
 def _raise_if_the_selectors_fault(message: str) -> None:

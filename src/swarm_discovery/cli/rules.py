@@ -49,8 +49,8 @@ def set_rules(
     One rule from the options, or several from --file; either replaces the rules the service had.
     Metrics are doubles: write 2.0, not 2, beside them.
     """
-    if file is not None and (critical or warning):
-        fail("give --file or --critical/--warning, not both")
+    if file is not None and (critical or warning or name or max_age):
+        fail("give --file, or --critical/--warning with --name and --max-age, not both")
     if file is not None:
         rules = _rules_from(file)
     elif critical or warning:

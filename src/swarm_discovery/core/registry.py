@@ -36,6 +36,7 @@ from ..health.monitor import HealthMonitor, Owner, registrant_of
 from ..health.protection import ExpiryGuard, ExpirySettings
 from ..locality import Near, sort_near
 from ..records import (
+    MAX_METRICS,
     CheckState,
     CheckStatus,
     Ejection,
@@ -726,7 +727,7 @@ class Registry:
         entry = self._entry(service, iid)
         metrics = beat.metrics
         if metrics is not None and entry.scraped:
-            metrics = {**metrics, **entry.scraped}
+            metrics = _laid_over(metrics, None, entry.scraped)
         metrics_changed = metrics is not None and metrics != entry.metrics
         if metrics_changed:
             entry.metrics = self._shared.metrics(metrics)  # type: ignore[arg-type]
@@ -747,43 +748,60 @@ class Registry:
         return entry.published
 
     def _rules_changed(self, service: str) -> None:
-        """The service's rules changed: each instance keeps its own checks and takes the new rules."""
+        """The service's rules changed: each instance keeps its own checks, and of its rules those
+        that stay the same (with their state); the new ones judge its metrics at once."""
         rules, index = self.rules.of(service), self.changes.index
         for iid, entry in self._services.get(service, {}).items():
             own, owner = len(entry.view.checks), _instance_owner(service, iid)
-            self.health.untrack(owner, entry.checks[own:], own)
-            added = self.health.track(owner, rules, registrant_of(owner, entry.registrant), own)
-            entry.checks = entry.checks[:own] + added
+            registrant = registrant_of(owner, entry.registrant)
+            old, checks, fresh = entry.checks[own:], list(entry.checks[:own]), []
+            for position, rule in enumerate(rules, own):
+                before = old[position - own] if position - own < len(old) else None
+                if before is not None and before.spec == rule:
+                    checks.append(before)
+                    continue
+                if before is not None:
+                    self.health.untrack(owner, (before,), position)
+                checks.extend(self.health.track(owner, [rule], registrant, position))
+                fresh.append(position)
+            for position in range(own + len(rules), own + len(old)):  # rules taken away
+                self.health.untrack(owner, (old[position - own],), position)
+            if not fresh and len(old) == len(rules):
+                continue  # the same rules: nothing changed for this instance
+            entry.checks = tuple(checks)
             entry.updated_at = self._clock()
-            if entry.metrics and added:
-                self._judge(entry)
+            for position in fresh if entry.metrics else ():
+                self._judge(entry, position)
             self._publish(entry, index)
 
-    def _judge(self, entry: _Instance, on_node: _Node | None = None) -> bool:
-        """Evaluate the instance's metric rules on its live metrics (with `on_node`, only those
-        that read the node, on its new metrics); True when a status changed."""
+    def _judge(self, entry: _Instance, only: int | None = None, node: bool = False) -> bool:
+        """Evaluate the instance's metric rules on its live metrics and its node's (`only` the
+        check at that position; with `node`, only the rules that read the node, which changed);
+        True when a status changed."""
         instance = entry.published.bindings.instance
         if instance["metrics"] is not entry.metrics:  # newer than the published version
             instance = {**instance, "metrics": entry.metrics}
-        node = on_node or self._nodes.get(entry.view.node or "")
+        found = self._nodes.get(entry.view.node or "")
         owner = _instance_owner(entry.view.service or "", entry.view.id or "")
-        bindings = Bindings(instance, node.data if node else _NO_NODE)
-        return self.health.judge(owner, entry.checks, bindings, node=on_node is not None)
+        bindings = Bindings(instance, found.data if found else _NO_NODE)
+        return self.health.judge(owner, entry.checks, bindings, only, node)
 
-    def _scraped(self, owner: Owner, metrics: dict[str, float]) -> None:
-        """A metric check's scrape read the owner's metrics: over its heartbeats', and judged."""
+    def _scraped(self, owner: Owner, position: int, metrics: dict[str, float]) -> None:
+        """The scrape of the owner's check at `position` read these: they replace what the last
+        scrape read, over the heartbeats' metrics, and that check judges them."""
         if owner[0] == "node":
             node = self._nodes.get(owner[1])
             if node is not None:
+                live = _laid_over(node.metrics, node.scraped, metrics)
                 node.scraped = metrics
-                self._node_metrics(owner[1], node, {**node.metrics, **metrics})
+                self._node_took(owner[1], node, live, False, None, position)
             return
         entry = self._services.get(owner[1], {}).get(owner[2])
         if entry is None:
             return
+        entry.metrics = self._shared.metrics(_laid_over(entry.metrics, entry.scraped, metrics))
         entry.scraped = metrics
-        entry.metrics = self._shared.metrics({**entry.metrics, **metrics})
-        if self._judge(entry):
+        if self._judge(entry, position):
             self._publish(entry, self.changes.next())
             if self.on_health_changed is not None:
                 self.on_health_changed(owner)
@@ -1060,13 +1078,14 @@ class Registry:
             quiet.cancel()
         if node is not None:
             self.health.untrack(("node", nid), node.checks)
+            self._judge_on_node(nid)  # what their rules read of it is gone: republished below
             self._node_changed(nid, index)
 
     async def put_node(self, nid: str, spec: NodeSpec) -> NodeView:
         if spec.id not in (None, nid):
             raise BadRequest(f"id: body says {spec.id!r} but the path says {nid!r}")
         validate_checks(spec.checks)
-        validate_rules(spec.checks)
+        validate_rules(spec.checks, of_node=True)
         spec = msgspec.structs.replace(spec, id=nid)
 
         def build() -> tuple[int, _Local]:
@@ -1145,26 +1164,46 @@ class Registry:
         node.updated_at = self._clock()
         changed = self.health.heartbeat(("node", nid), node.checks, beat.status or "passing", beat.output or "", age)
         metrics = beat.metrics
+        if metrics is not None and node.scraped:
+            metrics = _laid_over(metrics, None, node.scraped)
+        self._node_took(nid, node, metrics, changed, index, said=bool(beat.output))
+        return node.view
+
+    def _node_took(
+        self,
+        nid: str,
+        node: _Node,
+        metrics: dict[str, float] | None,
+        changed: bool,
+        index: int | None = None,
+        only: int | None = None,
+        said: bool = False,
+    ) -> None:
+        """What a node's heartbeat or scrape brought: its metrics judged (by its rules, or `only`
+        the scraping check, then by its instances' rules that read `node`), then shown: a status
+        change at once (at `index` when it came from another server), new metrics or output
+        quietly, and a heartbeat that changed nothing not at all."""
         if metrics is not None:
-            changed |= self._node_metrics(nid, node, {**metrics, **node.scraped} if node.scraped else metrics)
-        said = metrics is not None or bool(beat.output)
-        if changed or (index is not None and said):  # from another server: at its index, as there
+            said |= metrics != node.metrics
+            node.metrics = self._shared.metrics(metrics)
+            node.republish()  # what the rules read
+            changed |= self.health.judge(("node", nid), node.checks, Bindings(_NO_NODE, node.data), only)
+            for service, iid in self._judge_on_node(nid):
+                self._republish(service, iid, self.changes.next())
+        if changed or (index is not None and said):
             self._node_health_changed(nid, self.changes.next() if index is None else index)
         elif said:
             node.republish()  # the answer shows it at once; readers at most every QUIET_EVERY
             self._node_quietly_changed(nid)
-        return node.view
 
-    def _node_metrics(self, nid: str, node: _Node, metrics: dict[str, float]) -> bool:
-        """New metrics of a node: judged by its rules, then by its instances' that read `node`
-        (those republished here when their status changes); True when the node's status changed."""
-        node.metrics = self._shared.metrics(metrics)
-        node.republish()  # for the rules to read: shown to readers with the change, or quietly
-        changed = self.health.judge(("node", nid), node.checks, Bindings(_NO_NODE, node.data))
+    def _judge_on_node(self, nid: str) -> list[tuple[str, str]]:
+        """Judge the rules that read `node` of the instances on `nid` (gone: they read `{}`); the
+        instances whose status changed."""
+        changed = []
         for service in list(self._node_services.get(nid, {})):
             for iid, entry in self._services.get(service, {}).items():
-                if entry.view.node == nid and entry.checks and self._judge(entry, node):
-                    self._republish(service, iid, self.changes.next())
+                if entry.view.node == nid and entry.checks and self._judge(entry, node=True):
+                    changed.append((service, iid))
         return changed
 
     def node(self, nid: str) -> NodeView:
@@ -1187,6 +1226,17 @@ class Registry:
     @property
     def node_count(self) -> int:
         return len(self._nodes)
+
+
+def _laid_over(live: dict[str, float], before: dict[str, float] | None, scraped: dict[str, float]) -> dict[str, float]:
+    """`live` metrics with a scrape's over them, the previous scrape's (`before`) taken out first,
+    at most MAX_METRICS in all (the heartbeat's first)."""
+    merged = {k: v for k, v in live.items() if k not in before} if before else dict(live)
+    for name, value in scraped.items():
+        if len(merged) >= MAX_METRICS and name not in merged:
+            break
+        merged[name] = value
+    return merged
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, TooBusy
 from ..health.metric import validate_rules
 from ..records import CheckSpec, RulesRequest, ServiceRules, validate_checks
 from ..store import Commit, Delete, Put
@@ -68,8 +68,15 @@ class RulesBook:
                 raise BadRequest(f"rules[{position}].scrape: one URL cannot serve every instance; scrape in its checks")
         validate_checks(request.rules, "rules")
         validate_rules(request.rules, "rules")
+        names = [check.name for check in request.rules if check.name is not None]
+        if len(names) != len(set(names)):
+            raise BadRequest(f"rules: two rules named {next(n for n in names if names.count(n) > 1)!r}")
+        if not request.rules:  # no rules: as a clear, so that the empty record takes no place
+            if service in self._rules:
+                await self.clear(service)
+            return self.get(service)
         if service not in self._rules and len(self._rules) >= MAX_SERVICES_WITH_RULES:
-            raise BadRequest(f"rules: at most {MAX_SERVICES_WITH_RULES:,} services have rules; clear some first")
+            raise TooBusy(f"rules: at most {MAX_SERVICES_WITH_RULES:,} services have rules; clear some first")
         rules = ServiceRules(service=service, rules=request.rules, updated_at=self._clock())
         await self._commit([], [Put(PREFIX + service, _encode(rules))])
         return self.get(service)

@@ -155,6 +155,12 @@ class CheckRuntime:
         self.critical_since = now if status == "critical" else None
         return True
 
+    def stale(self, output: str, now: float) -> bool:
+        """A metric check's metrics are older than its max_age: `stale_status`, never better than it
+        was (a GPU that went silent hot stays critical), and its good evaluations start again."""
+        self.successes = self.calm = 0
+        return self.set(worst([self.status, self.spec.stale_status]), output, now)
+
     def set(self, status: CheckStatus, output: str, now: float) -> bool:
         """Set the status outright (a TTL heartbeat or its lapse); True when it changed."""
         self.output = output[:MAX_OUTPUT]

@@ -49,12 +49,12 @@ class HealthMonitor:
         clock: Callable[[], float] = time.time,
         probes: ProbeSettings | None = None,
         on_output: Callable[[Owner], None] | None = None,
-        on_metrics: Callable[[Owner, dict[str, float]], None] | None = None,
+        on_metrics: Callable[[Owner, int, dict[str, float]], None] | None = None,
     ) -> None:
         self._on_change = on_change
         self._on_output = on_output  # a check's output changed, its status did not
         self._on_critical_too_long = on_critical_too_long
-        self._on_metrics = on_metrics  # a scrape read the owner's metrics
+        self._on_metrics = on_metrics  # a scrape read the owner's metrics: (owner, its check's position, them)
         self._clock = clock
         self._checks: dict[Hashable, CheckRuntime] = {}
         # `is None`, not falsiness: an empty Scheduler has len() 0.
@@ -97,14 +97,24 @@ class HealthMonitor:
             for timer in ("ttl", "expire", "deregister", "stale"):
                 self._timers.cancel((timer, *key))
 
-    def judge(self, owner: Owner, runtimes: Sequence[CheckRuntime], bindings: Bindings, node: bool = False) -> bool:
-        """Evaluate the owner's metric rules on new metrics (with `node`, only the rules that read
-        the node's); True when a status changed."""
+    def judge(
+        self,
+        owner: Owner,
+        runtimes: Sequence[CheckRuntime],
+        bindings: Bindings,
+        only: int | None = None,
+        node: bool = False,
+    ) -> bool:
+        """Evaluate the owner's metric rules on new metrics: the heartbeat's rules (a scrape's check
+        judges only what it scraped), or `only` the check at that position, or with `node` only the
+        rules that read the node's new metrics. True when a status changed."""
         changed = False
         now = self._clock()
         for position, check in enumerate(runtimes):
             rule = check.rule
-            if rule is None or (node and not rule.reads_node):
+            if rule is None or (only is not None and position != only):
+                continue
+            if only is None and (check.spec.scrape is not None or (node and not rule.reads_node)):
                 continue
             status, output = rule.judge(bindings, check.output)
             check.bindings = bindings
@@ -139,7 +149,7 @@ class HealthMonitor:
             return
         if result.metrics is not None and self._on_metrics is not None:
             check.output = result.output  # what a check that only gathers shows
-            self._on_metrics(key[:-1], result.metrics)  # type: ignore[index]  # judged there, with the others
+            self._on_metrics(key[:-1], key[-1], result.metrics)  # type: ignore[index]  # judged there
             return
         output, now = check.output, self._clock()
         if check.rule is not None and not result.skipped:  # a scrape that failed: a failed evaluation
@@ -161,8 +171,7 @@ class HealthMonitor:
             self._on_critical_too_long(key[:-1])
             return
         if kind == "stale":
-            spec = check.spec
-            if check.set(spec.stale_status, f"stale: no metrics for {spec.max_age}", self._clock()):
+            if check.stale(f"stale: no metrics for {check.spec.max_age}", self._clock()):
                 self._arm_deregistration(key, check)
                 self._on_change(key[:-1])
             return
