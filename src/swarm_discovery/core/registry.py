@@ -586,8 +586,10 @@ class Registry:
             counts = self._node_services.setdefault(spec.node, {})
             counts[service] = counts.get(service, 0) + 1
         self._publish(entry, index, spec)
-        if checks is not (old.checks if old is not None else None) and metrics and self._judge(entry):
-            self._publish(entry, index)  # its rules judged the metrics it came with
+        # Only new checks with a rule judge the metrics it came with; most instances have neither.
+        fresh = checks and checks is not (old.checks if old is not None else None)
+        if fresh and metrics and any(c.rule is not None for c in checks) and self._judge(entry):
+            self._publish(entry, index)
         return entry
 
     def _drop_instance(self, service: str, iid: str, index: int) -> None:
