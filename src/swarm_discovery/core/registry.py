@@ -535,21 +535,14 @@ class Registry:
 
     def _version(self, entry: _Instance, spec: InstanceSpec | None = None) -> Published:
         """`entry` as readers would see it now."""
-        base = view_of(spec) if spec is not None else entry.published.view
-        node = self._nodes.get(base.node) if base.node else None
-        status = entry.status(node)
-        ejected = self._ejection(base.service or "", base.id or "") if self._outliers else None
-        view = msgspec.structs.replace(
-            base,
-            metrics=entry.metrics,
-            status=status,
-            check_states=tuple([c.state() for c in entry.checks]) if entry.checks else (),
-            maintenance=entry.maintenance,
-            ejected=ejected,
-            index=entry.index,
-            registered_at=entry.registered_at,
-            updated_at=entry.updated_at,
-        )
+        # Set on a copy of its own: `replace` would first gather the fields it sets in a dict.
+        view = view_of(spec) if spec is not None else entry.published.view.__copy__()  # type: ignore[attr-defined]
+        node = self._nodes.get(view.node) if view.node else None
+        view.status = entry.status(node)
+        view.ejected = self._ejection(view.service or "", view.id or "") if self._outliers else None
+        view.metrics, view.maintenance, view.index = entry.metrics, entry.maintenance, entry.index
+        view.check_states = tuple([c.state() for c in entry.checks]) if entry.checks else ()
+        view.registered_at, view.updated_at = entry.registered_at, entry.updated_at
         return Published.of(view, node.data if node else _NO_NODE)
 
     def _put_instance(self, record: InstanceRecord, revision: int, index: int, now: float) -> _Instance:
