@@ -561,7 +561,8 @@ class Registry:
         else:
             if old is not None:
                 self.health.untrack(owner, old.checks)
-            checks = self.health.track(owner, [*spec.checks, *self.rules.of(service)], registrant)
+            specs = [*spec.checks, *self.rules.of(service)]
+            checks = self.health.track(owner, specs, registrant) if specs else ()
         metrics = old.metrics if old is not None and not spec.metrics else spec.metrics
         entry = _Instance(
             revision,
@@ -630,10 +631,12 @@ class Registry:
             raise BadRequest(f"service: body says {spec.service!r} but the path says {service!r}")
         if spec.id not in (None, iid):
             raise BadRequest(f"id: body says {spec.id!r} but the path says {iid!r}")
-        validate_checks(spec.checks)
-        validate_rules(spec.checks)
+        if spec.checks:  # most registrations have none: two calls fewer
+            validate_checks(spec.checks)
+            validate_rules(spec.checks)
         validate_capabilities(spec.capabilities)
-        spec = msgspec.structs.replace(spec, service=service, id=iid)
+        spec = spec.__copy__()  # type: ignore[attr-defined]  # the caller's stays as it was
+        spec.service, spec.id = service, iid
 
         owner = _instance_owner(service, iid)
         claim = Claim()
