@@ -83,7 +83,8 @@ def _name_the_field(message: str) -> str:
 
 def name(call: Call, param: str) -> str:
     """A path parameter that names a service, instance or node."""
-    return checked_name(call.params[param], param)
+    value = call.params[param]
+    return value if _ID.fullmatch(value) else checked_name(value, param)  # a call fewer when it is good
 
 
 def checked_name(value: str, param: str) -> str:
