@@ -431,16 +431,22 @@ def validate_capabilities(capabilities: dict[str, Any]) -> None:
     while containers:  # a loop over containers, not a call per value: this runs on every registration
         container, depth = containers.pop()
         for value in container.values() if type(container) is dict else container:
-            kind = type(value)
-            if kind is dict or kind is list:
+            kind = type(value)  # the commonest kinds first: strings, then numbers
+            if kind is str:
+                if len(value) <= MAX_CAPABILITY_TEXT:
+                    continue
+            elif kind is int:
+                if INT64_MIN <= value <= INT64_MAX:
+                    continue
+            elif kind is dict or kind is list:
                 if depth >= MAX_NESTING:
                     raise BadRequest(f"capabilities: nested more than {MAX_NESTING} deep")
                 containers.append((value, depth + 1))
-            elif (kind is int and not INT64_MIN <= value <= INT64_MAX) or (
-                kind is str and len(value) > MAX_CAPABILITY_TEXT
-            ):
-                what = "integers must fit in 64 bits" if kind is int else f"strings of at most {MAX_CAPABILITY_TEXT:,}"
-                raise BadRequest(f"capabilities{_where_unfit(capabilities)}: {what}")
+                continue
+            else:
+                continue
+            what = "integers must fit in 64 bits" if kind is int else f"strings of at most {MAX_CAPABILITY_TEXT:,}"
+            raise BadRequest(f"capabilities{_where_unfit(capabilities)}: {what}")
 
 
 def _fits(value: Any) -> bool:

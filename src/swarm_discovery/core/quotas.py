@@ -54,7 +54,8 @@ class Census:
     def claim(self, claim: Claim, service: str | None, size: int, registrant: str | None) -> None:
         """Count `claim` as adding one to `service` (which has `size` instances) and to `registrant`,
         where not None; `TooBusy` if either is at its cap. Its earlier count is dropped first."""
-        self.release(claim)
+        if claim.service is not None or claim.registrant is not None:  # a write tried again
+            self.release(claim)
         q = self.quotas
         if service is not None and size + self._services.get(service, 0) >= q.per_service:
             raise _over(

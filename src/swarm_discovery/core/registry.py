@@ -541,21 +541,14 @@ class Registry:
 
     def _version(self, entry: _Instance, spec: InstanceSpec | None = None) -> Published:
         """`entry` as readers would see it now."""
-        base = view_of(spec) if spec is not None else entry.published.view
-        node = self._nodes.get(base.node) if base.node else None
-        status = entry.status(node)
-        ejected = self._ejection(base.service or "", base.id or "") if self._outliers else None
-        view = msgspec.structs.replace(
-            base,
-            metrics=entry.metrics,
-            status=status,
-            check_states=tuple([c.state() for c in entry.checks]) if entry.checks else (),
-            maintenance=entry.maintenance,
-            ejected=ejected,
-            index=entry.index,
-            registered_at=entry.registered_at,
-            updated_at=entry.updated_at,
-        )
+        # Set on a copy of its own: `replace` would first gather the fields it sets in a dict.
+        view = view_of(spec) if spec is not None else entry.published.view.__copy__()  # type: ignore[attr-defined]
+        node = self._nodes.get(view.node) if view.node else None
+        view.status = entry.status(node)
+        view.ejected = self._ejection(view.service or "", view.id or "") if self._outliers else None
+        view.metrics, view.maintenance, view.index = entry.metrics, entry.maintenance, entry.index
+        view.check_states = tuple([c.state() for c in entry.checks]) if entry.checks else ()
+        view.registered_at, view.updated_at = entry.registered_at, entry.updated_at
         return Published.of(view, node.data if node else _NO_NODE)
 
     def _put_instance(self, record: InstanceRecord, revision: int, index: int, now: float) -> _Instance:
@@ -574,7 +567,8 @@ class Registry:
         else:
             if old is not None:
                 self.health.untrack(owner, old.checks)
-            checks = self.health.track(owner, [*spec.checks, *self.rules.of(service)], registrant)
+            specs = [*spec.checks, *self.rules.of(service)]
+            checks = self.health.track(owner, specs, registrant) if specs else ()
         metrics = old.metrics if old is not None and not spec.metrics else spec.metrics
         entry = _Instance(
             revision,
@@ -592,8 +586,10 @@ class Registry:
             counts = self._node_services.setdefault(spec.node, {})
             counts[service] = counts.get(service, 0) + 1
         self._publish(entry, index, spec)
-        if checks is not (old.checks if old is not None else None) and metrics and self._judge(entry):
-            self._publish(entry, index)  # its rules judged the metrics it came with
+        # Only new checks with a rule judge the metrics it came with; most instances have neither.
+        fresh = checks and checks is not (old.checks if old is not None else None)
+        if fresh and metrics and any(c.rule is not None for c in checks) and self._judge(entry):
+            self._publish(entry, index)
         return entry
 
     def _drop_instance(self, service: str, iid: str, index: int) -> None:
@@ -641,10 +637,12 @@ class Registry:
             raise BadRequest(f"service: body says {spec.service!r} but the path says {service!r}")
         if spec.id not in (None, iid):
             raise BadRequest(f"id: body says {spec.id!r} but the path says {iid!r}")
-        validate_checks(spec.checks)
-        validate_rules(spec.checks)
+        if spec.checks:  # most registrations have none: two calls fewer
+            validate_checks(spec.checks)
+            validate_rules(spec.checks)
         validate_capabilities(spec.capabilities)
-        spec = msgspec.structs.replace(spec, service=service, id=iid)
+        spec = spec.__copy__()  # type: ignore[attr-defined]  # the caller's stays as it was
+        spec.service, spec.id = service, iid
 
         owner = _instance_owner(service, iid)
         claim = Claim()

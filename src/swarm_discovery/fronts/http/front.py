@@ -89,7 +89,10 @@ class Front:
             call.route = found.endpoint.path
             call.params = found.params
             try:
-                self._admit(call, found.endpoint.access)
+                if call.context.acl.enabled:
+                    self._admit(call, found.endpoint.access)
+                else:
+                    call.caller = EVERYONE  # who every call is without ACLs: nothing to check
                 if call.method != "GET":
                     self.writes.take(call.principal)  # TooBusy: nothing of it is read or done
                 return await found.endpoint.handler(call)  # type: ignore[no-any-return]
@@ -108,10 +111,10 @@ class Front:
         return error_reply(405, f"method {call.method} not allowed here (allowed: {allowed})", [("allow", allowed)])
 
     def _admit(self, call: Call, access: Access | None) -> None:
-        """Who the call comes from, and whether the route allows it; 401 or 403 before any work."""
+        """With ACLs on: who the call comes from, and whether the route allows it; 401 or 403 before any work."""
         acl = call.context.acl
-        call.caller = acl.caller(call.secret(), call.identity) if acl.enabled else EVERYONE
-        if access is None or not acl.enabled:
+        call.caller = acl.caller(call.secret(), call.identity)
+        if access is None:
             return
         if access.param is None:
             if access.section == "operator":
