@@ -186,6 +186,26 @@ def test_everything_committed_is_there_after_reopening(make_store: Factory, tmp_
     run(scenario())
 
 
+def test_a_snapshot_of_many_pages_holds_every_key_once(
+    make_store: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """etcd's snapshot reads keys in pages of KEYS_PAGE, then records in pages of PAGE between
+    them: small pages here, so that every boundary is crossed."""
+    monkeypatch.setattr("swarm_discovery.store.etcd.PAGE", 3)
+    monkeypatch.setattr("swarm_discovery.store.etcd.KEYS_PAGE", 7)
+    expected = {f"k/{i:03}": str(i).encode() for i in range(50)}
+
+    async def scenario() -> None:
+        async with opened(make_store, tmp_path) as store:
+            await store.txn([], [Put(key, value) for key, value in expected.items()])
+            last = await store.txn([], [Delete("k/007")])
+            snapshot = await store.snapshot()
+        assert snapshot.revision == last.revision
+        assert [(kv.key, kv.value) for kv in snapshot.items] == [(k, v) for k, v in expected.items() if k != "k/007"]
+
+    run(scenario())
+
+
 def test_a_lease_deletes_its_keys_when_it_runs_out(make_store: Factory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with opened(make_store, tmp_path) as store:

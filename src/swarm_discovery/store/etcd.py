@@ -65,7 +65,9 @@ RETRY_PAUSE = 0.2  # after every member failed once, before the next round
 # gRPC waits this long at most before it connects again to a member that refused: a member back
 # from a restart is used within a second (gRPC's default backoff grows to two minutes).
 RECONNECT_MS = 1000
-PAGE = 500  # keys per range request of a snapshot: 500 records of at most 64 KiB fit one message
+PAGE = 500  # records per range request of a snapshot: 500 of at most 64 KiB fit one message
+KEYS_PAGE = 100_000  # keys (names alone, under 1 KiB each) per request of a snapshot's first pass
+SCAN_TIMEOUT = 10.0  # for one of those: etcd visits every key to the prefix's end (a million: ~1 s)
 MAX_MESSAGE = 64 * 1024 * 1024
 SYNC_KEY = ".sync"
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -307,18 +309,32 @@ class EtcdStore:
                 # The revision the pages are read at was compacted meanwhile: start again.
 
     async def _snapshot(self) -> Snapshot:
-        items: list[KeyValue] = []
-        revision, start, skip = 0, self._prefix, len(self._prefix)
+        """Two passes at one revision: the keys alone, in a few large pages, to find where pages of
+        PAGE records begin; then each page of records between two of those keys. etcd 3.4 counts
+        every key from a range's start to its end on each limited request (to say `count`), so
+        pages of records over the open rest of the prefix cost the square of the keys: a million
+        took longer than a call may. A range with an end counts only what lies inside it."""
+        revision, start, bounds = 0, self._prefix, []
         while True:
-            request = rpc.RangeRequest(key=start, range_end=self._end, limit=PAGE, revision=revision)
-            response = await self._call("kv", "Range", request)
+            request = rpc.RangeRequest(
+                key=start, range_end=self._end, limit=KEYS_PAGE, revision=revision, keys_only=True
+            )
+            response = await self._call("kv", "Range", request, timeout=SCAN_TIMEOUT)
             revision = revision or response.header.revision
+            keys = [kv.key for kv in response.kvs]
+            bounds += keys[::PAGE]
+            if not response.more or not keys:
+                break
+            start = keys[-1] + b"\0"
+        items: list[KeyValue] = []
+        skip = len(self._prefix)
+        for i, begin in enumerate(bounds):
+            end = bounds[i + 1] if i + 1 < len(bounds) else self._end
+            response = await self._call("kv", "Range", rpc.RangeRequest(key=begin, range_end=end, revision=revision))
             for kv in response.kvs:
                 if kv.key != self._sync:
                     items.append(KeyValue(kv.key[skip:].decode(), kv.value, kv.mod_revision, kv.lease))
-            if not response.more or not response.kvs:
-                return Snapshot(items=items, revision=revision)
-            start = response.kvs[-1].key + b"\0"
+        return Snapshot(items=items, revision=revision)
 
     async def close(self) -> None:
         self._closed = True
