@@ -19,6 +19,8 @@ from ..errors import SwarmError
 MAX_HEAD = 64 * 1024
 MAX_FIELDS = 128
 MAX_CHUNK_LINE = 1024
+CACHED_HEAD = 2048
+CACHED_HEADS = 256
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -40,6 +42,10 @@ _RESPONSE_KEPT = frozenset({"proxy-authenticate", "host", "expect"})
 _RESPONSE_SPECIAL = frozenset(name.decode() for name in HOP_BY_HOP)
 # Of a request: the same, and the forwarding fields, which the gateway rewrites.
 _NOT_COPIED = HOP_BY_HOP | {b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
+
+
+_HEADS: dict[bytes, Head] = {}
+_BODILESS_HEADS: dict[bytes, Head] = {}
 
 
 class BadResponse(SwarmError):
@@ -73,7 +79,26 @@ class Head:
 
 
 def parse_head(head: bytes, bodiless: bool) -> Head:
-    """A response head (without its blank line); `bodiless`: the request was HEAD."""
+    """A response head (without its blank line); `bodiless`: the request was HEAD.
+
+    An instance sends the same head over and over (its Date changes once a second, a stream's
+    head not at all), and parsing one costs about fifty times what looking it up does: heads of
+    up to CACHED_HEAD bytes are kept, at most CACHED_HEADS of them, all dropped when full. A
+    `Head` is therefore shared: nothing changes one once it is made.
+    """
+    cache = _BODILESS_HEADS if bodiless else _HEADS
+    found = cache.get(head)
+    if found is not None:
+        return found
+    parsed = _parse_head(head, bodiless)
+    if len(head) <= CACHED_HEAD:
+        if len(cache) >= CACHED_HEADS:
+            cache.clear()
+        cache[head] = parsed
+    return parsed
+
+
+def _parse_head(head: bytes, bodiless: bool) -> Head:
     lines = head.decode("latin-1").split("\r\n")
     if len(lines) - 1 > MAX_FIELDS:
         raise BadResponse(f"more than {MAX_FIELDS} header fields")
