@@ -46,6 +46,7 @@ _NOT_COPIED = HOP_BY_HOP | {b"x-forwarded-for", b"x-forwarded-host", b"x-forward
 
 _HEADS: dict[bytes, Head] = {}
 _BODILESS_HEADS: dict[bytes, Head] = {}
+_COPIED: dict[Iterable[tuple[bytes, bytes]], bytes] = {}
 
 
 class BadResponse(SwarmError):
@@ -201,17 +202,33 @@ def request_head(
     method: str, target: str, authority: str, fields: Iterable[tuple[bytes, bytes]], extra: list[bytes]
 ) -> bytes:
     """The head of a request to an instance: the client's end-to-end fields, then `extra` lines."""
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("latin-1")]
+    start = f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("latin-1")
+    return b"".join([start, _copied(fields), *extra, b"\r\n"])
+
+
+def _copied(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The client's fields that go on, as lines. A client sends the same fields request after
+    request: as `parse_head` does with heads, those of up to CACHED_HEAD bytes given as a tuple
+    (aiohttp's raw headers) are kept, at most CACHED_HEADS, all dropped when full."""
+    hashable = isinstance(fields, tuple)
+    if hashable:
+        found = _COPIED.get(fields)
+        if found is not None:
+            return found
     kept: list[tuple[bytes, bytes]] = []
     named: set[bytes] = set()
+    size = 0
     for name, value in fields:
+        size += len(name) + len(value)
         lower = name.lower()
         if lower in _NOT_COPIED:
             if lower == b"connection":
                 named |= {t.strip().lower() for t in value.split(b",")}
             continue
         kept.append((lower, b"%s: %s\r\n" % (name, value)))
-    lines += [line for lower, line in kept if lower not in named] if named else [line for _, line in kept]
-    lines += extra
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    copied = b"".join([line for lower, line in kept if lower not in named] if named else [line for _, line in kept])
+    if hashable and size <= CACHED_HEAD:
+        if len(_COPIED) >= CACHED_HEADS:
+            _COPIED.clear()
+        _COPIED[fields] = copied
+    return copied
