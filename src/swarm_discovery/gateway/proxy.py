@@ -177,7 +177,9 @@ class Proxy:
         route = backend.route
         fresh = False
         while True:
-            conn = await self.upstreams.connect(endpoint.address, endpoint.port, route.connect_timeout, fresh)
+            conn = (None if fresh else self.upstreams.pooled(endpoint.address, endpoint.port)) or (
+                await self.upstreams.connect(endpoint.address, endpoint.port, route.connect_timeout, fresh=True)
+            )
             try:
                 conn.write(head)
                 if body.data:

@@ -238,10 +238,10 @@ class Upstreams:
         self._idle: dict[ADDRESS, list[Connection]] = {}
         self.opened = 0
 
-    async def connect(self, host: str, port: int, timeout: float, fresh: bool = False) -> Connection:
-        address = (host, port)
-        idle = self._idle.get(address)
-        if idle and not fresh:
+    def pooled(self, host: str, port: int) -> Connection | None:
+        """An idle connection to the address, if one is still good."""
+        idle = self._idle.get((host, port))
+        if idle:
             now = time.monotonic()
             while idle:
                 conn = idle.pop()
@@ -249,6 +249,14 @@ class Upstreams:
                     conn.reused = True
                     return conn
                 conn.close()
+        return None
+
+    async def connect(self, host: str, port: int, timeout: float, fresh: bool = False) -> Connection:
+        """A pooled connection (unless `fresh`), or a new one."""
+        conn = None if fresh else self.pooled(host, port)
+        if conn is not None:
+            return conn
+        address = (host, port)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
