@@ -46,6 +46,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MAX_REPORTS = 1000
 FOLLOW_WAIT = 30.0  # seconds a blocking query waits for a change
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+_NO_KEY = PickRequest()
 
 
 class NoInstance(SwarmError):
@@ -164,32 +165,33 @@ class BalancerCore:
         then released without an observation.
         """
         if idempotent is None:
-            idempotent = method.upper() in IDEMPOTENT
-        request = PickRequest(key=key)
+            idempotent = method in IDEMPOTENT or method.upper() in IDEMPOTENT
+        request = PickRequest(key=key) if key is not None else _NO_KEY
         tried: list[str] = []
         with self.lock:
             self.counts["requests"] += 1
             self.budget.request()
-        for attempt in range(self.attempts):
             endpoint = self._pick(request, tried)
-            if endpoint is None and not tried:
-                raise NoInstance(f"no instance of {self.service!r} can take the request")
-            if endpoint is None:  # nobody left to retry on: the last answer stands
-                return
-            if tried:
+        if endpoint is None:
+            raise NoInstance(f"no instance of {self.service!r} can take the request")
+        for attempt in range(self.attempts):
+            if attempt:
                 with self.lock:
+                    endpoint = self._pick(request, tried)
+                    if endpoint is None:  # nobody left to retry on: the last answer stands
+                        return
                     allowed = self.budget.try_retry()
                     self.counts["retries" if allowed else "budget_exhausted"] += 1
-                if not allowed:
-                    self._unpick(endpoint)
-                    return
+                    if not allowed:
+                        self.pool.load.finished(endpoint)
+                        return
             try:
                 outcome = yield endpoint
             except BaseException:  # closed, cancelled or failed mid-attempt: nothing was seen
                 self._unpick(endpoint)
                 raise
             finally:
-                if tried:
+                if attempt:
                     with self.lock:
                         self.budget.retry_done()
             self._observe(endpoint, outcome)
@@ -209,18 +211,20 @@ class BalancerCore:
             self.pool.load.finished(endpoint)
 
     def _pick(self, request: PickRequest, tried: list[str]) -> Endpoint | None:
-        with self.lock:
-            if self.outliers.release_due():
-                self._rebuild()
-            endpoint = self.pool.pick(request, exclude=tried)
-            # Slow start: an endpoint back from ejection takes a growing share of what it is offered.
-            if endpoint is not None and self.outliers.warmth(endpoint.id) < 1.0:
-                warmth = self.outliers.warmth(endpoint.id)
-                if (self.counts["requests"] * 0.618034) % 1.0 > warmth:
-                    endpoint = self.pool.pick(request, exclude=[*tried, endpoint.id]) or endpoint
-            if endpoint is not None:
-                self.pool.load.started(endpoint)
-            return endpoint
+        """Under the lock: the next pick, counted as started."""
+        outliers = self.outliers
+        if outliers.ejected and outliers.release_due():
+            self._rebuild()
+        endpoint = self.pool.pick(request, exclude=tried)
+        if endpoint is None:
+            return None
+        # Slow start: an endpoint back from ejection takes a growing share of what it is offered.
+        if outliers.warming:
+            warmth = outliers.warmth(endpoint.id)
+            if warmth < 1.0 and (self.counts["requests"] * 0.618034) % 1.0 > warmth:
+                endpoint = self.pool.pick(request, exclude=[*tried, endpoint.id]) or endpoint
+        self.pool.load.started(endpoint)
+        return endpoint
 
     def _observe(self, endpoint: Endpoint, outcome: Outcome) -> None:
         ok = outcome.ok

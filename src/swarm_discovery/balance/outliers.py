@@ -64,6 +64,7 @@ class OutlierDetector:
         self._rated = 0  # records with at least MIN_REQUESTS recent outcomes
         self._rate_sum = 0  # their scaled failure rates
         self._next_release = math.inf  # the earliest `until` among the ejected
+        self.warming: set[str] = set()  # back from an ejection, still in slow start: warmth() < 1
 
     def _count(self, record: _Record, sign: int) -> None:
         if len(record.recent) >= MIN_REQUESTS:
@@ -75,6 +76,7 @@ class OutlierDetector:
         if record is not None:
             self._count(record, -1)
         self.ejected.pop(key, None)
+        self.warming.discard(key)
 
     def retain(self, keys: Collection[str]) -> None:
         """Forget every endpoint but `keys` (those in the pool, and those with a request in flight)."""
@@ -91,6 +93,8 @@ class OutlierDetector:
         record = self._records.get(key)
         if record is None:
             record = self._records[key] = _Record()
+        elif ok and not record.failures and len(record.recent) == WINDOW:
+            return None  # the common case, a success among successes, changes nothing
         self._count(record, -1)
         if len(record.recent) == WINDOW:
             record.failures -= not record.recent[0]  # about to slide out of the window
@@ -145,6 +149,7 @@ class OutlierDetector:
             record = self._records.get(key)
             if record is not None:
                 record.returned_at = now
+                self.warming.add(key)
         self._next_release = min((e.until for e in self.ejected.values()), default=math.inf)
         return back
 
@@ -156,5 +161,6 @@ class OutlierDetector:
         warm = (self._clock() - record.returned_at) / self.settings.slow_start if self.settings.slow_start else 1.0
         if warm >= 1.0:
             record.returned_at = None
+            self.warming.discard(key)
             return 1.0
         return max(warm, 0.05)

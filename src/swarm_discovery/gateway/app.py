@@ -152,8 +152,12 @@ class Gateway:
     async def _service(self, request: web.BaseRequest, service: str, target: str) -> web.StreamResponse:
         if not SERVICE_NAME.match(service):
             raise GatewayError(404, "not_found", f"{service!r} is not a service name")
-        backend = await self.fleet.service(service)
-        body = await read_body(request, backend.route.body_limit)
+        # The common case, a followed service and no body, without the coroutines that wait.
+        backend = self.fleet.backends.get(service) or await self.fleet.service(service)
+        if request.body_exists or request.content_length is not None:
+            body = await read_body(request, backend.route.body_limit)
+        else:
+            body = Body()
         return await self._balanced(request, backend, target, body, request.headers.get("X-Swarm-Key"))
 
     async def _model(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncIterator, Generator
 
 from aiohttp import StreamReader, web
-from multidict import CIMultiDict
 
 from ..balance import Endpoint, Outcome
 from .backend import RETRY_STATUSES, Backend
@@ -178,7 +177,9 @@ class Proxy:
         route = backend.route
         fresh = False
         while True:
-            conn = await self.upstreams.connect(endpoint.address, endpoint.port, route.connect_timeout, fresh)
+            conn = (None if fresh else self.upstreams.pooled(endpoint.address, endpoint.port)) or (
+                await self.upstreams.connect(endpoint.address, endpoint.port, route.connect_timeout, fresh=True)
+            )
             try:
                 conn.write(head)
                 if body.data:
@@ -247,18 +248,18 @@ class Proxy:
         """Pass the answer on; then tell the balancer how it went (if `flow` still waits to hear)."""
         conn, head = answer.conn, answer.head
         instance = backend.instance_id(endpoint.id)
-        headers = CIMultiDict(head.fields)
-        headers["X-Swarm-Instance"] = instance
         response: web.StreamResponse
         status: int | None = head.status
         try:
             if answer.whole is not None:
                 response = web.Response(
-                    status=head.status, reason=head.reason, headers=headers, body=answer.whole or None
+                    status=head.status, reason=head.reason, headers=head.fields, body=answer.whole or None
                 )
+                response.headers["X-Swarm-Instance"] = instance  # the response's own copy, not a second one
                 await response.prepare(request)
             else:
-                response = web.StreamResponse(status=head.status, reason=head.reason, headers=headers)
+                response = web.StreamResponse(status=head.status, reason=head.reason, headers=head.fields)
+                response.headers["X-Swarm-Instance"] = instance
                 if head.length is not None:
                     response.content_length = head.length
                 await response.prepare(request)

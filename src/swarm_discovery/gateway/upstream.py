@@ -47,8 +47,9 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, address: ADDRESS) -> None:
+    def __init__(self, address: ADDRESS, loop: asyncio.AbstractEventLoop) -> None:
         self.address = address
+        self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.reused = False
         self.idle_since = 0.0
@@ -90,7 +91,7 @@ class Connection(asyncio.Protocol):
             self._drained.set_result(None)
 
     def pause_writing(self) -> None:
-        self._drained = asyncio.get_running_loop().create_future()
+        self._drained = self._loop.create_future()
 
     def resume_writing(self) -> None:
         if self._drained is not None and not self._drained.done():
@@ -102,7 +103,7 @@ class Connection(asyncio.Protocol):
             self._waiter.set_result(None)
 
     async def _wait(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter = self._waiter = loop.create_future()
         timer = loop.call_at(deadline, _time_out, waiter)
         try:
@@ -237,10 +238,10 @@ class Upstreams:
         self._idle: dict[ADDRESS, list[Connection]] = {}
         self.opened = 0
 
-    async def connect(self, host: str, port: int, timeout: float, fresh: bool = False) -> Connection:
-        address = (host, port)
-        idle = self._idle.get(address)
-        if idle and not fresh:
+    def pooled(self, host: str, port: int) -> Connection | None:
+        """An idle connection to the address, if one is still good."""
+        idle = self._idle.get((host, port))
+        if idle:
             now = time.monotonic()
             while idle:
                 conn = idle.pop()
@@ -248,10 +249,18 @@ class Upstreams:
                     conn.reused = True
                     return conn
                 conn.close()
+        return None
+
+    async def connect(self, host: str, port: int, timeout: float, fresh: bool = False) -> Connection:
+        """A pooled connection (unless `fresh`), or a new one."""
+        conn = None if fresh else self.pooled(host, port)
+        if conn is not None:
+            return conn
+        address = (host, port)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(lambda: Connection(address), host, port)
+                _, conn = await loop.create_connection(lambda: Connection(address, loop), host, port)
         except ConnectionRefusedError as exc:
             raise UpstreamError(f"connection refused ({exc.strerror})", sent=False, refused=True) from None
         except TimeoutError:

@@ -19,6 +19,8 @@ from ..errors import SwarmError
 MAX_HEAD = 64 * 1024
 MAX_FIELDS = 128
 MAX_CHUNK_LINE = 1024
+CACHED_HEAD = 2048
+CACHED_HEADS = 256
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -40,6 +42,11 @@ _RESPONSE_KEPT = frozenset({"proxy-authenticate", "host", "expect"})
 _RESPONSE_SPECIAL = frozenset(name.decode() for name in HOP_BY_HOP)
 # Of a request: the same, and the forwarding fields, which the gateway rewrites.
 _NOT_COPIED = HOP_BY_HOP | {b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
+
+
+_HEADS: dict[bytes, Head] = {}
+_BODILESS_HEADS: dict[bytes, Head] = {}
+_COPIED: dict[Iterable[tuple[bytes, bytes]], bytes] = {}
 
 
 class BadResponse(SwarmError):
@@ -73,7 +80,26 @@ class Head:
 
 
 def parse_head(head: bytes, bodiless: bool) -> Head:
-    """A response head (without its blank line); `bodiless`: the request was HEAD."""
+    """A response head (without its blank line); `bodiless`: the request was HEAD.
+
+    An instance sends the same head over and over (its Date changes once a second, a stream's
+    head not at all), and parsing one costs about fifty times what looking it up does: heads of
+    up to CACHED_HEAD bytes are kept, at most CACHED_HEADS of them, all dropped when full. A
+    `Head` is therefore shared: nothing changes one once it is made.
+    """
+    cache = _BODILESS_HEADS if bodiless else _HEADS
+    found = cache.get(head)
+    if found is not None:
+        return found
+    parsed = _parse_head(head, bodiless)
+    if len(head) <= CACHED_HEAD:
+        if len(cache) >= CACHED_HEADS:
+            cache.clear()
+        cache[head] = parsed
+    return parsed
+
+
+def _parse_head(head: bytes, bodiless: bool) -> Head:
     lines = head.decode("latin-1").split("\r\n")
     if len(lines) - 1 > MAX_FIELDS:
         raise BadResponse(f"more than {MAX_FIELDS} header fields")
@@ -176,17 +202,33 @@ def request_head(
     method: str, target: str, authority: str, fields: Iterable[tuple[bytes, bytes]], extra: list[bytes]
 ) -> bytes:
     """The head of a request to an instance: the client's end-to-end fields, then `extra` lines."""
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("latin-1")]
+    start = f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n".encode("latin-1")
+    return b"".join([start, _copied(fields), *extra, b"\r\n"])
+
+
+def _copied(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The client's fields that go on, as lines. A client sends the same fields request after
+    request: as `parse_head` does with heads, those of up to CACHED_HEAD bytes given as a tuple
+    (aiohttp's raw headers) are kept, at most CACHED_HEADS, all dropped when full."""
+    hashable = isinstance(fields, tuple)
+    if hashable:
+        found = _COPIED.get(fields)
+        if found is not None:
+            return found
     kept: list[tuple[bytes, bytes]] = []
     named: set[bytes] = set()
+    size = 0
     for name, value in fields:
+        size += len(name) + len(value)
         lower = name.lower()
         if lower in _NOT_COPIED:
             if lower == b"connection":
                 named |= {t.strip().lower() for t in value.split(b",")}
             continue
         kept.append((lower, b"%s: %s\r\n" % (name, value)))
-    lines += [line for lower, line in kept if lower not in named] if named else [line for _, line in kept]
-    lines += extra
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    copied = b"".join([line for lower, line in kept if lower not in named] if named else [line for _, line in kept])
+    if hashable and size <= CACHED_HEAD:
+        if len(_COPIED) >= CACHED_HEADS:
+            _COPIED.clear()
+        _COPIED[fields] = copied
+    return copied
