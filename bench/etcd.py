@@ -33,13 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import msgspec
-from tests.etcd import EtcdCluster
+from tests.etcd import EtcdCluster, Member
 from tests.server import Server
 
 from bench.common import LOAD_CPU, SERVER_CPU, Nginx, Wrk, alternate, load, rss_mb, start_server, with_cpu
@@ -48,7 +49,7 @@ from bench.writes import SCRIPT as REGISTRATIONS
 from swarm_discovery.core.registry import instance_key
 from swarm_discovery.records import InstanceRecord
 from swarm_discovery.store import Put
-from swarm_discovery.store.etcd import EtcdStore
+from swarm_discovery.store.etcd import PAGE, EtcdStore
 
 # wrk's Lua has no base64: a small encoder, for new keys of etcd's JSON API.
 ETCD_PUTS = r"""
@@ -324,6 +325,20 @@ async def _fill(endpoint: str, prefix: str, start: int, stop: int) -> None:
     await store.close()
 
 
+def _page_ms(member: Member, prefix: str) -> float:
+    """The first page of a snapshot, `PAGE` keys through etcd's JSON gateway, median of 3: etcd
+    visits every key from the page's start to the range's end, to count them."""
+    key = prefix.encode()
+    body = {"key": b64encode(key).decode(), "range_end": b64encode(key[:-1] + b"0").decode(), "limit": PAGE}
+    times = []
+    with httpx.Client(base_url=f"http://{member.endpoint}", timeout=60) as http:
+        for _ in range(3):
+            started = time.perf_counter()
+            http.post("/v3/kv/range", json=body).raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def _peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -357,7 +372,9 @@ def _start(root: Path, url: str, count: int) -> Started:
             except httpx.TransportError:
                 time.sleep(0.05)
             if server.process.poll() is not None or time.perf_counter() - started > 900:
-                raise RuntimeError(f"server did not load {count} instances; see {server.log.name}") from None
+                server.stop()
+                last = Path(server.log.name).read_text().strip().splitlines()[-1:]
+                raise RuntimeError(f"{' '.join(last)} (see {server.log.name})") from None
     healthy = time.perf_counter() - started
     page = server.http.get("/v1/services/llm", params={"limit": 1})
     page.raise_for_status()
@@ -384,8 +401,8 @@ def million(args: argparse.Namespace) -> None:
             f"records of about {len(STORED)} bytes, over {SERVICES} services"
         )
         print(
-            f"{'instances':>10} {'put/s':>7} {'etcd db MB':>10} {'':3} {'healthz s':>9} {'serving s':>9} "
-            f"{'RSS MB':>7} {'peak MB':>7} {'B/inst':>7} {'peak B/inst':>11} {'A RSS MB':>8}"
+            f"{'instances':>10} {'put/s':>7} {'etcd db MB':>10} {'page ms':>7} {'':3} {'healthz s':>9} "
+            f"{'serving s':>9} {'RSS MB':>7} {'peak MB':>7} {'B/inst':>7} {'peak B/inst':>11} {'A RSS MB':>8}"
         )
         loaded = 0
         for count in sorted(args.instances):
@@ -394,14 +411,19 @@ def million(args: argparse.Namespace) -> None:
             rate, loaded = (count - loaded) / (time.perf_counter() - started), count
             status = member.status()
             db_mb = int(status["dbSize"]) / 2**20 if status else float("nan")
-            a = _start(root, url, count)
+            etcd = f"{rate:>7.0f} {db_mb:>10.0f} {_page_ms(member, prefix):>7.0f}"
+            try:
+                a = _start(root, url, count)
+            except RuntimeError as exc:  # larger sizes would not start either
+                print(f"{count:>10} {etcd} A   did not start: {exc}")
+                break
             try:
                 b = _start(root, url, count)  # the first one is serving meanwhile: both share the member
                 a_rss = rss_mb(a.server.worker_pid())
                 b.server.stop(within=60)
             finally:
                 a.server.stop(within=60)
-            for label, run, first in (("A", a, f"{rate:>7.0f} {db_mb:>10.0f}"), ("B", b, f"{'':>7} {'':>10}")):
+            for label, run, first in (("A", a, etcd), ("B", b, f"{'':>7} {'':>10} {'':>7}")):
                 per = (run.rss_mb - empty.rss_mb) * 2**20 / count
                 peak = (run.peak_mb - empty.rss_mb) * 2**20 / count
                 print(
