@@ -311,8 +311,9 @@ def _record(n: int) -> Put:
     return Put(instance_key(service, iid), msgspec.json.encode(record))
 
 
-async def _fill(endpoint: str, prefix: str, start: int, stop: int) -> None:
-    """Instances `start` to `stop` put under `prefix`, `BATCH` to a transaction, `FILLERS` at a time."""
+async def _fill(endpoint: str, prefix: str, start: int, stop: int) -> float:
+    """Instances `start` to `stop` put under `prefix`, `BATCH` to a transaction, `FILLERS` at a time:
+    the seconds the puts took (opening the store reads what is there, slowly: see `_page_ms`)."""
     store = EtcdStore([endpoint], prefix)
     await store.open()
     batches = iter(range(start, stop, BATCH))
@@ -321,8 +322,11 @@ async def _fill(endpoint: str, prefix: str, start: int, stop: int) -> None:
         for first in batches:
             await store.txn([], [_record(n) for n in range(first, min(first + BATCH, stop))])
 
+    started = time.perf_counter()
     await asyncio.gather(*(filler() for _ in range(FILLERS)))
+    took = time.perf_counter() - started
     await store.close()
+    return took
 
 
 def _page_ms(member: Member, prefix: str) -> float:
@@ -406,9 +410,7 @@ def million(args: argparse.Namespace) -> None:
         )
         loaded = 0
         for count in sorted(args.instances):
-            started = time.perf_counter()
-            asyncio.run(_fill(member.endpoint, prefix, loaded, count))
-            rate, loaded = (count - loaded) / (time.perf_counter() - started), count
+            rate, loaded = (count - loaded) / asyncio.run(_fill(member.endpoint, prefix, loaded, count)), count
             status = member.status()
             db_mb = int(status["dbSize"]) / 2**20 if status else float("nan")
             etcd = f"{rate:>7.0f} {db_mb:>10.0f} {_page_ms(member, prefix):>7.0f}"
