@@ -17,6 +17,8 @@ write through one server takes to reach a watcher on another.
    transaction; then a fresh server (core 0) is started on them: the time from its process's start
    until it serves them all, its worker's resident memory per instance (beside a server started on
    none), and the same for a second server started while the first runs.
+   `page ms` is one page of the server's snapshot: etcd (3.4 here, 3.5 too) visits every key to
+   the range's end to count them, so a load costs about the square of the count.
 
     python -m bench.etcd [--part registrations|latency|reads|million ...] [--seconds 5] [--rounds 3]
         [--writes 300] [--instances 1000000 ...]
