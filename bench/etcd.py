@@ -165,7 +165,7 @@ def registrations(args: argparse.Namespace, cluster: EtcdCluster) -> None:
     )
     print(
         f"then 64 writers putting new keys of the same size over gRPC (our EtcdStore.txn, a process on core "
-        f"{LOAD_CPU}): etcd's own rate over its native API"
+        f"{LOAD_CPU}, which merges what arrives together): etcd's own rate over its native API"
     )
     print(
         f"{'round':6} {'swarm req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "

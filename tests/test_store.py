@@ -118,6 +118,26 @@ def test_racing_writers_on_one_key_exactly_one_wins(make_store: Factory, tmp_pat
     run(scenario())
 
 
+def test_a_burst_of_writers_each_gets_its_own_answer(make_store: Factory, tmp_path: Path) -> None:
+    """Transactions that arrive together may be committed as one (etcd's store merges them): each
+    caller still learns whether its own held, and a failed comparison in the burst fails only its own."""
+
+    async def scenario() -> None:
+        async with opened(make_store, tmp_path) as store:
+            base = await store.txn([], [Put("taken", b"x")])
+            writes = [
+                store.txn([Compare("taken", 0)] if i % 7 == 3 else [], [Put(f"k/{i:03}", b"v")]) for i in range(300)
+            ]
+            results = await asyncio.gather(*writes)
+            held = {f"k/{i:03}" for i, r in enumerate(results) if r.succeeded}
+            assert held == {f"k/{i:03}" for i in range(300) if i % 7 != 3}
+            assert all(r.revision >= base.revision for r in results)
+            keys = {kv.key for kv in (await store.snapshot()).items}
+            assert keys == held | {"taken"}
+
+    run(scenario())
+
+
 def test_watch_streams_every_committed_change_in_order(make_store: Factory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with opened(make_store, tmp_path) as store:

@@ -22,6 +22,10 @@ and queues watch events without bound:
   the store puts its own sync key (`SYNC_KEY`, left out of every batch and snapshot), at most
   one at a time while a watch is open: its revision comes after theirs, and the watch hands over
   an empty batch at it.
+- **Transactions that arrive together** (in one turn of the event loop, or while MAX_SENDING are
+  in flight) go to etcd as one when their keys are disjoint and they fit etcd's 128 operations:
+  one round trip and one revision for a burst of registrations, as SQLite's group commit has one
+  fsync. When the merged one fails a comparison, each is tried on its own to find out which.
 - **Leases** are etcd's: whole seconds, at least etcd's minimum (about 1.5 election timeouts),
   renewed over one keep-alive stream shared by every caller (answers come back in order).
 """
@@ -70,6 +74,8 @@ KEYS_PAGE = 100_000  # keys (names alone, under 1 KiB each) per request of a sna
 SCAN_TIMEOUT = 10.0  # for one of those: etcd visits every key to the prefix's end (a million: ~1 s)
 MAX_MESSAGE = 64 * 1024 * 1024
 SYNC_KEY = ".sync"
+MAX_TXN_OPS = 128  # comparisons, and operations, in one transaction: etcd's --max-txn-ops default
+MAX_SENDING = 4  # merged transactions in flight at once; what arrives meanwhile waits to be merged
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 _LEADER_LOST = ("no leader", "leader changed", "request timed out", "not capable", "stopped")
 
@@ -215,6 +221,9 @@ class EtcdStore:
         self._covered = 0  # every open watch will hand over a batch at this revision or later
         self._unseen = 0  # the highest revision handed out that may have no event of ours
         self._syncing: asyncio.Task[None] | None = None
+        self._waiting: list[_Waiting] = []  # transactions not sent yet
+        self._batching: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         self._opened = False
         self._closed = False
 
@@ -338,6 +347,10 @@ class EtcdStore:
 
     async def close(self) -> None:
         self._closed = True
+        for waiting in self._waiting:
+            _answer(waiting, StoreError("the store is closed"))
+        self._waiting.clear()
+        await asyncio.gather(*self._sending, return_exceptions=True)  # answered by etcd, or failed
         for call in list(self._watches):
             call.cancel()
         if self._syncing is not None:
@@ -352,6 +365,46 @@ class EtcdStore:
     # --- transactions -------------------------------------------------------------------------
 
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        if self._closed:
+            raise StoreError("the store is closed")
+        waiting = _Waiting(compares, ops, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if self._batching is None:
+            self._batching = asyncio.get_running_loop().create_task(self._send_waiting())
+        return await waiting.answer
+
+    async def _send_waiting(self) -> None:
+        """Send what waits, merged as far as it goes, at most MAX_SENDING transactions at a time."""
+        try:
+            await asyncio.sleep(0)  # what else this turn of the loop brings goes with it
+            while self._waiting:
+                while len(self._sending) >= MAX_SENDING:
+                    await asyncio.wait(self._sending, return_when=asyncio.FIRST_COMPLETED)
+                batch, self._waiting = _together(self._waiting)
+                task = asyncio.get_running_loop().create_task(self._send(batch))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+        finally:
+            self._batching = None
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        try:
+            if len(batch) > 1:
+                merged = await self._txn([c for w in batch for c in w.compares], [o for w in batch for o in w.ops])
+                if merged.succeeded:
+                    for waiting in batch:
+                        _answer(waiting, merged)
+                    return
+            results = await asyncio.gather(*(self._txn(w.compares, w.ops) for w in batch), return_exceptions=True)
+            for waiting, result in zip(batch, results, strict=True):
+                _answer(waiting, result)
+        except BaseException as exc:
+            for waiting in batch:
+                _answer(waiting, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
         request = rpc.TxnRequest(
             compare=[
                 rpc.Compare(
@@ -521,3 +574,43 @@ def _read(path: str | None) -> bytes | None:
         return None
     with open(path, "rb") as f:
         return f.read()
+
+
+class _Waiting:
+    """A transaction a caller waits on, not sent yet."""
+
+    __slots__ = ("answer", "compares", "ops")
+
+    def __init__(self, compares: Sequence[Compare], ops: Sequence[Op], answer: asyncio.Future[TxnResult]) -> None:
+        self.compares = compares
+        self.ops = ops
+        self.answer = answer
+
+
+def _together(waiting: list[_Waiting]) -> tuple[list[_Waiting], list[_Waiting]]:
+    """The first transactions that can go as one (no key in two of them, within etcd's bounds), and
+    the rest, in their order."""
+    batch: list[_Waiting] = []
+    rest: list[_Waiting] = []
+    keys: set[str] = set()
+    compares = ops = 0
+    for item in waiting:
+        touched = {c.key for c in item.compares} | {op.key for op in item.ops}
+        fits = compares + len(item.compares) <= MAX_TXN_OPS and ops + len(item.ops) <= MAX_TXN_OPS
+        if batch and (rest or not fits or touched & keys):
+            rest.append(item)
+            continue
+        batch.append(item)
+        keys |= touched
+        compares += len(item.compares)
+        ops += len(item.ops)
+    return batch, rest
+
+
+def _answer(waiting: _Waiting, result: TxnResult | BaseException) -> None:
+    if waiting.answer.done():  # its caller was cancelled
+        return
+    if isinstance(result, BaseException):
+        waiting.answer.set_exception(result)
+    else:
+        waiting.answer.set_result(result)
