@@ -586,9 +586,9 @@ class Registry:
             counts = self._node_services.setdefault(spec.node, {})
             counts[service] = counts.get(service, 0) + 1
         self._publish(entry, index, spec)
-        # Only new checks with a rule judge the metrics it came with; most instances have neither.
+        # Only new checks judge the metrics it came with (kept ones judged them already).
         fresh = checks and checks is not (old.checks if old is not None else None)
-        if fresh and metrics and any(c.rule is not None for c in checks) and self._judge(entry):
+        if fresh and metrics and self._judge(entry):
             self._publish(entry, index)
         return entry
 
@@ -732,7 +732,7 @@ class Registry:
         owner = _instance_owner(service, iid)
         entry.updated_at = self._clock()
         # Every heartbeat with metrics is one evaluation of the rules: a GPU that stays hot counts.
-        judged = metrics is not None and bool(entry.checks) and self._judge(entry)
+        judged = metrics is not None and self._judge(entry)
         if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "", age) or judged:
             self._publish(entry, self.changes.next() if index is None else index)
             return entry.published
@@ -776,6 +776,8 @@ class Registry:
         """Evaluate the instance's metric rules on its live metrics and its node's (`only` the
         check at that position; with `node`, only the rules that read the node, which changed);
         True when a status changed."""
+        if not any(check.rule is not None for check in entry.checks):
+            return False  # most instances have no rule: their heartbeats build no bindings
         instance = entry.published.bindings.instance
         if instance["metrics"] is not entry.metrics:  # newer than the published version
             instance = {**instance, "metrics": entry.metrics}
@@ -1200,7 +1202,7 @@ class Registry:
         changed = []
         for service in list(self._node_services.get(nid, {})):
             for iid, entry in self._services.get(service, {}).items():
-                if entry.view.node == nid and entry.checks and self._judge(entry, node=True):
+                if entry.view.node == nid and self._judge(entry, node=True):
                     changed.append((service, iid))
         return changed
 
