@@ -7,6 +7,7 @@ kill or restart members bring them back before they end, so the next test finds 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import threading
@@ -106,6 +107,43 @@ def test_a_heartbeat_to_one_server_renews_the_ttl_on_every_server(servers: tuple
     # Silence everywhere: both let it lapse.
     for server in (a, b):
         wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 10)  # type: ignore[misc]
+
+
+def _beat_lease(cluster: EtcdCluster, service: str, iid: str) -> tuple[int, int] | None:
+    """The lease the instance's shared heartbeat is held under in etcd, and that lease's granted TTL."""
+    key = base64.b64encode(f"/{PREFIX}/beats/{service}/{iid}".encode()).decode()
+    with httpx.Client(base_url=f"http://{cluster.members[0].endpoint}", timeout=2) as http:
+        kvs = http.post("/v3/kv/range", json={"key": key}).json().get("kvs", [])
+        if not kvs:
+            return None
+        lease = int(kvs[0].get("lease", 0))
+        granted = http.post("/v3/lease/timetolive", json={"ID": lease}).json().get("grantedTTL", 0)
+    return lease, int(granted)
+
+
+def test_a_ttl_instance_holds_an_etcd_lease_that_heartbeats_to_any_server_renew(
+    cluster: EtcdCluster, servers: tuple[Server, Server]
+) -> None:
+    a, b = servers
+    service = unique("leased")
+    put(a.http, service, "i1", checks=[{"type": "ttl", "ttl": "3s"}])
+    beat = f"/v1/services/{service}/instances/i1/heartbeat"
+    assert b.http.put(beat, json={}).status_code == 200
+    wait_for(lambda: _beat_lease(cluster, service, "i1") is not None, 5)
+    found = _beat_lease(cluster, service, "i1")
+    assert found is not None
+    lease, granted = found
+    assert granted == 4, "the instance's own lease, a third longer than its TTL (the servers' last 6 s)"
+    started = time.monotonic()
+    while time.monotonic() - started < 6:  # past the lease's 4 s: only renewals keep the key
+        assert a.http.put(beat, json={}).status_code == 200  # through the other server now
+        time.sleep(0.5)
+    assert _beat_lease(cluster, service, "i1") == (lease, 4), "a renewed b's lease for the instance"
+    assert ids(b.http.get(f"/v1/services/{service}")) == ["i1"]
+    # Silence: the lease ends in etcd (its key goes) and the instance lapses on both servers.
+    wait_for(lambda: _beat_lease(cluster, service, "i1") is None, 10)
+    for server in (a, b):
+        wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 5)  # type: ignore[misc]
 
 
 def test_node_heartbeats_and_service_rules_reach_every_server(servers: tuple[Server, Server]) -> None:

@@ -457,3 +457,27 @@ def test_an_http_probe_to_a_denied_name_sends_nothing() -> None:
     finally:
         backend.stop()
     assert backend.hits == 0
+
+
+def test_a_lapse_from_the_store_lapses_a_ttl_before_its_timer() -> None:
+    """A TTL lease that ended in a shared store lapses the check now, through the guard's window
+    like a timer's lapse; a check that lapsed already, or has no TTL, is left as it is."""
+
+    async def scenario() -> None:
+        changed: list[object] = []
+        guard = ExpiryGuard(ExpirySettings(window=0.05))
+        monitor = HealthMonitor(changed.append, lambda owner: None, scheduler=Scheduler(print, {}), guard=guard)
+        monitor.start()
+        owner = ("instance", "svc", "a")
+        checks = monitor.track(owner, [CheckSpec(type="ttl", ttl="1h")])
+        monitor.lapse(owner, checks)
+        deadline = time.monotonic() + 2
+        while not changed and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert changed == [owner] and checks[0].status == "critical"
+        monitor.lapse(owner, checks)  # lapsed already: nothing more
+        await asyncio.sleep(0.1)
+        assert changed == [owner]
+        await monitor.stop()
+
+    on_loop(scenario)

@@ -5,6 +5,7 @@ and the active checks, split among them.
                             of it): the live peers. A server that stops renewing drops out.
     beats/{service}/{id}    the last heartbeat a server received for an instance; every other
                             server renews the instance's TTL and takes its metrics from it.
+                            An instance with a TTL check holds it under a lease of its own.
     nodebeats/{id}          the same for a node.
     checks/{kind}/{...}     what the probes of the server that runs an owner's active checks found.
     votes/{service}/{id}/{reporter hash}
@@ -23,8 +24,18 @@ Heartbeats are coalesced: one instance's is written when its status or output ch
 metrics changed and BEAT_EVERY has passed since the last write, or when a third of its TTL has
 passed (so that the others renew it in time); a server's writes go out together, FLUSH_OPS to a
 transaction, every FLUSH_EVERY. A fleet heartbeating every second with a 15 s TTL and steady
-metrics writes a fifth of its heartbeats. beats/, checks/ and ejections/ keys hold their writer's
-lease: they go with the server that wrote them.
+metrics writes a fifth of its heartbeats. checks/ and ejections/ keys hold their writer's lease:
+they go with the server that wrote them; so do beats/ of owners without a TTL.
+
+TTLs on leases: an owner with a TTL check (an instance or a node) has an etcd lease of its own,
+lasting a third more than its TTL, which its beats/ key holds. Whichever server writes its
+heartbeat renews that lease first (a server learns the lease from the others' writes), or grants a
+new one when it ended; writes come at most a third of a TTL apart while heartbeats come, so the
+lease ends only after a whole TTL without one, whatever server received them and whether or not it
+is still alive. When it ends, etcd deletes the key, and every server lets the owner's TTL lapse at
+that revision, through the same mass-expiry guard as its own timers, which lapse it on time
+(precisely one TTL after the last heartbeat; the lease is what holds when the others' writes do
+not come).
 
 Passive reports: each reporter's evidence stays on the server it reports to (a client sticks to
 one), and the votes it casts go to every server, each recording them all. One server per service,
@@ -83,6 +94,7 @@ class SharedBeat(msgspec.Struct, frozen=True):
     by: str  # the server that received it
     beat: Heartbeat
     at: float | None = None  # when (its wall clock); None from a server older than this field
+    lease: int = 0  # the owner's own lease (one with a TTL check), which every server renews
 
 
 class CheckResults(msgspec.Struct, frozen=True):
@@ -121,6 +133,12 @@ def _owner_key(owner: Owner) -> str:
     return "checks/" + "/".join(owner)
 
 
+def _beat_owner(key: str) -> Owner:
+    """Whose heartbeat a beats/ or nodebeats/ key holds."""
+    kind, _, rest = key.partition("/")
+    return ("node", rest) if kind == "nodebeats" else ("instance", *rest.split("/", 1))
+
+
 def _weight(server: str, owner: Owner) -> int:
     digest = hashlib.blake2b(f"{server}\0{'/'.join(owner)}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
@@ -142,8 +160,10 @@ class Cluster:
         self.peers: dict[str, Peer] = {}
         self._revisions: dict[str, int] = {}  # every key applied, with its mod revision
         self._lease = 0
-        self._pending: dict[str, tuple[bytes | None, float]] = {}  # key -> (value, None to delete; not before)
+        # key -> (value, None to delete; not before); a heartbeat is encoded once its lease is known
+        self._pending: dict[str, tuple[bytes | SharedBeat | None, float]] = {}
         self._written: dict[Owner, _Written] = {}
+        self._leases: dict[Owner, int] = {}  # the owners' own leases (see "TTLs on leases")
         self._mine: dict[Owner, bool] = {}  # rendezvous answers, until the peers change
         self._ejecting: dict[str, float] = {}  # ejections/ keys this server wrote last -> until
         self._votes_lease = 0
@@ -277,9 +297,9 @@ class Cluster:
             if not_before == math.inf:
                 return
         self._written[owner] = _Written(max(now, not_before), said, beat.metrics)
-        self._queue(key, _encode(SharedBeat(self.me.id, beat, time.time())), not_before)
+        self._queue(key, SharedBeat(self.me.id, beat, time.time()), not_before)
 
-    def _queue(self, key: str, value: bytes | None, not_before: float) -> None:
+    def _queue(self, key: str, value: bytes | SharedBeat | None, not_before: float) -> None:
         queued = self._pending.get(key)
         self._pending[key] = (value, min(not_before, queued[1]) if queued is not None else not_before)
         self._wake.set()
@@ -302,12 +322,18 @@ class Cluster:
                 except StoreError as exc:
                     log.warning("cannot share votes (no lease for them): %s", exc)
                     due = [(key, value) for key, value in due if not key.startswith("votes/")]
-            for start in range(0, len(due), FLUSH_OPS):
+            written: list[tuple[str, bytes | None, int]] = []
+            leases = await asyncio.gather(*(self._lease_for(key, value) for key, value in due))
+            for (key, value), lease in zip(due, leases, strict=True):
+                if isinstance(value, SharedBeat):
+                    if lease is not None:  # else the next heartbeats say it again
+                        written.append((key, _encode(msgspec.structs.replace(value, lease=lease)), lease))
+                else:
+                    written.append((key, value, votes if key.startswith("votes/") else 0))
+            for start in range(0, len(written), FLUSH_OPS):
                 ops: list[Op] = [
-                    Delete(key)
-                    if value is None
-                    else Put(key, value, lease=votes if key.startswith("votes/") else self._lease)
-                    for key, value in due[start : start + FLUSH_OPS]
+                    Delete(key) if value is None else Put(key, value, lease=lease or self._lease)
+                    for key, value, lease in written[start : start + FLUSH_OPS]
                 ]
                 try:
                     await self._store.txn([], ops)
@@ -317,10 +343,33 @@ class Cluster:
                 pruned = now
                 self._prune()
 
+    async def _lease_for(self, key: str, value: bytes | SharedBeat | None) -> int | None:
+        """For a heartbeat: its owner's own lease, renewed or granted afresh (0 without a TTL: it
+        goes under this server's); None when etcd could give neither."""
+        if not isinstance(value, SharedBeat):
+            return 0
+        owner = _beat_owner(key)
+        ttl = self._registry.ttl_of(owner)
+        if ttl is None:
+            return 0
+        lease = self._leases.get(owner)
+        try:
+            if lease is not None:
+                with contextlib.suppress(LeaseNotFound):  # it ended: the owner lapsed meanwhile
+                    await self._store.keep_alive(lease)
+                    return lease
+            lease = self._leases[owner] = await self._store.grant(ttl * 4 / 3)
+        except StoreError as exc:
+            log.warning("cannot renew the TTL lease of %s: %s", "/".join(owner[1:]), exc)
+            return None
+        return lease
+
     def _prune(self) -> None:
         for owner in list(self._written):
             if not self._registry.exists(owner):
                 del self._written[owner]
+        for owner in [owner for owner in self._leases if not self._registry.exists(owner)]:
+            del self._leases[owner]  # nobody renews it now: it ends on its own
         now = time.time()
         for key in [key for key, until in self._ejecting.items() if until <= now]:
             del self._ejecting[key]
@@ -337,6 +386,10 @@ class Cluster:
             elif kind == "ejections":
                 service, _, iid = rest.partition("/")
                 self._registry.eject(service, iid, None, self._registry.index)
+            elif kind in ("beats", "nodebeats"):
+                owner = _beat_owner(key)
+                if self._leases.pop(owner, None) is not None and self._registry.exists(owner):
+                    self._registry.lapse(owner)  # its lease ended: no heartbeat for a whole TTL
             return
         self._revisions[key] = revision
         if kind == "servers":
@@ -344,9 +397,11 @@ class Cluster:
             self._mine.clear()
         elif kind in ("beats", "nodebeats"):
             shared = _decode_beat(value)
+            owner = _beat_owner(key)
+            if shared.lease:
+                self._leases[owner] = shared.lease
             if shared.by == self.me.id:
                 return
-            owner: Owner = ("node", rest) if kind == "nodebeats" else ("instance", *rest.split("/", 1))
             age = self._age(owner, shared.at)
             with contextlib.suppress(NotFound):  # not registered (yet, or any more)
                 if kind == "nodebeats":

@@ -707,6 +707,10 @@ class Registry:
             self.on_heartbeat(_instance_owner(service, iid), beat)
         return published
 
+    def lapse(self, owner: Owner) -> None:
+        """The owner's TTL ran out in the store (see cluster.py): it lapses here now."""
+        self.health.lapse(owner, self.checks_of(owner))
+
     def ttl_of(self, owner: Owner) -> float | None:
         """The shortest TTL of an instance's or a node's checks, None without a TTL check."""
         return min((c.ttl for c in self.checks_of(owner) if c.ttl is not None), default=None)

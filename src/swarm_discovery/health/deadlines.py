@@ -43,6 +43,9 @@ class Deadlines:
         heapq.heappush(self._heap, (due, self._seq, key))
         self._compact()
 
+    def pending(self, key: Hashable) -> bool:
+        return key in self._due
+
     def cancel(self, key: Hashable) -> None:
         self._due.pop(key, None)
         self._compact()

@@ -142,6 +142,14 @@ class HealthMonitor:
             self._arm_deregistration(key, check)
         return changed
 
+    def lapse(self, owner: Owner, runtimes: Sequence[CheckRuntime]) -> None:
+        """The owner's TTL ran out elsewhere (its lease in a shared store ended): its TTL checks
+        that have not lapsed here yet do now, watched by the guard as their timers would be."""
+        for position, check in enumerate(runtimes):
+            timer = ("ttl", *owner, position)
+            if check.ttl is not None and self._timers.pending(timer):
+                self._timers.set(timer, 0.0)
+
     def report(self, key: Hashable, result: ProbeResult) -> None:
         """The sink for active probes."""
         check = self._checks.get(key)
