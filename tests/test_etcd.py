@@ -146,6 +146,26 @@ def test_a_ttl_instance_holds_an_etcd_lease_that_heartbeats_to_any_server_renew(
         wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 5)  # type: ignore[misc]
 
 
+def test_live_changes_show_at_the_same_index_on_every_server(servers: tuple[Server, Server]) -> None:
+    """A heartbeat's status, through either server, shows on both at one index: the revision of
+    the write that shared it, not an index of the receiving server's own ahead of the store's."""
+    a, b = servers
+    service = unique("live")
+    put(a.http, service, "i1", checks=[{"type": "ttl", "ttl": "30s"}])
+    beat, listing = f"/v1/services/{service}/instances/i1/heartbeat", f"/v1/services/{service}?all=true"
+
+    def seen(server: Server) -> tuple[str, str]:
+        answer = server.http.get(listing)
+        return answer.json()[0]["status"], answer.headers["x-swarm-index"]
+
+    for n, status in enumerate(["warning", "passing", "critical", "passing"]):
+        through = (a, b)[n % 2]
+        answer = through.http.put(beat, json={"status": status})
+        assert answer.status_code == 200 and answer.json()["status"] == status  # the answer shows it at once
+        wait_for(lambda status=status: seen(a) == seen(b) and seen(a)[0] == status, 5)  # type: ignore[misc]
+    wait_for(lambda: a.http.get("/v1/server").json()["index"] == b.http.get("/v1/server").json()["index"], 5)
+
+
 def test_node_heartbeats_and_service_rules_reach_every_server(servers: tuple[Server, Server]) -> None:
     a, b = servers
     service, node = unique("rules"), unique("node")

@@ -52,11 +52,13 @@ when it was received, and the others run its TTLs from then, so a fleet gone sil
 same moment everywhere (its last writes come up to a third of a TTL after its last beats, each
 instance at its own phase), and every server holds it or lets it expire alike.
 
-The change index: a change applied from the store's feed takes its revision on every server, so
-durable changes, heartbeats and check results that came through etcd show at the same index
-everywhere. The server that received a heartbeat, or whose probe saw a change, publishes it at
-once with an index of its own, above the revision, as on SQLite: until the revisions pass it,
-its index for the same state is ahead of the others'.
+The change index is etcd's revision on every server. A change applied from the store's feed
+takes its revision; a live change made here (a heartbeat this server received, its probe's
+result, an ejection it decided, a TTL lapse on its clock) shows at the next revision the feed
+brings, which is the write that shares it, 50 ms on (see `Registry._live`; when none comes
+within 100 ms, the registry writes one). So the same state has the same index on every server,
+the others showing a shared change at that revision too. Coalesced metrics (at most one write a
+second per owner) show here at a revision before the others take them.
 """
 
 from __future__ import annotations
@@ -402,6 +404,9 @@ class Cluster:
                 self._leases[owner] = shared.lease
             if shared.by == self.me.id:
                 return
+            # What every server has now: a beat here that says otherwise is written at once.
+            said = (shared.beat.status or "passing", shared.beat.output or "")
+            self._written[owner] = _Written(time.monotonic(), said, shared.beat.metrics)
             age = self._age(owner, shared.at)
             with contextlib.suppress(NotFound):  # not registered (yet, or any more)
                 if kind == "nodebeats":

@@ -76,6 +76,10 @@ META = "meta/"
 INDEX_MARK = "meta/index"
 MARK_EVERY = 1.0
 MARK_MARGIN = 1_000_000  # a write rebuilt this often without landing answers 409
+# On a shared store, live changes show at the next revision the feed brings: when none came this
+# long after one (the shared heartbeats' writes come every 50 ms), this server writes one.
+TICK_AFTER = 0.1
+TICK = "meta/tick"
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
@@ -260,6 +264,8 @@ class Registry:
         # When the next durable write stores the change index again; never on a shared store,
         # where the servers' indexes follow its revisions and one server's mark would set it apart.
         self._mark_due = math.inf if store.shared else 0.0
+        self._waiting_to_show: dict[tuple[Any, ...], None] = {}  # (show, *owner): live changes, in order
+        self._ticking: asyncio.TimerHandle | None = None
         self._stopping = False
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
         self.on_heartbeat: Callable[[Owner, Heartbeat], None] | None = None
@@ -345,6 +351,8 @@ class Registry:
             if event.revision != revision:  # one change index per store revision
                 revision, index = event.revision, self.changes.advance(event.revision)
             self._apply_event(event, index, now)
+        if batch.events:
+            self._show_waiting(index)
         self._caught_up_to(batch.revision)
 
     def _resync(self, snapshot: Snapshot) -> None:
@@ -362,6 +370,7 @@ class Registry:
         for key, kv in current.items():
             if known.get(key) != kv.mod_revision:
                 self._apply_event(StoreEvent(key, kv.value, kv.mod_revision, kv.lease), index, now)
+        self._show_waiting(index)
         self._caught_up_to(snapshot.revision)
 
     def _caught_up_to(self, revision: int) -> None:
@@ -383,8 +392,10 @@ class Registry:
 
     async def stop(self) -> None:
         self._stopping = True
-        for timer in [*self._timers.values(), *self._quiet.values()]:
+        for timer in [*self._timers.values(), *self._quiet.values(), *self._quiet_nodes.values()]:
             timer.cancel()
+        if self._ticking is not None:
+            self._ticking.cancel()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -738,7 +749,10 @@ class Registry:
         # Every heartbeat with metrics is one evaluation of the rules: a GPU that stays hot counts.
         judged = metrics is not None and self._judge(entry)
         if self.health.heartbeat(owner, entry.checks, beat.status or "passing", beat.output or "", age) or judged:
-            self._publish(entry, self.changes.next() if index is None else index)
+            if index is not None:
+                self._publish(entry, index)
+            elif not self._live(self._show, service, iid):
+                return self._version(entry)  # shown once the shared store's revision moves
             return entry.published
         if index is not None and (metrics_changed or beat.output):
             self._publish(entry, index)
@@ -806,7 +820,7 @@ class Registry:
         entry.metrics = self._shared.metrics(_laid_over(entry.metrics, entry.scraped, metrics))
         entry.scraped = metrics
         if self._judge(entry, position):
-            self._publish(entry, self.changes.next())
+            self._live(self._show, owner[1], owner[2])
             if self.on_health_changed is not None:
                 self.on_health_changed(owner)
         else:
@@ -823,16 +837,52 @@ class Registry:
             return
         wait = entry.published_at + QUIET_EVERY - time.monotonic()
         if wait <= 0:
-            self._publish(entry, self.changes.next())
+            self._live(self._show, service, iid)
             return
         loop = asyncio.get_running_loop()
         self._quiet[service, iid] = loop.call_later(wait, self._quiet_due, service, iid)
 
     def _quiet_due(self, service: str, iid: str) -> None:
         self._quiet.pop((service, iid), None)
+        self._live(self._show, service, iid)
+
+    def _show(self, service: str, iid: str, index: int) -> None:
+        """Publish the instance as it is now, if it is still registered."""
         entry = self._services.get(service, {}).get(iid)
         if entry is not None:
-            self._publish(entry, self.changes.next())
+            self._publish(entry, index)
+
+    def _live(self, show: Callable[..., None], *owner: str) -> bool:
+        """Show a live change of the owner with `show(*owner, index)`: at the next change index; on
+        a shared store at the next revision that its feed brings (a shared heartbeat, check result
+        or ejection is written to it: see cluster.py), so that every server's index is the store's
+        revision. True when it is shown now."""
+        if not self.store.shared:
+            show(*owner, self.changes.next())
+            return True
+        self._waiting_to_show[(show, *owner)] = None
+        if self._ticking is None:
+            self._ticking = asyncio.get_running_loop().call_later(TICK_AFTER, self._tick)
+        return False
+
+    def _show_waiting(self, index: int) -> None:
+        waiting, self._waiting_to_show = self._waiting_to_show, {}
+        for show, *owner in waiting:
+            show(*owner, index)
+
+    def _tick(self) -> None:
+        self._ticking = None
+        if self._waiting_to_show:
+            self._in_background(self._tick_write())
+
+    async def _tick_write(self) -> None:
+        """No revision came for live changes waiting to show: make one."""
+        try:
+            await self.store.txn((), (Put(TICK, b""),))
+        except StoreError as exc:
+            # Out of reach: shown at an index of this server's own rather than not at all.
+            log.warning("live changes shown ahead of the store's revision (%s)", exc)
+            self._show_waiting(self.changes.next())
 
     def checks(self, service: str, iid: str) -> list[CheckState]:
         """The live state of an instance's checks, newer than any published view."""
@@ -847,9 +897,9 @@ class Registry:
     def _health_changed(self, owner: Owner) -> None:
         """A check's status changed: republish its owner."""
         if owner[0] == "node":
-            self._node_health_changed(owner[1], self.changes.next())
+            self._live(self._node_health_changed, owner[1])
         else:
-            self._republish(owner[1], owner[2], self.changes.next())
+            self._live(self._republish, owner[1], owner[2])
         if self.on_health_changed is not None:
             self.on_health_changed(owner)
 
@@ -930,7 +980,7 @@ class Registry:
         size, decide = self.size(service), self.decides(service)
         ejection = self._detector(service).vote(iid, vote.reporter, vote.reason, vote.trusted, size, vote.at, decide)
         if ejection is not None:
-            self._republish(service, iid, self.changes.next())
+            self._live(self._republish, service, iid)
             self._release_at(service, ejection.until)
             if self.on_ejection is not None:
                 self.on_ejection(service, iid, ejection)
@@ -972,7 +1022,7 @@ class Registry:
         if detector is None:
             return
         for iid in detector.release_due():
-            self._republish(service, iid, self.changes.next())
+            self._live(self._republish, service, iid)
         if any(e.until <= until for e in detector.ejected.values()):
             # The loop's timers run on a millisecond clock and may fire just before the wall clock
             # reaches `until`: without a second try that ejection would never end.
@@ -1142,14 +1192,14 @@ class Registry:
             return
         wait = node.shown_at + QUIET_EVERY - time.monotonic()
         if wait <= 0:
-            self._node_health_changed(nid, self.changes.next())
+            self._live(self._node_health_changed, nid)
             return
         loop = asyncio.get_running_loop()
         self._quiet_nodes[nid] = loop.call_later(wait, self._quiet_node_due, nid)
 
     def _quiet_node_due(self, nid: str) -> None:
         self._quiet_nodes.pop(nid, None)
-        self._node_health_changed(nid, self.changes.next())
+        self._live(self._node_health_changed, nid)
 
     def node_heartbeat(self, nid: str, beat: Heartbeat) -> NodeView:
         """A node's heartbeat this server received: renewed here and handed to `on_heartbeat`."""
@@ -1193,9 +1243,15 @@ class Registry:
             node.republish()  # what the rules read
             changed |= self.health.judge(("node", nid), node.checks, Bindings(_NO_NODE, node.data), only)
             for service, iid in self._judge_on_node(nid):
-                self._republish(service, iid, self.changes.next())
+                if index is None:
+                    self._live(self._republish, service, iid)
+                else:
+                    self._republish(service, iid, index)
         if changed or (index is not None and said):
-            self._node_health_changed(nid, self.changes.next() if index is None else index)
+            if index is None:
+                self._live(self._node_health_changed, nid)
+            else:
+                self._node_health_changed(nid, index)
         elif said:
             node.republish()  # the answer shows it at once; readers at most every QUIET_EVERY
             self._node_quietly_changed(nid)
