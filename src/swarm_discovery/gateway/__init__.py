@@ -17,7 +17,8 @@ balancer's core (no second implementation). The modules, one job each:
     reports.py   outcomes reported to the registry (passive health)
     metrics.py   /metrics
     errors.py    the gateway's own error answers
-    serve.py     aiohttp's server on uvloop, on a listener bound once
+    front.py     the HTTP/1.1 server clients talk to (httptools' parser)
+    serve.py     the front on uvloop, on a listener bound once
 """
 
 from __future__ import annotations

@@ -15,18 +15,17 @@ in the backend's admission queue and tries again, or is refused with 429 and `Re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 import msgspec
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..balance import NoInstance, Signals
 from .backend import Backend
 from .errors import GatewayError
 from .fleet import Fleet
+from .front import Front, Request, Response
 from .metrics import GatewayMetrics
 from .models import MODEL_PATHS, listing, parse, prompt_key
 from .proxy import Body, Proxy, read_body
@@ -38,7 +37,9 @@ from .upstream import Upstreams
 
 SWEEP_EVERY = 5.0
 STOP_WITHIN = 3.0
-_JSON = {"Content-Type": "application/json"}
+_JSON = [("Content-Type", "application/json")]
+_METRICS = [("Content-Type", CONTENT_TYPE_LATEST)]
+_TEXT = [("Content-Type", "text/plain; charset=utf-8")]
 _encode = msgspec.json.Encoder().encode
 
 
@@ -102,9 +103,10 @@ class Gateway:
 
     # --- requests --------------------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Response | None:
+        """The answer to `request`, or None once it has been answered (proxied)."""
         metrics = self.metrics
-        path = request.raw_path.partition("?")[0]  # the gateway's own paths need no decoding
+        path = request.target.partition("?")[0]  # the gateway's own paths need no decoding
         openai = path in MODEL_PATHS or path == "/v1/models"
         if metrics.in_flight >= self.max_in_flight:
             metrics.error("busy")
@@ -112,30 +114,32 @@ class Gateway:
             return error.response(openai)
         metrics.in_flight += 1
         try:
-            host = request.headers.get("Host", "")
+            host = request.header(b"host") or ""
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name.endswith(".swarm"):
-                return await self._service(request, name.removesuffix(".swarm"), request.raw_path)
+                await self._service(request, name.removesuffix(".swarm"), request.target)
+                return None
             if path == "/metrics":
-                body = generate_latest(metrics.registry)
-                return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+                return Response(200, generate_latest(metrics.registry), _METRICS)
             if path == "/-/status":
-                return web.Response(body=_encode(self.status()), headers=_JSON)
+                return Response(200, _encode(self.status()), _JSON)
             if path == "/-/healthz":
-                return web.Response(text="ok")
+                return Response(200, b"ok", _TEXT)
             if path in MODEL_PATHS:
-                return await self._model(request)
+                await self._model(request)
+                return None
             if path == "/v1/models":
-                return web.Response(body=listing(self.fleet.served_models()), headers=_JSON)
-            return await self._by_path(request)
+                return Response(200, listing(self.fleet.served_models()), _JSON)
+            await self._by_path(request)
+            return None
         except GatewayError as exc:
             metrics.error(exc.reason)
             return exc.response(openai)
         finally:
             metrics.in_flight -= 1
 
-    async def _by_path(self, request: web.BaseRequest) -> web.StreamResponse:
-        raw = request.raw_path
+    async def _by_path(self, request: Request) -> None:
+        raw = request.target
         end = len(raw)
         for mark in ("/", "?"):
             found = raw.find(mark, 1)
@@ -149,20 +153,20 @@ class Gateway:
             target = "/" + target
         return await self._service(request, service, target)
 
-    async def _service(self, request: web.BaseRequest, service: str, target: str) -> web.StreamResponse:
+    async def _service(self, request: Request, service: str, target: str) -> None:
         if not SERVICE_NAME.match(service):
             raise GatewayError(404, "not_found", f"{service!r} is not a service name")
         # The common case, a followed service and no body, without the coroutines that wait.
         backend = self.fleet.backends.get(service) or await self.fleet.service(service)
-        if request.body_exists or request.content_length is not None:
+        if request.body is not None or request.content_length is not None:
             body = await read_body(request, backend.route.body_limit)
         else:
             body = Body()
-        return await self._balanced(request, backend, target, body, request.headers.get("X-Swarm-Key"))
+        await self._balanced(request, backend, target, body, request.header(b"x-swarm-key"))
 
-    async def _model(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _model(self, request: Request) -> None:
         if request.method != "POST":
-            raise GatewayError(405, "bad_request", f"{request.path}: only POST is served here")
+            raise GatewayError(405, "bad_request", f"{request.target.partition('?')[0]}: only POST is served here")
         route = self.routes.models
         body = await read_body(request, route.body_limit, whole=True)
         found = parse(body.data or b"")
@@ -171,16 +175,15 @@ class Gateway:
             key = prompt_key(found, route.ai.block_chars * route.ai.max_blocks)
         else:
             key = user if isinstance(user := found.get("user"), str) else None
-        return await self._balanced(request, backend, request.raw_path, body, key)
+        await self._balanced(request, backend, request.target, body, key)
 
-    async def _balanced(
-        self, request: web.BaseRequest, backend: Backend, target: str, body: Body, key: str | None
-    ) -> web.StreamResponse:
+    async def _balanced(self, request: Request, backend: Backend, target: str, body: Body, key: str | None) -> None:
         """Forward; while every candidate is saturated, wait for room, up to the route's queue timeout."""
         deadline = asyncio.get_running_loop().time() + backend.route.queue_timeout
         while True:
             try:
-                return await self.proxy.forward(request, backend, target, body, key)
+                await self.proxy.forward(request, backend, target, body, key)
+                return
             except NoInstance:
                 if not backend.core.pool.size:
                     raise GatewayError(
@@ -224,9 +227,7 @@ class Gateway:
         }
 
 
-async def serve_forever(
-    gateway: Gateway, listening: asyncio.AbstractServer, server: web.Server, stop: asyncio.Event
-) -> None:
+async def serve_forever(gateway: Gateway, listening: asyncio.AbstractServer, front: Front, stop: asyncio.Event) -> None:
     """Run `gateway` until `stop` is set; then take no new connections and give the requests in
     flight STOP_WITHIN seconds to finish."""
     await gateway.start()
@@ -234,6 +235,5 @@ async def serve_forever(
         await stop.wait()
     finally:
         listening.close()
-        with contextlib.suppress(TimeoutError):
-            await server.shutdown(STOP_WITHIN)
+        await front.shutdown(STOP_WITHIN)
         await gateway.stop()

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-from aiohttp import web
 
 from ..errors import SwarmError
+from .front import Response
 
 Reason = Literal[
     "not_found",  # no such service or path
@@ -48,7 +48,7 @@ class GatewayError(SwarmError):
         self.param = param
         self.instance = instance  # the last instance tried, if any
 
-    def response(self, openai: bool) -> web.Response:
+    def response(self, openai: bool) -> Response:
         if openai:
             error = {
                 "message": self.message,
@@ -59,9 +59,9 @@ class GatewayError(SwarmError):
             body = _encode({"error": error})
         else:
             body = _encode({"error": self.message})
-        headers = {"Content-Type": "application/json"}
+        fields = [("Content-Type", "application/json")]
         if self.retry_after is not None:
-            headers["Retry-After"] = str(self.retry_after)
+            fields.append(("Retry-After", str(self.retry_after)))
         if self.instance is not None:
-            headers["X-Swarm-Instance"] = self.instance
-        return web.Response(status=self.status_code, body=body, headers=headers)
+            fields.append(("X-Swarm-Instance", self.instance))
+        return Response(self.status_code, body, fields)

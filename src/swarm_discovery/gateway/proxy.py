@@ -26,11 +26,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Generator
 
-from aiohttp import StreamReader, web
-
 from ..balance import Endpoint, Outcome
 from .backend import RETRY_STATUSES, Backend
 from .errors import GatewayError
+from .front import Body as Stream
+from .front import Request, date_line
 from .metrics import GatewayMetrics
 from .settings import Route
 from .upstream import Connection, UpstreamError, Upstreams
@@ -46,7 +46,7 @@ class Body:
 
     __slots__ = ("data", "length", "stream", "taken")
 
-    def __init__(self, data: bytes | None = None, stream: StreamReader | None = None, length: int | None = None):
+    def __init__(self, data: bytes | None = None, stream: Stream | None = None, length: int | None = None):
         self.data = data
         self.stream = stream
         self.length = length  # as the client declared it; None: chunked
@@ -62,22 +62,23 @@ class Body:
         return b"Content-Length: %d\r\n" % self.length if self.length is not None else b"Transfer-Encoding: chunked\r\n"
 
 
-async def read_body(request: web.BaseRequest, limit: int, whole: bool = False) -> Body:
+async def read_body(request: Request, limit: int, whole: bool = False) -> Body:
     """The request's body: read first if its length is known and at most BUFFERED (or if `whole`),
     else left to stream; 413 past `limit`, before reading any of it when the length says so."""
     length = request.content_length
     if length is not None and length > limit:
         raise GatewayError(413, "too_large", f"body: larger than this route's limit of {limit} bytes")
-    if not request.body_exists:
+    stream = request.body
+    if stream is None:
         return Body(data=b"" if length == 0 or whole else None)
-    if request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it to send the body
+    if (request.header(b"expect") or "").lower() == "100-continue":
+        request.continue_()  # the client waits for it to send the body
     if length is not None and (length <= BUFFERED or whole):
-        return Body(data=await request.content.readexactly(length), length=length)
+        return Body(data=await stream.whole(), length=length)
     if not whole:
-        return Body(stream=request.content, length=length)
+        return Body(stream=stream, length=length)
     parts, size = [], 0
-    async for part in request.content.iter_any():
+    async for part in stream:
         size += len(part)
         if size > limit:
             raise GatewayError(413, "too_large", f"body: larger than this route's limit of {limit} bytes")
@@ -85,13 +86,12 @@ async def read_body(request: web.BaseRequest, limit: int, whole: bool = False) -
     return Body(data=b"".join(parts), length=size)
 
 
-def _forwarded(request: web.BaseRequest) -> bytes:
-    headers = request.headers
-    prior = headers.get("X-Forwarded-For")
-    remote = request.remote or ""
-    host = headers.get("Host")
+def _forwarded(request: Request) -> bytes:
+    prior = request.header(b"x-forwarded-for")
+    remote = request.remote
+    host = request.header(b"host")
     return (
-        f"X-Forwarded-For: {f'{prior}, {remote}' if prior else remote}\r\nX-Forwarded-Proto: {request.scheme}\r\n"
+        f"X-Forwarded-For: {f'{prior}, {remote}' if prior else remote}\r\nX-Forwarded-Proto: http\r\n"
         + (f"X-Forwarded-Host: {host}\r\n" if host else "")
     ).encode("latin-1")
 
@@ -105,9 +105,7 @@ class Proxy:
         self.upstreams = upstreams
         self.metrics = metrics
 
-    async def forward(
-        self, request: web.BaseRequest, backend: Backend, target: str, body: Body, key: str | None
-    ) -> web.StreamResponse:
+    async def forward(self, request: Request, backend: Backend, target: str, body: Body, key: str | None) -> None:
         """Send to the backend's picks until one answers; `NoInstance` if none can be picked."""
         started = time.perf_counter()
         route = backend.route
@@ -120,7 +118,7 @@ class Proxy:
             while True:
                 attempt_started = time.perf_counter()
                 authority = f"{endpoint.address}:{endpoint.port}"
-                head_bytes = request_head(request.method, target, authority, request.raw_headers, extra)
+                head_bytes = request_head(request.method, target, authority, request.fields, extra)
                 try:
                     conn, head, deadline = await self._exchange(endpoint, request.method, head_bytes, body, backend)
                     retry_due = head.status in RETRY_STATUSES and not body.taken
@@ -146,13 +144,15 @@ class Proxy:
                         retry_on = flow.send(Outcome(status=head.status, latency=ttfb))
                     except StopIteration:  # no retry due: this answer is the one the client gets
                         answer = Answer(conn, head, *await self._begin(conn, head, deadline, route))
-                        return await self._relay(request, answer, backend, endpoint, None, started, ttfb)
+                        await self._relay(request, answer, backend, endpoint, None, started, ttfb)
+                        return
                     tried.append(f"{_where(backend, endpoint)}: answered {head.status}")
                     conn.close()
                     endpoint = retry_on
                     continue
                 answer = Answer(conn, head, whole, first)
-                return await self._relay(request, answer, backend, endpoint, flow, started, ttfb)
+                await self._relay(request, answer, backend, endpoint, flow, started, ttfb)
+                return
         finally:
             flow.close()  # a request given up halfway (the client left) releases its pick
             backend.admission.wake()
@@ -204,7 +204,7 @@ class Proxy:
         body.taken = True
         chunked = body.length is None
         sent = 0
-        async for data in body.stream.iter_any():
+        async for data in body.stream:
             sent += len(data)
             if sent > limit:
                 raise GatewayError(413, "too_large", f"body: larger than this route's limit of {limit} bytes")
@@ -237,43 +237,38 @@ class Proxy:
 
     async def _relay(
         self,
-        request: web.BaseRequest,
+        request: Request,
         answer: Answer,
         backend: Backend,
         endpoint: Endpoint,
         flow: Flow | None,
         started: float,
         ttfb: float,
-    ) -> web.StreamResponse:
+    ) -> None:
         """Pass the answer on; then tell the balancer how it went (if `flow` still waits to hear)."""
         conn, head = answer.conn, answer.head
         instance = backend.instance_id(endpoint.id)
-        response: web.StreamResponse
+        lines = b"%sX-Swarm-Instance: %s\r\n%s" % (
+            head.lines,
+            instance.encode("latin-1"),
+            b"" if head.dated else date_line(),
+        )
         status: int | None = head.status
         try:
             if answer.whole is not None:
-                response = web.Response(
-                    status=head.status, reason=head.reason, headers=head.fields, body=answer.whole or None
-                )
-                response.headers["X-Swarm-Instance"] = instance  # the response's own copy, not a second one
-                await response.prepare(request)
+                request.respond(head.status, head.reason, lines, answer.whole)
             else:
-                response = web.StreamResponse(status=head.status, reason=head.reason, headers=head.fields)
-                response.headers["X-Swarm-Instance"] = instance
-                if head.length is not None:
-                    response.content_length = head.length
-                await response.prepare(request)
+                await request.start(head.status, head.reason, lines, head.length)
                 if answer.first:
-                    await response.write(answer.first)
+                    await request.write(answer.first)
                 async for part in _parts(conn, backend.route.idle_timeout):
-                    await response.write(part)
-            await response.write_eof()
+                    await request.write(part)
+                request.finish()
             self.upstreams.release(conn)
         except (UpstreamError, BadResponse):
             status = None  # broke off: a failure of the instance's
             conn.close()
-            if request.transport is not None:
-                request.transport.close()  # the client sees the answer cut off, not a complete one
+            request.cut_off()  # the client sees the answer cut off, not a complete one
         except BaseException:  # the client went away: nothing seen of the instance
             conn.close()
             raise
@@ -281,7 +276,6 @@ class Proxy:
             with contextlib.suppress(StopIteration):
                 flow.send(Outcome(status=status, latency=ttfb, final=True))
         self.metrics.observe(backend.label, instance, head.status, time.perf_counter() - started, ttfb)
-        return response
 
 
 class Answer:

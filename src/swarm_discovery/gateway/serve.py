@@ -1,11 +1,10 @@
-"""Running the gateway: aiohttp's HTTP server on uvloop, one process, on a listener bound here.
+"""Running the gateway: its own HTTP/1.1 server (`front.py`) on uvloop, one process, on a listener bound here.
 
-aiohttp rather than granian, which `swarm serve` uses: a proxy must be able to cut an answer
-off (granian ends a chunked stream cleanly whatever the handler does, so a broken upstream
-would look complete to the client), to wait for a slow client before reading more from the
-instance (granian's stream transport queues without bound), and to hear that a client left
-(aiohttp cancels the handler, and with it the upstream request). Proxying costs about the same
-with either once the upstream side is `upstream.py`.
+Not granian, which `swarm serve` uses: a proxy must be able to cut an answer off (granian ends a
+chunked stream cleanly whatever the handler does, so a broken upstream would look complete to
+the client), to wait for a slow client before reading more from the instance (granian's stream
+transport queues without bound), and to hear that a client left (the front cancels the handler,
+and with it the upstream request).
 """
 
 from __future__ import annotations
@@ -17,14 +16,13 @@ import socket
 import sys
 
 import uvloop
-from aiohttp import web
 
 from ..server import BACKLOG, listen
 from .app import Gateway, serve_forever
+from .front import Front
 from .registry import RegistryClient
 from .settings import Routes
 
-MAX_REQUEST_LINE = 32 * 1024  # a request line or one header field
 KEEPALIVE = 75.0  # seconds an idle client connection is kept
 GC_YOUNG = 20_000  # allocations between young collections (the default, 700, is a few requests)
 
@@ -54,16 +52,9 @@ async def _main(
     loop = asyncio.get_running_loop()
     client = RegistryClient(addr)
     gateway = Gateway(routes, client, max_services, max_in_flight)
-    server = web.Server(
-        gateway.handle,
-        handler_cancellation=True,  # a client that leaves cancels its request, upstream too
-        access_log=None,
-        max_line_size=MAX_REQUEST_LINE,
-        max_field_size=MAX_REQUEST_LINE,
-        keepalive_timeout=KEEPALIVE,
-    )
-    listening = await loop.create_server(server, sock=listener, backlog=BACKLOG)
-    # Each request allocates a few dozen objects (aiohttp's request, response, task): with the
+    front = Front(gateway.handle, loop, KEEPALIVE)
+    listening = await loop.create_server(front, sock=listener, backlog=BACKLOG)
+    # Each request allocates a few dozen objects (the request, its task, the balancer's flow): with the
     # default thresholds a young collection runs every few requests; what startup made never goes.
     gc.freeze()
     gc.set_threshold(GC_YOUNG, 20, 100)
@@ -77,6 +68,6 @@ async def _main(
         flush=True,
     )
     try:
-        await serve_forever(gateway, listening, server, stop)
+        await serve_forever(gateway, listening, front, stop)
     finally:
         await client.aclose()

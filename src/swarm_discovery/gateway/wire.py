@@ -56,7 +56,7 @@ class BadResponse(SwarmError):
 class Head:
     """A response's status line and fields, and how its body is framed."""
 
-    __slots__ = ("chunked", "fields", "keep_alive", "length", "reason", "status")
+    __slots__ = ("chunked", "dated", "fields", "keep_alive", "length", "lines", "reason", "status")
 
     def __init__(
         self,
@@ -73,6 +73,9 @@ class Head:
         self.length = length  # None: chunked, or until the connection closes
         self.chunked = chunked
         self.keep_alive = keep_alive
+        # As they go on to the client, made once: a head is parsed once and then looked up.
+        self.lines = "".join([f"{k}: {v}\r\n" for k, v in fields]).encode("latin-1")
+        self.dated = any(k.lower() == "date" for k, _ in fields)
 
     def get(self, name: str) -> str | None:
         lower = name.lower()
@@ -115,7 +118,7 @@ def _parse_head(head: bytes, bodiless: bool) -> Head:
     named: set[str] = set()
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon or not name or " " in name or "\t" in name:
+        if not colon or not name or " " in name or "\t" in name or "\r" in line or "\n" in line:
             raise BadResponse(f"malformed header field: {line[:80]!r}")
         lower = name.lower()
         if lower not in _RESPONSE_SPECIAL:
@@ -209,7 +212,7 @@ def request_head(
 def _copied(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The client's fields that go on, as lines. A client sends the same fields request after
     request: as `parse_head` does with heads, those of up to CACHED_HEAD bytes given as a tuple
-    (aiohttp's raw headers) are kept, at most CACHED_HEADS, all dropped when full."""
+    (the front's fields) are kept, at most CACHED_HEADS, all dropped when full."""
     hashable = isinstance(fields, tuple)
     if hashable:
         found = _COPIED.get(fields)
