@@ -3,11 +3,13 @@ the balancer's retry plan as the gateway drives it, prompts and scraped metrics.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from swarm_discovery.balance import (
     AiAware,
@@ -20,6 +22,7 @@ from swarm_discovery.balance import (
     Signals,
 )
 from swarm_discovery.balance.prefix import PrefixIndex
+from swarm_discovery.gateway.backend import Admission
 from swarm_discovery.gateway.errors import GatewayError
 from swarm_discovery.gateway.models import parse, prompt_key
 from swarm_discovery.gateway.scrape import parse_metrics
@@ -263,6 +266,28 @@ def test_only_the_statuses_named_are_retried() -> None:
 
 
 # --- the OpenAI-style bodies, and scraped metrics ---------------------------------------------------
+
+
+def test_a_wait_for_room_that_times_out_is_false_never_a_cancellation() -> None:
+    """uvloop fires a timer up to a millisecond before loop.time() reaches it: the deadline's
+    answer must not look like the client going away (which ended the connection unanswered)."""
+
+    async def waits() -> list[object]:
+        admission = Admission(64, 1.0)
+        loop = asyncio.get_running_loop()
+
+        async def one(delay: float) -> object:
+            try:
+                return await admission.wait(loop.time() + delay)
+            except asyncio.CancelledError:
+                return "cancelled"
+
+        woken = asyncio.ensure_future(one(5.0))
+        answers = await asyncio.gather(*[one(0.001 * (n % 17) + 0.0003 * n) for n in range(60)])
+        admission.wake()
+        return [*answers, await woken]
+
+    assert uvloop.run(waits()) == [False] * 60 + [True]
 
 
 def test_the_prompt_key_is_the_text_in_order_and_bounded() -> None:

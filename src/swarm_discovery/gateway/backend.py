@@ -29,7 +29,7 @@ class Admission:
     def __init__(self, limit: int, timeout: float) -> None:
         self.limit = limit
         self.timeout = timeout
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._waiting: deque[asyncio.Future[bool]] = deque()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -39,16 +39,13 @@ class Admission:
         loop = asyncio.get_running_loop()
         if len(self._waiting) >= self.limit or loop.time() >= deadline:
             return False
-        waiter = loop.create_future()
+        waiter: asyncio.Future[bool] = loop.create_future()
         self._waiting.append(waiter)
-        timer = loop.call_at(deadline, waiter.cancel)
+        # The deadline answers False rather than cancelling the waiter: a timer may fire a little
+        # before loop.time() reaches it, and a cancellation then looked like the client's.
+        timer = loop.call_at(deadline, _answer, waiter, False)
         try:
-            await waiter
-            return True
-        except asyncio.CancelledError:
-            if loop.time() < deadline:
-                raise  # the client went away, not the deadline
-            return False
+            return await waiter
         finally:
             timer.cancel()
             if waiter in self._waiting:
@@ -59,8 +56,13 @@ class Admission:
         while count > 0 and self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
                 count -= 1
+
+
+def _answer(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
 
 
 def strategy_for(route: Route, signals: Mapping[str, Signals]) -> Callable[[], Strategy]:
