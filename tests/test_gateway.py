@@ -284,6 +284,25 @@ def test_request_bodies_stream_through_under_the_limit(
     assert too_large.status_code == 413 and "limit" in too_large.json()["error"]
 
 
+def test_a_client_that_expects_100_continue_gets_it_and_a_chunked_body_is_refused_past_the_limit(
+    registry: Server, gateway: GatewayProcess, echoes: list[Echo]
+) -> None:
+    service = unique("expect")
+    register(registry, service, echoes[:1], gateway)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as client:
+        client.sendall(f"PUT /{service}/up HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert client.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before the body is sent
+        client.sendall(b"hello")
+        received = b""
+        while not received.endswith(b"}"):
+            received += client.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and msgspec.json.decode(body)["size"] == 5
+    chunk = b"x" * 65536
+    too_large = gateway.http.post(f"/{service}/up", content=iter([chunk] * 200))  # 12.5 MiB, chunked
+    assert too_large.status_code == 413 and "limit" in too_large.json()["error"]
+
+
 def test_a_client_that_leaves_cancels_its_request_upstream(
     registry: Server, gateway: GatewayProcess, echoes: list[Echo]
 ) -> None:

@@ -8,10 +8,13 @@ line, bad framing (a Content-Length beside chunked, two Content-Lengths), a bad 
 
 Everything a client sends is bounded, each past its limit a JSON error, then the connection is
 closed: a request target past MAX_TARGET is a 414; a field past MAX_FIELD, a head past MAX_HEAD
-or MAX_FIELDS fields a 431. A request body is read at the handler's pace: reading stops while
-HIGH_WATER bytes of it wait. Requests pipelined behind one being answered wait their turn, and
-reading stops meanwhile. A client that goes away cancels its handler (and with it the upstream
-request); an idle connection is closed after `keepalive` seconds.
+or MAX_FIELDS fields a 431; a head not whole within `head_timeout` seconds of its first byte a
+408. A request body is read at the handler's pace: reading stops while HIGH_WATER bytes of it
+wait; a body that stops arriving while the handler waits for it is dropped, connection and all,
+after `keepalive` seconds of nothing. Requests pipelined behind one being answered wait their
+turn, and reading stops meanwhile (past MAX_PIPELINED waiting, in one read, the next is a 429).
+A client that goes away cancels its handler (and with it the upstream request); a connection
+with no request for `keepalive` seconds after its last answer is closed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ MAX_TARGET = 32 * 1024
 MAX_FIELD = 32 * 1024  # one header field, name and value
 MAX_HEAD = 64 * 1024
 MAX_FIELDS = 128
+MAX_PIPELINED = 64
 HIGH_WATER = 256 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 BODILESS = frozenset({204, 304})
@@ -136,6 +140,7 @@ class Request:
         "fields",
         "keep_alive",
         "method",
+        "named",
         "target",
         "version",
     )
@@ -147,6 +152,7 @@ class Request:
         target: str,
         version: str,
         fields: tuple[tuple[bytes, bytes], ...],
+        named: dict[bytes, bytes],
         content_length: int | None,
         chunked: bool,
         keep_alive: bool,
@@ -156,6 +162,7 @@ class Request:
         self.target = target  # as sent: path and query, undecoded
         self.version = version
         self.fields = fields  # (name, value) as sent, in order
+        self.named = named  # the first value of each, by its name in lower case
         self.content_length = content_length
         self.chunked = chunked
         self.keep_alive = keep_alive
@@ -169,10 +176,8 @@ class Request:
 
     def header(self, name: bytes) -> str | None:
         """The first field named `name` (lower case), if any."""
-        for key, value in self.fields:
-            if len(key) == len(name) and key.lower() == name:
-                return value.decode("latin-1")
-        return None
+        value = self.named.get(name)
+        return value.decode("latin-1") if value is not None else None
 
     def continue_(self) -> None:
         """Tell a client that sent `Expect: 100-continue` to send its body."""
@@ -247,14 +252,19 @@ class ClientConnection(asyncio.Protocol):
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._active_at = 0.0  # when the connection opened or its last answer went
+        self._got = 0  # bytes received, and as many at the last idle check:
+        self._got_seen = 0  # a body that has stopped arriving is told by them
+        self._slow: asyncio.TimerHandle | None = None  # a head that has not come whole yet
         self._broken = False  # a refused request: nothing more is read
         self._refused: Refused | None = None  # to answer after those before it
         # The head being parsed:
         self._target = b""
         self._fields: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
+        self._named: dict[bytes, bytes] = {}
+        self._head_size = 0  # the whole fields' so far (httptools tells of one as the next begins)
+        self._head_reads = 0  # the reads after the one the head began in, while it is arriving
         self._in_head = False
-        self._began = False
         self._length: int | None = None
         self._chunked = False
 
@@ -265,13 +275,16 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
         self.front.connections.add(self)
-        self._idle_timer()
+        self._active_at = self.loop.time()
+        self._idle = self.loop.call_at(self._active_at + self.front.keepalive, self._idle_check)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.front.connections.discard(self)
         if self._idle is not None:
             self._idle.cancel()
+        if self._slow is not None:
+            self._slow.cancel()
         if self._task is not None:
             self._task.cancel()  # the client left: so does its request, upstream too
         self._queue.clear()
@@ -283,18 +296,17 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._broken:
             return
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        self._began = False
+        self._got += len(data)
+        if self._in_head:
+            self._head_reads += len(data)
         try:
             self._parser.feed_data(data)
-            # A field still arriving is held whole inside httptools: bound it too (the chunk its
-            # head began in is not counted, at most one read of the transport's).
-            if self._in_head and not self._began:
-                self._head_size += len(data)
-                if self._head_size > MAX_HEAD:
-                    raise Refused(431, f"request head larger than {MAX_HEAD // 1024} KiB")
+            # A field still arriving is held whole inside httptools: bound it too. Both sizes fall
+            # short of the head's (by its last field, by its first read), neither goes past it.
+            if self._in_head and max(self._head_size, self._head_reads) > MAX_HEAD:
+                raise Refused(431, f"request head larger than {MAX_HEAD // 1024} KiB")
+            if self._in_head and self._slow is None:  # rare: a head split over reads
+                self._slow = self.loop.call_later(self.front.head_timeout, self._too_slow)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._refuse(cause if isinstance(cause, Refused) else Refused(400, f"malformed request: {exc}"))
@@ -304,8 +316,6 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(Refused(400, f"malformed request: {exc}"))
         except Refused as exc:
             self._refuse(exc)
-        if self._idle is None and self._task is None and not self._in_head and self._parsing is None:
-            self._idle_timer()
 
     def eof_received(self) -> bool:
         return False
@@ -323,8 +333,9 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._target = b""
         self._fields = []
-        self._head_size = 0
-        self._in_head = self._began = True
+        self._named = {}
+        self._head_size = self._head_reads = 0
+        self._in_head = True
         self._length = None
         self._chunked = False
 
@@ -337,10 +348,14 @@ class ClientConnection(asyncio.Protocol):
         size = len(name) + len(value)
         if size > MAX_FIELD:
             raise Refused(431, f"a header field larger than {MAX_FIELD // 1024} KiB")
+        self._head_size += size
+        if self._head_size > MAX_HEAD:
+            raise Refused(431, f"request head larger than {MAX_HEAD // 1024} KiB")
         if len(self._fields) >= MAX_FIELDS:
             raise Refused(431, f"more than {MAX_FIELDS} header fields")
         self._fields.append((name, value))
         lower = name.lower()
+        self._named.setdefault(lower, value)
         if lower == b"content-length":
             self._length = int(value)  # llhttp has checked that it is one number
         elif lower == b"transfer-encoding":
@@ -348,6 +363,9 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._slow is not None:
+            self._slow.cancel()
+            self._slow = None
         parser = self._parser
         upgrade = parser.should_upgrade()  # llhttp reads no body then
         request = Request(
@@ -356,6 +374,7 @@ class ClientConnection(asyncio.Protocol):
             self._target.decode("latin-1"),
             parser.get_http_version(),
             tuple(self._fields),
+            self._named,
             None if upgrade or self._chunked else self._length,
             self._chunked and not upgrade,
             parser.should_keep_alive() and not upgrade,
@@ -364,6 +383,8 @@ class ClientConnection(asyncio.Protocol):
             self._parsing = request
         if self._task is None:
             self._answer(request)
+        elif len(self._queue) >= MAX_PIPELINED:
+            raise Refused(429, f"more than {MAX_PIPELINED} requests pipelined")
         else:
             self._queue.append(request)
             self.reading()
@@ -405,8 +426,7 @@ class ClientConnection(asyncio.Protocol):
         elif self._refused is not None:
             self._refuse(self._refused)
         else:
-            if not self._in_head and self._parsing is None:
-                self._idle_timer()
+            self._active_at = self.loop.time()
             self.reading()
 
     def _unanswered(self, request: Request, response: Response) -> None:
@@ -459,12 +479,33 @@ class ClientConnection(asyncio.Protocol):
         if self._task is not None or self._queue:
             self._refused = refused
             return
-        request = Request(self, "GET", "", "1.1", (), None, False, False)
+        request = Request(self, "GET", "", "1.1", (), {}, None, False, False)
         request.send(_error(refused.status, refused.message))
         self.close()
 
-    def _idle_timer(self) -> None:
-        self._idle = self.loop.call_later(self.front.keepalive, self.close)
+    def _idle_check(self) -> None:
+        """Close the connection once no request has begun for `keepalive` seconds since its last
+        answer; drop it once a body the handler waits for has not grown in as long. One timer a
+        connection, not one a request: it looks again when the connection may be due."""
+        now = self.loop.time()
+        due = now + self.front.keepalive
+        if self._task is not None:
+            parsing = self._parsing
+            waited_on = parsing is not None and parsing.body is not None and parsing.body._waiter is not None
+            if waited_on and not self._paused and self._got == self._got_seen:
+                self.abort()  # the handler is cancelled: it gets no more of the body
+                return
+            self._got_seen = self._got
+        elif not self._in_head:  # (a head on its way has its own timer, `_slow`)
+            due = self._active_at + self.front.keepalive
+            if due <= now:
+                self.close()
+                return
+        self._idle = self.loop.call_at(due, self._idle_check)
+
+    def _too_slow(self) -> None:
+        self._slow = None
+        self._refuse(Refused(408, f"request head not whole within {self.front.head_timeout:g} s"))
 
     @property
     def busy(self) -> bool:
@@ -474,10 +515,13 @@ class ClientConnection(asyncio.Protocol):
 class Front:
     """The server: one `ClientConnection` per client, every request to `handler`."""
 
-    def __init__(self, handler: Handler, loop: asyncio.AbstractEventLoop, keepalive: float = 75.0) -> None:
+    def __init__(
+        self, handler: Handler, loop: asyncio.AbstractEventLoop, keepalive: float = 75.0, head_timeout: float = 10.0
+    ) -> None:
         self.handler = handler
         self.loop = loop
         self.keepalive = keepalive
+        self.head_timeout = head_timeout
         self.connections: set[ClientConnection] = set()
 
     def __call__(self) -> ClientConnection:
