@@ -41,6 +41,7 @@ _JSON = [("Content-Type", "application/json")]
 _METRICS = [("Content-Type", CONTENT_TYPE_LATEST)]
 _TEXT = [("Content-Type", "text/plain; charset=utf-8")]
 _encode = msgspec.json.Encoder().encode
+Bound = tuple[Backend, str, Body, str | None]  # where a request goes: backend, target, body, key
 
 
 class Gateway:
@@ -117,7 +118,8 @@ class Gateway:
             host = request.header(b"host") or ""
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if name.endswith(".swarm"):
-                await self._service(request, name.removesuffix(".swarm"), request.target)
+                bound = await self._service(request, name.removesuffix(".swarm"), request.target)
+                await self._balanced(request, *bound)
                 return None
             if path == "/metrics":
                 return Response(200, generate_latest(metrics.registry), _METRICS)
@@ -126,11 +128,11 @@ class Gateway:
             if path == "/-/healthz":
                 return Response(200, b"ok", _TEXT)
             if path in MODEL_PATHS:
-                await self._model(request)
+                await self._balanced(request, *await self._model(request))
                 return None
             if path == "/v1/models":
                 return Response(200, listing(self.fleet.served_models()), _JSON)
-            await self._by_path(request)
+            await self._balanced(request, *await self._service(request, *_by_path(request.target)))
             return None
         except GatewayError as exc:
             metrics.error(exc.reason)
@@ -138,22 +140,10 @@ class Gateway:
         finally:
             metrics.in_flight -= 1
 
-    async def _by_path(self, request: Request) -> None:
-        raw = request.target
-        end = len(raw)
-        for mark in ("/", "?"):
-            found = raw.find(mark, 1)
-            if found != -1:
-                end = min(end, found)
-        service = raw[1:end]
-        if not SERVICE_NAME.match(service):
-            raise GatewayError(404, "not_found", f"no route for {raw.partition('?')[0]!r}: expected /SERVICE/PATH")
-        target = raw[end:]
-        if not target.startswith("/"):
-            target = "/" + target
-        return await self._service(request, service, target)
+    # Each of the next two says where a request goes (backend, target, body, key), for `_balanced`,
+    # rather than awaiting it: each coroutine a request passes through costs it on every wait.
 
-    async def _service(self, request: Request, service: str, target: str) -> None:
+    async def _service(self, request: Request, service: str, target: str) -> Bound:
         if not SERVICE_NAME.match(service):
             raise GatewayError(404, "not_found", f"{service!r} is not a service name")
         # The common case, a followed service and no body, without the coroutines that wait.
@@ -162,9 +152,9 @@ class Gateway:
             body = await read_body(request, backend.route.body_limit)
         else:
             body = Body()
-        await self._balanced(request, backend, target, body, request.header(b"x-swarm-key"))
+        return backend, target, body, request.header(b"x-swarm-key")
 
-    async def _model(self, request: Request) -> None:
+    async def _model(self, request: Request) -> Bound:
         if request.method != "POST":
             raise GatewayError(405, "bad_request", f"{request.target.partition('?')[0]}: only POST is served here")
         route = self.routes.models
@@ -175,7 +165,7 @@ class Gateway:
             key = prompt_key(found, route.ai.block_chars * route.ai.max_blocks)
         else:
             key = user if isinstance(user := found.get("user"), str) else None
-        await self._balanced(request, backend, request.target, body, key)
+        return backend, request.target, body, key
 
     async def _balanced(self, request: Request, backend: Backend, target: str, body: Body, key: str | None) -> None:
         """Forward; while every candidate is saturated, wait for room, up to the route's queue timeout."""
@@ -225,6 +215,22 @@ class Gateway:
             "scrape_failures": self.scraper.failures if self.scraper is not None else 0,
             "started_at": self.started_at,
         }
+
+
+def _by_path(raw: str) -> tuple[str, str]:
+    """`/SERVICE/PATH?QUERY`: the service, and `/PATH?QUERY` to send it."""
+    end = len(raw)
+    for mark in ("/", "?"):
+        found = raw.find(mark, 1)
+        if found != -1:
+            end = min(end, found)
+    service = raw[1:end]
+    if not SERVICE_NAME.match(service):
+        raise GatewayError(404, "not_found", f"no route for {raw.partition('?')[0]!r}: expected /SERVICE/PATH")
+    target = raw[end:]
+    if not target.startswith("/"):
+        target = "/" + target
+    return service, target
 
 
 async def serve_forever(gateway: Gateway, listening: asyncio.AbstractServer, front: Front, stop: asyncio.Event) -> None:

@@ -22,7 +22,6 @@ instance is closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Generator
 
@@ -284,8 +283,10 @@ class Proxy:
             conn.close()
             raise
         if flow is not None:
-            with contextlib.suppress(StopIteration):
+            try:  # noqa: SIM105 (contextlib.suppress would be a context manager a request)
                 flow.send(Outcome(status=status, latency=ttfb, final=True))
+            except StopIteration:
+                pass
         self.metrics.observe(backend.label, instance, head.status, time.perf_counter() - started, ttfb)
 
 

@@ -41,11 +41,6 @@ class UpstreamError(SwarmError):
         self.timeout = timeout
 
 
-def _time_out(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 class Connection(asyncio.Protocol):
     def __init__(self, address: ADDRESS, loop: asyncio.AbstractEventLoop) -> None:
         self.address = address
@@ -55,6 +50,9 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._buffer = bytearray()
         self._waiter: asyncio.Future[None] | None = None
+        self._due = 0.0  # when the wait under way times out
+        self._timer: asyncio.TimerHandle | None = None  # set for `_timer_at`, at or before `_due`
+        self._timer_at = 0.0
         self._drained: asyncio.Future[None] | None = None
         self._eof = False
         self._error: Exception | None = None
@@ -85,6 +83,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        if self._timer is not None:
+            self._timer.cancel()
         self._error = exc
         self._wake()
         if self._drained is not None and not self._drained.done():
@@ -102,15 +102,29 @@ class Connection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def _wait(self, deadline: float) -> None:
-        loop = self._loop
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_at(deadline, _time_out, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
+    def _wait(self, deadline: float) -> asyncio.Future[None]:
+        """What the next bytes (or the end) complete, or `deadline` fails with TimeoutError. One timer
+        a connection, not one a wait: set anew only for a deadline sooner than it (each exchange's
+        come later), it looks at the wait under way when it fires."""
+        waiter = self._waiter = self._loop.create_future()
+        self._due = deadline
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._check)
+            self._timer_at = deadline
+        return waiter
+
+    def _check(self) -> None:
+        waiter = self._waiter
+        self._timer = None
+        if waiter is None or waiter.done():
+            return
+        if self._loop.time() >= self._due:
+            waiter.set_exception(TimeoutError())
+        else:  # a later wait's, or fired early (uvloop rounds to milliseconds)
+            self._timer = self._loop.call_at(self._due, self._check)
+            self._timer_at = self._due
 
     def _taken(self) -> None:
         if self._reading_paused and len(self._buffer) <= HIGH_WATER and self.transport is not None:
