@@ -219,6 +219,15 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(served: Serv
         assert [answer(reader)[2] for _ in range(2)] == [b"/c 3", b"/d 0"]
 
 
+def test_a_pipelined_request_gets_its_body_read_once_its_turn_comes(served: Served) -> None:
+    with served.connect() as client:
+        client.sendall(b"GET /slow HTTP/1.1\r\n\r\nPOST /late HTTP/1.1\r\nContent-Length: 4\r\n\r\n")
+        reader = client.makefile("rb")
+        assert answer(reader)[2] == b"/slow 0"
+        client.sendall(b"body")  # only now, as its answer is awaited
+        assert answer(reader)[2] == b"/late 4"
+
+
 def test_requests_pipelined_past_the_queue_get_a_429_after_those_before(served: Served) -> None:
     with served.connect() as client:
         count = MAX_PIPELINED + 5

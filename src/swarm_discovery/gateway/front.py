@@ -248,7 +248,9 @@ class ClientConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._parsing: Request | None = None  # the request whose body is arriving
         self._queue: deque[Request] = deque()  # parsed, waiting for the one being answered
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # `_serve`, from the first request on
+        self._current: Request | None = None  # the request being answered
+        self._ready: asyncio.Future[None] | None = None  # `_serve` waits for the next request
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
@@ -381,8 +383,12 @@ class ClientConnection(asyncio.Protocol):
         )
         if request.body is not None:
             self._parsing = request
-        if self._task is None:
-            self._answer(request)
+        if self._current is None:
+            self._current = request
+            if self._task is None:
+                self._task = self.loop.create_task(self._serve())
+            elif self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
         elif len(self._queue) >= MAX_PIPELINED:
             raise Refused(429, f"more than {MAX_PIPELINED} requests pipelined")
         else:
@@ -400,34 +406,39 @@ class ClientConnection(asyncio.Protocol):
 
     # --- answering ---------------------------------------------------------------------------------
 
-    def _answer(self, request: Request) -> None:
-        self._task = self.loop.create_task(self._run(request))
-
-    async def _run(self, request: Request) -> None:
-        try:
-            response = await self.front.handler(request)
-            if response is not None:
-                request.send(response)
-        except asyncio.CancelledError:
-            self.abort()
-            raise
-        except Refused as exc:  # the body turned out malformed
-            self._unanswered(request, _error(exc.status, exc.message))
-        except Exception:
-            _log.exception("answering %s %s", request.method, request.target[:200])
-            self._unanswered(request, _error(500, "the gateway failed to answer"))
-        self._task = None
-        body = request.body
-        if request._sent != 2 or not request.keep_alive or (body is not None and not body.done) or self.lost:
-            # The rest of an unread body would have to be read to find the next request: not worth it.
-            self.close()
-        elif self._queue:
-            self._answer(self._queue.popleft())
-        elif self._refused is not None:
-            self._refuse(self._refused)
-        else:
+    async def _serve(self) -> None:
+        """Answer the connection's requests in turn, `_current` first: one task a connection rather
+        than one a request (a task costs more to make than a future to wake it)."""
+        while True:
+            request = self._current
+            if request is None:
+                self._ready = self.loop.create_future()
+                await self._ready
+                continue
+            try:
+                response = await self.front.handler(request)
+                if response is not None:
+                    request.send(response)
+            except asyncio.CancelledError:
+                self.abort()
+                raise
+            except Refused as exc:  # the body turned out malformed
+                self._unanswered(request, _error(exc.status, exc.message))
+            except Exception:
+                _log.exception("answering %s %s", request.method, request.target[:200])
+                self._unanswered(request, _error(500, "the gateway failed to answer"))
+            body = request.body
+            if request._sent != 2 or not request.keep_alive or (body is not None and not body.done) or self.lost:
+                # The rest of an unread body would have to be read to find the next request: not worth it.
+                self._current = None
+                self.close()
+                return
+            self._current = self._queue.popleft() if self._queue else None
+            if self._current is None and self._refused is not None:
+                self._refuse(self._refused)
+                return
             self._active_at = self.loop.time()
-            self.reading()
+            self.reading()  # (the next one's body may be still to come)
 
     def _unanswered(self, request: Request, response: Response) -> None:
         if request._sent == 0:
@@ -476,7 +487,7 @@ class ClientConnection(asyncio.Protocol):
         if parsing is not None and parsing.body is not None and not parsing.body.done:
             parsing.body._fail(refused)  # its handler hears of it as it reads
             return
-        if self._task is not None or self._queue:
+        if self._current is not None or self._queue:
             self._refused = refused
             return
         request = Request(self, "GET", "", "1.1", (), {}, None, False, False)
@@ -489,7 +500,7 @@ class ClientConnection(asyncio.Protocol):
         connection, not one a request: it looks again when the connection may be due."""
         now = self.loop.time()
         due = now + self.front.keepalive
-        if self._task is not None:
+        if self._current is not None:
             parsing = self._parsing
             waited_on = parsing is not None and parsing.body is not None and parsing.body._waiter is not None
             if waited_on and not self._paused and self._got == self._got_seen:
@@ -509,7 +520,7 @@ class ClientConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None
+        return self._current is not None
 
 
 class Front:
