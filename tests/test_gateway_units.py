@@ -27,6 +27,7 @@ from swarm_discovery.gateway.errors import GatewayError
 from swarm_discovery.gateway.models import parse, prompt_key
 from swarm_discovery.gateway.scrape import parse_metrics
 from swarm_discovery.gateway.settings import RoutesError, load_routes
+from swarm_discovery.gateway.upstream import Connection, UpstreamError
 from swarm_discovery.gateway.wire import BadResponse, Chunked, parse_head, request_head
 from swarm_discovery.records import InstanceView
 from tests.fakes import FakeClock
@@ -266,6 +267,28 @@ def test_only_the_statuses_named_are_retried() -> None:
 
 
 # --- the OpenAI-style bodies, and scraped metrics ---------------------------------------------------
+
+
+def test_an_upstream_wait_times_out_at_its_own_deadline_with_one_timer_a_connection() -> None:
+    """One wait answered long before its deadline (the connection's timer is set for it), then each
+    later one times out at its own deadline, sooner than the timer's or not."""
+
+    async def answered_then_waits() -> list[float]:
+        loop = asyncio.get_running_loop()
+        conn = Connection(("127.0.0.1", 1), loop)
+        loop.call_later(0.02, conn.data_received, b"HTTP/1.1 204 No Content\r\n\r\n")
+        assert (await conn.head(loop.time() + 10.0, bodiless=False)).status == 204
+        conn.reset()
+        taken = []
+        for deadline in (0.05, 0.1, 0.03):
+            started = loop.time()
+            with pytest.raises(UpstreamError, match="no answer in time"):
+                await conn.head(started + deadline, bodiless=False)
+            taken.append(loop.time() - started)
+        return taken
+
+    for deadline, taken in zip((0.05, 0.1, 0.03), uvloop.run(answered_then_waits()), strict=True):
+        assert deadline - 0.002 <= taken < deadline + 0.05
 
 
 def test_a_wait_for_room_that_times_out_is_false_never_a_cancellation() -> None:
