@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from swarm_discovery import AsyncClient, Client
+from swarm_discovery.records import Report, ReportsAccepted
 from swarm_discovery.sdk.balancer import AllFailed, Balancer, NoInstance
 from tests.backends import HttpBackend, Quiet, Served
 from tests.conftest import FAST_EXPIRY, Server
@@ -335,3 +336,21 @@ def test_with_every_instance_down_the_error_says_what_was_tried(shared_server: S
     assert message.startswith(f"no instance of {fleet.service!r} answered: ")
     for i, backend in enumerate(fleet.backends):
         assert f"b{i} at 127.0.0.1:{backend.port}: ConnectError" in message
+
+
+def test_a_second_of_reports_on_long_names_is_sent_whole_in_batches_under_the_body_limit(
+    shared_server: Server,
+) -> None:
+    # 1,000 reports (the most a balancer keeps a second) about long names come to ~150 KB: over
+    # the server's 64 KiB body limit in one request, which the client splits.
+    service, iid = unique("r" * 40), "i" * 60
+    put(shared_server.http, service, iid)
+    reports = [Report(service=service, id=iid, ok=True, latency_ms=12.345678, code=200)] * 1000
+    with Client(shared_server.addr) as client:
+        assert client.report(reports) == ReportsAccepted(accepted=1000, ignored=0)
+
+    async def scenario() -> ReportsAccepted:
+        async with AsyncClient(shared_server.addr) as client:
+            return await client.report(reports)
+
+    assert asyncio.run(scenario()) == ReportsAccepted(accepted=1000, ignored=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -192,6 +193,24 @@ class Report(Spec, kw_only=True):
 
 MAX_REPORTS = 1000
 Reports = Annotated[list[Report], msgspec.Meta(max_length=MAX_REPORTS)]
+# What one batch's body may hold: under the server's 64 KiB body limit, where 1,000 reports with
+# long names would not fit.
+MAX_REPORTS_BYTES = 60 * 1024
+_encode_report = msgspec.json.Encoder().encode
+
+
+def report_batches(reports: list[Report]) -> Iterator[bytes]:
+    """`reports` as JSON bodies the server takes: at most MAX_REPORTS and MAX_REPORTS_BYTES each."""
+    batch: list[bytes] = []
+    size = 2  # the brackets
+    for part in map(_encode_report, reports):
+        if batch and (len(batch) == MAX_REPORTS or size + len(part) + 1 > MAX_REPORTS_BYTES):
+            yield b"[" + b",".join(batch) + b"]"
+            batch, size = [], 2
+        batch.append(part)
+        size += len(part) + 1
+    if batch:
+        yield b"[" + b",".join(batch) + b"]"
 
 
 class RulesRequest(Spec, kw_only=True):

@@ -1,8 +1,8 @@
 """Passive health from real traffic: what the gateway saw of each instance, reported to the registry.
 
 Every second the outcomes every backend's balancer collected (at most 1,000 each a second, as the
-SDK's balancer keeps them) go to `POST /v1/reports` in batches of at most 1,000, the most the
-server takes at once; the server aggregates every client's reports and ejects an instance they
+SDK's balancer keeps them) go to `POST /v1/reports` in batches the server's limits allow (the
+client splits them); the server aggregates every client's reports and ejects an instance they
 agree is failing, for everyone. A report that cannot be delivered is dropped (the next second
 brings fresh ones); the first failure after a success is logged.
 """
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from ..errors import ApiError
-from ..records import MAX_REPORTS, Report
+from ..records import Report
 from .backend import Backend
 from .looping import Looping
 from .registry import RegistryClient
@@ -43,13 +43,14 @@ class Reporter(Looping):
         reports: list[Report] = []
         for backend in self._backends():
             reports += backend.reports()
-        for start in range(0, len(reports), MAX_REPORTS):
-            try:
-                await self.client.report(reports[start : start + MAX_REPORTS])
-            except ApiError as exc:
-                if not self._failing:
-                    log.warning("cannot report outcomes to the registry: %s", exc)
-                self._failing = True
-                return
-            self._failing = False
-            self.sent += len(reports[start : start + MAX_REPORTS])
+        if not reports:
+            return
+        try:
+            await self.client.report(reports)
+        except ApiError as exc:
+            if not self._failing:
+                log.warning("cannot report outcomes to the registry: %s", exc)
+            self._failing = True
+            return
+        self._failing = False
+        self.sent += len(reports)

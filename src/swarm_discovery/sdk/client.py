@@ -38,6 +38,7 @@ from ..records import (
     ServerInfo,
     ServiceRules,
     ServiceSummary,
+    report_batches,
 )
 from .answers import NotSwarm, Read, raise_for_error, reader
 from .balancer import AsyncBalancer, Balancer
@@ -133,6 +134,12 @@ _read_instance = reader(InstanceView)
 _read_instances = reader(list[InstanceView])
 _read_checks = reader(list[CheckState])
 _read_accepted = reader(ReportsAccepted)
+
+
+def _summed(parts: list[ReportsAccepted]) -> ReportsAccepted:
+    return ReportsAccepted(accepted=sum(p.accepted for p in parts), ignored=sum(p.ignored for p in parts))
+
+
 _read_services = reader(list[ServiceSummary])
 _read_node = reader(NodeView)
 _read_rules = reader(ServiceRules)
@@ -277,8 +284,8 @@ class BaseClient:
     def _checks(self, service: str, id: str) -> Operation[list[CheckState]]:
         return Operation(self._request("GET", f"/v1/services/{service}/instances/{id}/checks"), _read_checks)
 
-    def _report(self, reports: list[Report]) -> Operation[ReportsAccepted]:
-        return Operation(self._request("POST", "/v1/reports", content=msgspec.json.encode(reports)), _read_accepted)
+    def _report(self, batch: bytes) -> Operation[ReportsAccepted]:
+        return Operation(self._request("POST", "/v1/reports", content=batch), _read_accepted)
 
     def _services(self) -> Operation[list[ServiceSummary]]:
         return Operation(self._request("GET", "/v1/services"), _read_services)
@@ -426,8 +433,9 @@ class Client(BaseClient):
         return self._send(self._checks(service, id))
 
     def report(self, reports: list[Report]) -> ReportsAccepted:
-        """Passive observations (what a request to an instance saw), for the server to aggregate."""
-        return self._send(self._report(reports))
+        """Passive observations (what a request to an instance saw), for the server to aggregate;
+        sent in as many batches as the server's limits need."""
+        return _summed([self._send(self._report(batch)) for batch in report_batches(reports)])
 
     def services(self) -> list[ServiceSummary]:
         """The catalog: every service with its instance and healthy counts."""
@@ -639,8 +647,9 @@ class AsyncClient(BaseClient):
         return await self._send(self._checks(service, id))
 
     async def report(self, reports: list[Report]) -> ReportsAccepted:
-        """Passive observations (what a request to an instance saw), for the server to aggregate."""
-        return await self._send(self._report(reports))
+        """Passive observations (what a request to an instance saw), for the server to aggregate;
+        sent in as many batches as the server's limits need."""
+        return _summed([await self._send(self._report(batch)) for batch in report_batches(reports)])
 
     async def services(self) -> list[ServiceSummary]:
         """The catalog: every service with its instance and healthy counts."""
