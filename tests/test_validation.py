@@ -57,6 +57,21 @@ def test_rejected_replacement_leaves_the_old_record(shared_server: Server) -> No
     assert shared_server.http.get("/v1/server").json()["index"] == index
 
 
+def test_capabilities_are_checked_on_every_registration_not_only_the_first_with_them(shared_server: Server) -> None:
+    # The server checks a set of capabilities once and shares it among the instances that carry
+    # it: a bad set must never become one that passes unchecked.
+    service = unique("caps")
+    good = {"gpu": {"model": "H100", "memory_gb": 80}}
+    bad = {"gpu": {"model": "H100", "memory_bytes": 2**64}}
+    for iid in ("a", "b"):
+        put(shared_server.http, service, iid, capabilities=good)
+    for iid in ("c", "d"):
+        response = shared_server.http.put(f"/v1/services/{service}/instances/{iid}", json=instance(capabilities=bad))
+        assert response.status_code == 400 and "capabilities.gpu.memory_bytes" in response.json()["error"]
+    listed = shared_server.http.get(f"/v1/services/{service}", params={"all": "true"}).json()
+    assert sorted((i["id"], i["capabilities"]) for i in listed) == [("a", good), ("b", good)]
+
+
 def test_invalid_json_and_empty_body(shared_server: Server) -> None:
     url = f"/v1/services/{unique('json')}/instances/a"
     broken = shared_server.http.put(url, content=b'{"address": ')

@@ -53,7 +53,6 @@ from ..records import (
     ReportsAccepted,
     ServiceSummary,
     Status,
-    validate_capabilities,
     validate_checks,
 )
 from ..selector import Bindings, Selector
@@ -516,7 +515,11 @@ class Registry:
         try:
             if kind == "instances":
                 entry = self._put_instance(
-                    local.record if local else _decode_instance(value), event.revision, index, now
+                    local.record if local else _decode_instance(value),
+                    event.revision,
+                    index,
+                    now,
+                    shared=local is not None,
                 )
                 if local is not None:
                     local.result = entry.published
@@ -562,9 +565,12 @@ class Registry:
         view.registered_at, view.updated_at = entry.registered_at, entry.updated_at
         return Published.of(view, node.data if node else _NO_NODE)
 
-    def _put_instance(self, record: InstanceRecord, revision: int, index: int, now: float) -> _Instance:
+    def _put_instance(
+        self, record: InstanceRecord, revision: int, index: int, now: float, shared: bool = False
+    ) -> _Instance:
         spec = record.spec
-        self._shared.spec(spec)
+        if not shared:
+            self._shared.spec(spec)
         service, iid = spec.service or "", spec.id or ""
         owner = _instance_owner(service, iid)
         old = self._services.get(service, {}).get(iid)
@@ -651,9 +657,9 @@ class Registry:
         if spec.checks:  # most registrations have none: two calls fewer
             validate_checks(spec.checks)
             validate_rules(spec.checks)
-        validate_capabilities(spec.capabilities)
         spec = spec.__copy__()  # type: ignore[attr-defined]  # the caller's stays as it was
         spec.service, spec.id = service, iid
+        self._shared.spec(spec, validate=True)  # before it is written: applying it shares nothing more
 
         owner = _instance_owner(service, iid)
         claim = Claim()

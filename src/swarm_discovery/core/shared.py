@@ -9,9 +9,10 @@ changed after decoding (a record is replaced, never edited), which is what makes
 Two parts are equal when their JSON encodings are: that tells 1 from 1.0 and from true, and keeps
 key order, so a shared part encodes exactly as the original would. It is also all the store keeps
 of a record, so nothing that survives a restart can tell them apart. Parts made of strings alone
-(tags, meta) are told apart as tuples of them, which is the same test for less than an encoding,
-and an empty part is the pool's one empty value: most records have several, and every
-registration passes through here.
+(tags, meta), and a location (strings and floats), are told apart as tuples of their values,
+which is the same test for less than an encoding, and an empty part is the pool's one empty
+value: most records have several, and every registration passes through here. Capabilities a
+pool holds were validated when they came first: a registration with the same ones is not again.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Hashable
 from typing import Any, TypeVar
 
 import msgspec
+from msgspec.structs import astuple
 
-from ..records import InstanceSpec
+from ..records import InstanceSpec, validate_capabilities
 
 T = TypeVar("T")
 SWEEP_FLOOR = 1024
@@ -79,8 +81,11 @@ class Shared:
         self._no_items: list[Any] = []
         self._no_fields: dict[str, Any] = {}
 
-    def spec(self, spec: InstanceSpec) -> None:
-        """Swap `spec`'s parts for the equal ones already held; in place, as nothing else holds it yet."""
+    def spec(self, spec: InstanceSpec, validate: bool = False) -> None:
+        """Swap `spec`'s parts for the equal ones already held; in place, as nothing else holds it yet.
+
+        With `validate`, capabilities not held yet are checked first (`BadRequest`): held ones were.
+        """
         self._until_check -= 1
         if not self._until_check:
             self._until_check = SWEEP_CHECK
@@ -92,9 +97,15 @@ class Shared:
             spec.tags = self._no_items
         spec.meta = self.meta.setdefault(tuple(spec.meta.items()), spec.meta) if spec.meta else self._no_fields
         if spec.location is not None:
-            spec.location = self.location.setdefault(_encode(spec.location), spec.location)
+            spec.location = self.location.setdefault(astuple(spec.location), spec.location)
         if spec.capabilities:
-            spec.capabilities = self.capabilities.setdefault(_encode(spec.capabilities), spec.capabilities)
+            key = _encode(spec.capabilities)
+            held = self.capabilities.get(key)
+            if held is None:
+                if validate:
+                    validate_capabilities(spec.capabilities)
+                held = self.capabilities[key] = spec.capabilities
+            spec.capabilities = held
         else:
             spec.capabilities = self._no_fields
         spec.capacity = (
