@@ -33,7 +33,7 @@ from .front import Request, date_line
 from .metrics import GatewayMetrics
 from .settings import Route
 from .upstream import Connection, UpstreamError, Upstreams
-from .wire import CACHED_HEADS, BadResponse, Head, request_head
+from .wire import BadResponse, Head, remember, request_head
 
 BUFFERED = 1 << 20
 SMALL_ANSWER = 64 * 1024
@@ -89,8 +89,8 @@ _FORWARDED: dict[tuple[str | None, str, str | None], bytes] = {}
 
 
 def _forwarded(request: Request) -> bytes:
-    """The forwarding fields for `request`; a client sends the same ones over and over: kept,
-    as `wire` keeps heads, at most CACHED_HEADS of them, all dropped when full."""
+    """The forwarding fields for `request`; a client sends the same ones over and over: kept, as
+    `wire` keeps heads."""
     key = (request.header(b"x-forwarded-for"), request.remote, request.header(b"host"))
     found = _FORWARDED.get(key)
     if found is not None:
@@ -100,9 +100,7 @@ def _forwarded(request: Request) -> bytes:
         f"X-Forwarded-For: {f'{prior}, {remote}' if prior else remote}\r\nX-Forwarded-Proto: http\r\n"
         + (f"X-Forwarded-Host: {host}\r\n" if host else "")
     ).encode("latin-1")
-    if len(_FORWARDED) >= CACHED_HEADS:
-        _FORWARDED.clear()
-    _FORWARDED[key] = lines
+    remember(_FORWARDED, key, lines)
     return lines
 
 

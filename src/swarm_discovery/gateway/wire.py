@@ -13,6 +13,7 @@ any the Connection field names.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 
 from ..errors import SwarmError
 
@@ -42,6 +43,18 @@ _RESPONSE_KEPT = frozenset({"proxy-authenticate", "host", "expect"})
 _RESPONSE_SPECIAL = frozenset(name.decode() for name in HOP_BY_HOP)
 # Of a request: the same, and the forwarding fields, which the gateway rewrites.
 _NOT_COPIED = HOP_BY_HOP | {b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def remember(cache: dict[K, V], key: K, value: V) -> None:
+    """Keep `value` in one of the caches of what is sent over and over: at most CACHED_HEADS
+    entries, all dropped when full (cheaper than tracking which is least used)."""
+    if len(cache) >= CACHED_HEADS:
+        cache.clear()
+    cache[key] = value
 
 
 _HEADS: dict[bytes, Head] = {}
@@ -96,9 +109,7 @@ def parse_head(head: bytes, bodiless: bool) -> Head:
         return found
     parsed = _parse_head(head, bodiless)
     if len(head) <= CACHED_HEAD:
-        if len(cache) >= CACHED_HEADS:
-            cache.clear()
-        cache[head] = parsed
+        remember(cache, head, parsed)
     return parsed
 
 
@@ -231,7 +242,5 @@ def _copied(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
         kept.append((lower, b"%s: %s\r\n" % (name, value)))
     copied = b"".join([line for lower, line in kept if lower not in named] if named else [line for _, line in kept])
     if hashable and size <= CACHED_HEAD:
-        if len(_COPIED) >= CACHED_HEADS:
-            _COPIED.clear()
-        _COPIED[fields] = copied
+        remember(_COPIED, fields, copied)
     return copied
