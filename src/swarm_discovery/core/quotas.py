@@ -57,20 +57,22 @@ class Census:
         if claim.service is not None or claim.registrant is not None:  # a write tried again
             self.release(claim)
         q = self.quotas
-        if service is not None and size + self._services.get(service, 0) >= q.per_service:
-            raise _over(
-                f"service: {service!r} is at its cap of {q.per_service} instances (--max-instances-per-service)"
-            )
+        if service is not None:
+            adding = self._services.get(service, 0)
+            if size + adding >= q.per_service:
+                raise _over(
+                    f"service: {service!r} is at its cap of {q.per_service} instances (--max-instances-per-service)"
+                )
         if registrant is not None:
-            held = self.per_registrant.get(registrant, 0) + self._registrants.get(registrant, 0)
-            if held >= q.per_registrant:
+            flying = self._registrants.get(registrant, 0)
+            if self.per_registrant.get(registrant, 0) + flying >= q.per_registrant:
                 raise _over(
                     f"registrant: {registrant} is at its cap of {q.per_registrant} instances"
                     " (--max-instances-per-registrant)"
                 )
-            self._registrants[registrant] = self._registrants.get(registrant, 0) + 1
+            self._registrants[registrant] = flying + 1
         if service is not None:
-            self._services[service] = self._services.get(service, 0) + 1
+            self._services[service] = adding + 1
         claim.service, claim.registrant = service, registrant
 
     def release(self, claim: Claim) -> None:

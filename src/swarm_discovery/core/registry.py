@@ -661,7 +661,7 @@ class Registry:
         spec.service, spec.id = service, iid
         self._shared.spec(spec, validate=True)  # before it is written: applying it shares nothing more
 
-        owner = _instance_owner(service, iid)
+        registrant_key = registrant_of(_instance_owner(service, iid), registrant)
         claim = Claim()
 
         def build() -> tuple[int, _Local]:
@@ -669,9 +669,7 @@ class Registry:
             old = entries.get(iid)
             # Against the caps, a write adds to the service when the instance is new, and to its
             # registrant unless the instance was that registrant's already: a replacement adds nothing.
-            adds_to: str | None = registrant_of(owner, registrant)
-            if old is not None and registrant_of(owner, old.registrant) == adds_to:
-                adds_to = None
+            adds_to = None if old is not None and old.registrant == registrant else registrant_key
             self.census.claim(claim, None if old else service, len(entries), adds_to)
             record = InstanceRecord(
                 spec=spec,

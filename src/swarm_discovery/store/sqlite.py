@@ -105,6 +105,9 @@ class SqliteStore:
         self._leases = Leases(self._lease_expired)
         self._expiring: set[asyncio.Task[None]] = set()
         self._closing = False
+        # The loop it serves, from open() on: asyncio.get_running_loop() makes a getpid() system
+        # call each time (to notice a fork), which every write would pay.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- opening and closing ------------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class SqliteStore:
         self._lock_file = fd
 
     async def open(self) -> Snapshot:
+        self._loop = asyncio.get_running_loop()
         self._lock()
         try:
             # One connection, used by one batch at a time: rows from the loop, then COMMIT from the thread.
@@ -206,7 +210,8 @@ class SqliteStore:
         so that they share a commit (and its order) with the writes around them."""
         if self._closing:
             raise StoreError("the store is closing; nothing was written")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None, "open() first"
         future: asyncio.Future[TxnResult] = loop.create_future()
         self._pending.append(_Txn(future, compares, ops, grant, revoke))
         if self._flushing is None:
@@ -420,7 +425,8 @@ class SqliteStore:
                 done.get_loop().call_soon_threadsafe(_settle, done, None)
 
     def _in_thread(self, run: Callable[[], object]) -> asyncio.Future[None]:
-        done = asyncio.get_running_loop().create_future()
+        assert self._loop is not None, "open() first"
+        done = self._loop.create_future()
         self._work.put((run, done))
         return done
 

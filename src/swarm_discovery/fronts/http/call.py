@@ -86,13 +86,15 @@ class Call:
         """The token the request presents, if any (`Authorization: Bearer`, `X-Swarm-Token`, `X-Consul-Token`)."""
         return secret_in(self.header)
 
-    async def body(self) -> bytes:
-        """The whole body; 413 past MAX_BODY, before reading any of it when Content-Length says so."""
+    def body(self) -> Awaitable[bytes]:
+        """The whole body; 413 past MAX_BODY, before reading any of it when Content-Length says so.
+
+        Not a coroutine of its own: the read it hands back is awaited once, by the caller."""
         declared = self.header("content-length")
         known = declared is not None and declared.isdigit()
         if known and int(declared) > MAX_BODY:  # type: ignore[arg-type]
             raise too_large()
-        return await self._read(known)
+        return self._read(known)
 
     def _read(self, length_known: bool) -> Awaitable[bytes]:
         """The body; without a known length, refused with `too_large()` once past MAX_BODY."""
