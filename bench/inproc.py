@@ -8,12 +8,14 @@ the server's core.
 
     python -m bench.inproc [--writes 100000] [--settle SECONDS]
 
-For deterministic figures, count instructions: run it under callgrind for two sizes and divide the
-difference by the difference in writes, with `--settle` so that the server's timed work (the
-first health sweep, the imports it makes) has run before the registrations in both, e.g.
-    valgrind --tool=callgrind python -m bench.inproc --settle 5 --writes 500   (and --writes 2500)
-Without it the longer run alone does that work, and it counts as tens of thousands of
-instructions a registration.
+For deterministic figures, count instructions under callgrind with `--callgrind`, which switches
+its instrumentation on for the measured registrations alone (`callgrind_control -i on/off`):
+    valgrind --tool=callgrind --instr-atstart=no python -m bench.inproc --writes 3000 --callgrind
+and divide the "Collected" count it ends with by the registrations measured (2,700 here); the
+work before and after (imports, start, warm-up, stop) is left out. Without `--callgrind`, run two
+sizes and divide the difference by the difference in writes, with `--settle` so that the server's
+timed work (the first health sweep, the imports it makes) has run before the registrations in
+both: `--settle 5 --writes 500` and `--writes 2500`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import os
+import subprocess
 import tempfile
 import time
 
@@ -78,7 +81,12 @@ async def register(app: RSGIApp, ids: range, callers: int = 64) -> None:
     await asyncio.gather(*(caller() for _ in range(callers)))
 
 
-async def run(writes: int, settle: float = 0.0) -> None:
+def _callgrind(state: str) -> None:
+    """Callgrind's instrumentation on or off, for this process (run with --instr-atstart=no)."""
+    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, stdout=subprocess.DEVNULL)
+
+
+async def run(writes: int, settle: float = 0.0, callgrind: bool = False) -> None:
     gc.set_threshold(100_000, 50, 1000)  # as the server sets it
     core = Core(CoreSettings(data_dir=tempfile.mkdtemp(prefix="swarm-inproc-")))
     app = RSGIApp(create_front(Limits(write_rate=WRITE_RATE)), core)
@@ -89,9 +97,13 @@ async def run(writes: int, settle: float = 0.0) -> None:
     await register(app, range(warm))
     gc.collect()
     tracked = len(gc.get_objects())
+    if callgrind:
+        _callgrind("on")
     wall, cpu = time.perf_counter(), time.process_time()
     await register(app, range(warm, writes))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if callgrind:
+        _callgrind("off")
     measured = writes - warm
     gc.collect()
     per_instance = (len(gc.get_objects()) - tracked) / measured
@@ -110,9 +122,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--writes", type=int, default=100_000)
     parser.add_argument("--settle", type=float, default=0.0, help="seconds to wait after the start (for callgrind)")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="count instructions for the measured registrations alone"
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(SERVER_CPU)})  # the server's core, as in the other benchmarks
-    uvloop.run(run(args.writes, args.settle))
+    uvloop.run(run(args.writes, args.settle, args.callgrind))
 
 
 if __name__ == "__main__":
