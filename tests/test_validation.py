@@ -144,6 +144,8 @@ def test_selector_error_says_where(shared_server: Server) -> None:
 
 def test_unknown_things_are_404_json(shared_server: Server) -> None:
     assert shared_server.http.get("/v1/nope").json()["error"].startswith("no such path")
+    listing = shared_server.http.get("/v1/services/llm/instances")  # where registrations go: a natural guess
+    assert listing.status_code == 404 and "listed at /v1/services/llm" in listing.json()["error"]
     missing = shared_server.http.delete("/v1/services/x/instances/none")
     assert missing.status_code == 404 and "none" in missing.json()["error"]
     assert shared_server.http.put("/v1/services/x/instances/none/heartbeat").status_code == 404

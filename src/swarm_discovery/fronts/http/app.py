@@ -73,9 +73,18 @@ def route_table() -> RouteTable:
     return RouteTable(ROUTES + CONSUL_ROUTES + SD_ROUTES)
 
 
+def not_found(method: str, path: str) -> str | None:
+    """A 404 message that says where to go, where one can: a Consul path outside the subset, or a
+    service's listing asked for under its registrations' path, as REST would have it."""
+    parts = path.split("/")
+    if method == "GET" and len(parts) == 5 and parts[:3] == ["", "v1", "services"] and parts[4] == "instances":
+        return f"no such path: {path}; the instances of a service are listed at /v1/services/{parts[3]}"
+    return unsupported(method, path)
+
+
 def create_front(limits: Limits | None = None) -> Front:
     """The HTTP front, answering 503 until a core is attached."""
-    return Front(None, route_table(), limits or Limits(), unsupported)
+    return Front(None, route_table(), limits or Limits(), not_found)
 
 
 def create_app(settings: CoreSettings | None = None, limits: Limits | None = None) -> Front:
@@ -93,6 +102,6 @@ def create_app(settings: CoreSettings | None = None, limits: Limits | None = Non
             await core.stop()
 
     front = Front(
-        Starlette(lifespan=lifespan), RouteTable(ROUTES + CONSUL_ROUTES + SD_ROUTES), limits or Limits(), unsupported
+        Starlette(lifespan=lifespan), RouteTable(ROUTES + CONSUL_ROUTES + SD_ROUTES), limits or Limits(), not_found
     )
     return front
