@@ -55,7 +55,8 @@ class _Template:
         if self.pick_literals(segments) != self.literals:
             return None
         values = self.pick_values(segments)
-        return None if "" in values else dict(zip(self.names, values, strict=True))
+        # Equal lengths by construction; a keyword (strict=) would make zip's call a slow one, on every request.
+        return None if "" in values else dict(zip(self.names, values))  # noqa: B905
 
 
 class Found:
