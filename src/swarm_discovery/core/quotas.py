@@ -58,21 +58,21 @@ class Census:
             self.release(claim)
         q = self.quotas
         if service is not None:
-            adding = self._services.get(service, 0)
-            if size + adding >= q.per_service:
+            service_claims = self._services.get(service, 0)
+            if size + service_claims >= q.per_service:
                 raise _over(
                     f"service: {service!r} is at its cap of {q.per_service} instances (--max-instances-per-service)"
                 )
         if registrant is not None:
-            flying = self._registrants.get(registrant, 0)
-            if self.per_registrant.get(registrant, 0) + flying >= q.per_registrant:
+            registrant_claims = self._registrants.get(registrant, 0)
+            if self.per_registrant.get(registrant, 0) + registrant_claims >= q.per_registrant:
                 raise _over(
                     f"registrant: {registrant} is at its cap of {q.per_registrant} instances"
                     " (--max-instances-per-registrant)"
                 )
-            self._registrants[registrant] = flying + 1
+            self._registrants[registrant] = registrant_claims + 1
         if service is not None:
-            self._services[service] = adding + 1
+            self._services[service] = service_claims + 1
         claim.service, claim.registrant = service, registrant
 
     def release(self, claim: Claim) -> None:

@@ -101,7 +101,5 @@ def create_app(settings: CoreSettings | None = None, limits: Limits | None = Non
             front.detach()
             await core.stop()
 
-    front = Front(
-        Starlette(lifespan=lifespan), RouteTable(ROUTES + CONSUL_ROUTES + SD_ROUTES), limits or Limits(), not_found
-    )
+    front = Front(Starlette(lifespan=lifespan), route_table(), limits or Limits(), not_found)
     return front
