@@ -12,7 +12,7 @@ import pytest
 
 from swarm_discovery.core.changes import Change, ChangeLog, Event
 from swarm_discovery.core.core import Core, CoreSettings
-from swarm_discovery.core.published import Encodings, Published, plain
+from swarm_discovery.core.published import ENCODINGS, Encodings, Published, plain
 from swarm_discovery.core.shared import Pool, Shared
 from swarm_discovery.records import CheckState, Ejection, Heartbeat, InstanceSpec, InstanceView, Maintenance
 
@@ -97,6 +97,15 @@ def test_encodings_stay_within_their_bound_and_keep_what_is_read() -> None:
     assert hot._json is None and len(encodings) <= 10
 
 
+def test_a_write_reply_keeps_no_encoding_that_no_reader_asked_for() -> None:
+    version = Published.of(view(index=1), {})
+    kept = len(ENCODINGS)
+    assert version.reply == msgspec.json.encode(version.view)
+    assert version._json is None and len(ENCODINGS) == kept
+    assert version.json is version.reply  # once a reader has kept it, a reply is that encoding
+    ENCODINGS.forget(version)
+
+
 def test_the_history_keeps_recent_versions_and_only_names_older_changes() -> None:
     log = ChangeLog(history_size=6, recent=2)
     versions = [Published.of(view(index=n), {}) for n in range(8)]
@@ -108,14 +117,28 @@ def test_the_history_keeps_recent_versions_and_only_names_older_changes() -> Non
     assert log.since(1) is None  # the first two have gone
 
 
+def test_the_history_ages_in_batches_and_still_reaches_back_as_far_as_it_holds() -> None:
+    log = ChangeLog(history_size=20, recent=8)  # ages two at a time
+    version = Published.of(view(index=0), {})
+    for n in range(1, 61):
+        log.record(Event(log.next(), "svc", f"i{n % 5}", version))
+        reachable = [k for k in range(n + 1) if log.since(k) is not None]
+        assert reachable == list(range(reachable[0], n + 1)) and reachable[0] <= max(0, n - 20)
+        for k in reachable:
+            found = log.since(k)
+            assert found is not None and [e.index for e in found] == list(range(k + 1, n + 1))
+        kept = [e for e in log.since(reachable[0]) or [] if type(e) is Event]
+        assert min(n, 8) <= len(kept) <= 10  # the latest 8 keep their versions, at most 2 more
+
+
 def test_replayed_history_sends_what_older_changes_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("swarm_discovery.core.registry.QUIET_EVERY", 0.0)  # new metrics show at once
+    monkeypatch.setattr("swarm_discovery.core.changes.RECENT", 1)  # all but the latest change lose their version
 
     async def scenario() -> None:
         core = Core(CoreSettings(data_dir=str(tmp_path)))
         await core.start()
         registry = core.registry
-        registry.changes._recent_size = 1  # every change but the latest loses its version at once
         try:
             start = registry.index
             await registry.register("svc", "a", spec())

@@ -5,10 +5,11 @@ topic remembers the index of its last change and wakes whoever waits on it (bloc
 watch streams), and response caches are valid while a topic's index is unchanged. Changes to
 instances also go into a bounded history, from which a watch stream resumes.
 
-Only the latest `RECENT` changes keep the version they made: a stream that keeps up replays
-each version exactly, while an older change holds just which instance it touched (a `Change`),
-so the history never keeps 50,000 superseded versions alive. Replaying those, the registry sends
-what the instance is now, once, at its last change (see `Registry.history_since`).
+Only the latest `RECENT` changes keep the version they made (up to a quarter more: they age a
+batch at a time, which costs no Python per change): a stream that keeps up replays each version
+exactly, while an older change holds just which instance it touched (a `Change`), so the history
+never keeps 50,000 superseded versions alive. Replaying those, the registry sends what the
+instance is now, once, at its last change (see `Registry.history_since`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Iterable
+from itertools import starmap
+from operator import attrgetter
 
 import msgspec
 
@@ -47,6 +50,9 @@ class Change(msgspec.Struct, frozen=True, gc=False):
     id: str
 
 
+_named = attrgetter("index", "service", "id")
+
+
 class _Waiting:
     """Everyone blocked on one topic: one future, dropped when the last of them leaves."""
 
@@ -58,14 +64,16 @@ class _Waiting:
 
 
 class ChangeLog:
-    def __init__(self, history_size: int = HISTORY_SIZE, recent: int = RECENT) -> None:
+    def __init__(self, history_size: int = HISTORY_SIZE, recent: int | None = None) -> None:
         self.index = 0
         self._topics: dict[str, int] = {}
         self._waiters: dict[str, _Waiting] = {}
         self.closed = False
-        self._recent: deque[Event] = deque()
-        self._recent_size = min(recent, history_size)
-        self._older: deque[Change] = deque(maxlen=history_size - self._recent_size)
+        self._recent: list[Event] = []
+        recent = min(RECENT if recent is None else recent, history_size)
+        self._aging = max(1, recent // 4)  # how many age at once
+        self._age_at = recent + self._aging
+        self._older: deque[Change] = deque(maxlen=history_size - recent)
         self._floor = 0  # the history holds every event after this index
 
     def restart_at(self, index: int) -> None:
@@ -125,16 +133,18 @@ class ChangeLog:
     def record(self, event: Event) -> None:
         recent = self._recent
         recent.append(event)
-        if len(recent) <= self._recent_size:
-            return
-        aged = recent.popleft()
-        older = self._older
-        if older.maxlen == 0:
-            self._floor = aged.index
-            return
-        if len(older) == older.maxlen:
-            self._floor = older[0].index
-        older.append(Change(aged.index, aged.service, aged.id))
+        if len(recent) >= self._age_at:
+            self._age()
+
+    def _age(self) -> None:
+        """The oldest recent changes give up their versions; the history drops what falls out of it."""
+        recent, older = self._recent, self._older
+        aged = recent[: self._aging]
+        del recent[: self._aging]
+        dropped = len(older) + len(aged) - (older.maxlen or 0)
+        if dropped > 0:  # the last change to fall out is the floor
+            self._floor = older[dropped - 1].index if dropped <= len(older) else aged[dropped - len(older) - 1].index
+        older.extend(starmap(Change, map(_named, aged)))
 
     def since(self, index: int) -> list[Event | Change] | None:
         """Changes after `index`, oldest first; None when the history no longer reaches back that far."""

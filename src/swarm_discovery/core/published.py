@@ -126,6 +126,15 @@ class Published(msgspec.Struct, gc=False):
         return encoded
 
     @property
+    def reply(self) -> bytes:
+        """Its encoding for the reply to the write that made it, kept only if a reader kept it.
+
+        A reply alone is no reason to keep one: past 25,000 instances the budget is full, and
+        every write would push out an encoding that a reader may want, for one no one may read.
+        """
+        return self._json if self._json is not None else _encode(self.view)
+
+    @property
     def bindings(self) -> Bindings:
         if self._bindings is None:
             self._bindings = Bindings(plain(self.view), self.node)

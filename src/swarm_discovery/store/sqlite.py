@@ -47,6 +47,10 @@ from .protocol import (
 )
 
 log = logging.getLogger("swarm.store")
+# sqlite3 binds an int, a float or a str as it is, but for bytes it searches an adaptation protocol
+# on every row (a tuple built, a dict lookup, two attribute searches): with bytes' own adapter
+# registered, one lookup finds it. The value is bound as the same blob either way.
+sqlite3.register_adapter(bytes, bytes)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, revision INTEGER NOT NULL);

@@ -63,7 +63,7 @@ async def register(call: Call) -> Reply:
     spec = await json_body(call, InstanceSpec)
     # With ACLs on, instances count against their token's cap (and probe limits), not their service's.
     published = await registry.register(service, iid, spec, registrant=call.caller.id)
-    return json_reply(published.json, registry.index)
+    return json_reply(published.reply, registry.index)
 
 
 async def deregister(call: Call) -> Reply:
@@ -77,7 +77,7 @@ async def heartbeat(call: Call) -> Reply:
     service, iid = name(call, "service"), name(call, "id")
     beat = await json_body(call, Heartbeat, empty=Heartbeat())
     published = registry.heartbeat(service, iid, beat)
-    return json_reply(published.json, registry.index)
+    return json_reply(published.json, registry.index)  # mostly the version the last beat was answered with
 
 
 async def maintenance(call: Call) -> Reply:
@@ -85,4 +85,4 @@ async def maintenance(call: Call) -> Reply:
     service, iid = name(call, "service"), name(call, "id")
     body = await json_body(call, MaintenanceRequest)
     published = await registry.set_maintenance(service, iid, body.enable, body.reason)
-    return json_reply(published.json, registry.index)
+    return json_reply(published.reply, registry.index)
