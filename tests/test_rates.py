@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from swarm_discovery.buckets import Buckets
 from swarm_discovery.errors import TooBusy
 from swarm_discovery.fronts.http.rates import Rates
 from tests.fakes import FakeClock
@@ -42,7 +43,7 @@ def test_a_caller_over_the_rate_gets_429_and_writes_nothing(slow_writes: Server)
     assert ids(slow_writes.http.get(f"/v1/services/{service}")) == sorted([*written, "other"])
 
 
-def test_buckets_refill_at_the_rate_and_the_least_recent_caller_is_forgotten() -> None:
+def test_buckets_refill_at_the_rate_and_the_caller_in_debt_is_not_the_one_forgotten() -> None:
     clock = FakeClock()
     rates = Rates(10, keys=3, clock=clock)
     for _ in range(10):  # a second's worth at once
@@ -52,8 +53,23 @@ def test_buckets_refill_at_the_rate_and_the_least_recent_caller_is_forgotten() -
     assert refused.value.retry_after == 1
     clock.advance(0.1)
     rates.take("a")  # a tenth of a second later, one more
-    for key in ("b", "c", "d"):
+    for key in ("b", "c", "d"):  # past the bound: those nearest to full go, not "a"
         rates.take(key)
-    assert len(rates) == 3  # "a" was the least recently seen: forgotten
-    rates.take("a")  # ... and starts again with a full bucket
+    assert len(rates) <= 3
+    with pytest.raises(TooBusy):
+        rates.take("a")
+    clock.advance(1.0)
+    for _ in range(10):  # full again after a second
+        rates.take("a")
     Rates(0).take("anyone")  # rate 0 limits nothing
+
+
+def test_buckets_stay_within_their_bound_and_forget_the_full_ones_first() -> None:
+    buckets: Buckets[int] = Buckets(rate=1.0, burst=2.0, keys=100)
+    assert buckets.take(-1, now=0.0) == 0.0 and buckets.take(-1, now=0.0) == 0.0
+    assert buckets.take(-1, now=0.0) == pytest.approx(1.0)  # empty: a token a second
+    for key in range(1000):
+        assert buckets.take(key, now=10.0 + key) == 0.0  # each caller once, a second apart
+        assert len(buckets) <= 100
+    assert 999 in buckets and 0 not in buckets  # the newest are furthest from full
+    assert buckets.take(999, now=1009.0) == 0.0 and buckets.take(999, now=1009.0) == pytest.approx(1.0)

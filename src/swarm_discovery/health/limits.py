@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ..buckets import Bucket
+from ..buckets import Buckets
 
 K = TypeVar("K")
 
@@ -50,7 +50,7 @@ class ProbeGate:
         self._per_target: dict[tuple[str, int], int] = {}
         self._per_registrant: dict[str, int] = {}
         # Buckets of registrants that still have checks; `leave` drops a registrant's with its last.
-        self._buckets: dict[str, Bucket] = {}
+        self._buckets: Buckets[str] = Buckets(settings.rate, settings.rate)
         self._checks: dict[str, int] = {}
 
     def join(self, registrant: str) -> None:
@@ -64,7 +64,7 @@ class ProbeGate:
             self._checks[registrant] = left
         else:
             self._checks.pop(registrant, None)
-            self._buckets.pop(registrant, None)
+            self._buckets.forget(registrant)
 
     def admit(self, registrant: str, target: tuple[str, int]) -> str | None:
         s = self._settings
@@ -75,7 +75,7 @@ class ProbeGate:
         if self._per_target.get(target, 0) >= s.per_target:
             host, port = target
             return f"probe skipped: {host}:{port} has {s.per_target} probes in flight (--probe-per-target)"
-        if not self._take_token(registrant):
+        if self._buckets.take(registrant, self._clock()):
             return f"probe skipped: {registrant} is over {s.rate:g} probes/s (--probe-rate)"
         self._in_flight += 1
         self._per_registrant[registrant] = self._per_registrant.get(registrant, 0) + 1
@@ -86,14 +86,6 @@ class ProbeGate:
         self._in_flight -= 1
         _decrement(self._per_registrant, registrant)
         _decrement(self._per_target, target)
-
-    def _take_token(self, registrant: str) -> bool:
-        now, rate = self._clock(), self._settings.rate
-        burst = max(rate, 1.0)
-        bucket = self._buckets.get(registrant)
-        if bucket is None:
-            bucket = self._buckets[registrant] = Bucket(burst, now)
-        return bucket.take(now, rate, burst) == 0.0
 
 
 def _decrement(counts: dict[K, int], key: K) -> None:
