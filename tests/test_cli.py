@@ -78,6 +78,28 @@ def test_errors_are_clear(server: Server, swarm_env: dict[str, str]) -> None:
     assert "cannot reach" in swarm(down, "services", ok=False).stderr
 
 
+def test_mistyped_names_capabilities_and_numbers_fail_in_one_line(server: Server, swarm_env: dict[str, str]) -> None:
+    reg = ("register", "llm", "--address", "10.0.0.1", "--port", "8000")
+    swarm(swarm_env, *reg, "--id", "w5")
+    for args, message in (
+        (("deregister", "llm", "nothere/../w5"), "error: 400: id: 'nothere/../w5' must match"),
+        (("instances", "a\nb"), "error: 400: service: 'a\\nb' must match"),
+        (("heartbeat", "llm", "x\r"), "error: 400: id: 'x\\r' must match"),
+        ((*reg, "--id", "c", "--capability", "a=1", "--capability", "a.b=2"), "a is given as a value and as a group"),
+        ((*reg, "--id", "c", "--capability", "a.b=1", "--capability", "a=2"), "a is given as a value and as a group"),
+        ((*reg, "--id", "c", "--capability", "a=1", "--capability", "a=2"), "--capability a=2: a is given twice"),
+        ((*reg, "--id", "c", "--capability", "a..b=1"), "error: --capability a..b=1: a name between dots is empty"),
+        (("heartbeat", "llm", "w5", "--metric", "x=nan"), "error: --metric: expected a finite number, got 'nan'"),
+        (("heartbeat", "llm", "w5", "--metric", "x=1e400"), "error: --metric: expected a finite number"),
+    ):
+        result = swarm(swarm_env, *args, ok=False)
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    listed = json.loads(swarm(swarm_env, "instances", "llm", "--json").stdout)
+    assert [i["id"] for i in listed] == ["w5"]  # nothing else was removed or written
+    assert listed[0]["node"] is None and listed[0]["maintenance"] is None  # unset, and there
+
+
 def test_nodes_maintenance_and_watch(server: Server, swarm_env: dict[str, str]) -> None:
     server.http.put(
         "/v1/nodes/gpu-7",

@@ -53,6 +53,23 @@ def test_http_check_detects_failure_and_recovery(shared_server: Server, http_bac
     assert http.get(f"/v1/services/{service}/instances/a/checks").json()[0]["successes"] >= 2
 
 
+def test_a_steady_passing_http_check_changes_nothing(shared_server: Server, http_backend: HttpBackend) -> None:
+    http = shared_server.http
+    service = unique("steady")
+    put(http, service, "a", checks=[http_check(http_backend.url)])
+    wait_for(lambda: status_of(http, service, "a") == "passing")
+    index = http.get(f"/v1/services/{service}").headers["x-swarm-index"]
+
+    def last_checked() -> float:
+        return float(http.get(f"/v1/services/{service}/instances/a/checks").json()[0]["last_checked"])
+
+    start = last_checked()
+    wait_for(lambda: last_checked() >= start + 1.5)  # eight more probes, each with its own latency
+    assert http.get(f"/v1/services/{service}").headers["x-swarm-index"] == index  # no change to show
+    output = http.get(f"/v1/services/{service}/instances/a/checks").json()[0]["output"]
+    assert output == f"HTTP GET {http_backend.url}: 200 OK"
+
+
 def test_slow_or_throttled_is_warning_and_stays_listed(shared_server: Server, http_backend: HttpBackend) -> None:
     http = shared_server.http
     service = unique("slow")

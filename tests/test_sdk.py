@@ -79,6 +79,21 @@ def test_async_client(shared_server: Server) -> None:
     asyncio.run(scenario())
 
 
+def test_a_name_that_would_reach_another_path_is_refused_before_anything_is_sent(shared_server: Server) -> None:
+    service = unique("sdk-path")
+    with Client(shared_server.addr + "/") as client:  # a URL copied from a browser ends in "/"
+        client.register(service, "w5", address="10.0.0.5", port=8000)
+        for bad in ("nothere/../w5", "w5?x", "w5#x", "w\n5", "../w5"):
+            with pytest.raises(ApiError) as refused:
+                client.deregister(service, bad)
+            assert refused.value.status_code == 400 and refused.value.message.startswith(f"id: {bad!r} must match")
+        with pytest.raises(ApiError, match=r"^400: service: 'web#x' must match"):
+            client.instances("web#x")
+        with pytest.raises(ApiError, match=r"^400: id: 'n/1' must match"):
+            client.node("n/1")
+        assert [i.id for i in client.instances(service)] == ["w5"]  # still there
+
+
 def test_unreachable_server_is_named() -> None:
     with Client("127.0.0.1:1") as client, pytest.raises(Unreachable) as gone:
         client.services()

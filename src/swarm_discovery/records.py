@@ -47,6 +47,16 @@ PATTERNS = {  # what each pattern means, for error messages
     _ADDRESS: "expected a host name or an IP address",
 }
 
+_ID = re.compile(ID_PATTERN)
+
+
+def checked_name(value: str, param: str) -> str:
+    """`value` if it can name a service, instance or node, else `BadRequest` naming `param`."""
+    if not _ID.fullmatch(value):  # not `match`: its `$` lets a final newline through
+        raise BadRequest(f"{param}: {value!r} must match {ID_PATTERN}")
+    return value
+
+
 Name = Annotated[str, msgspec.Meta(pattern=_NAME)]
 Short = Annotated[str, text(_PRINTABLE, max_length=128)]
 Text = Annotated[str, text(_TEXT, max_length=512)]

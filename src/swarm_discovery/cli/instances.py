@@ -29,8 +29,8 @@ from .options import (
     connect,
     location,
     metrics_of,
+    nested,
     pairs,
-    scalar,
     seconds,
 )
 from .output import call, console, errors, fail, filled, print_json
@@ -73,12 +73,8 @@ def register(
         body["tags"] = tag
     if meta:
         body.setdefault("meta", {}).update(dict(pairs(meta, "--meta")))
-    for path, value in pairs(capability, "--capability"):
-        target = body.setdefault("capabilities", {})
-        *parents, leaf = path.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[leaf] = scalar(value)
+    if capability:
+        nested(capability, "--capability", body.setdefault("capabilities", {}))
     if region or zone:
         body.setdefault("location", {}).update(location(region, zone))
     if ttl:

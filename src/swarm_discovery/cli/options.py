@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,6 +88,28 @@ def pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
     return found
 
 
+def nested(values: list[str] | None, option: str, into: dict[str, Any]) -> None:
+    """`a.b=80` pairs into `into` as {"a": {"b": 80}}, over what it held there. One pair that
+    names a value and another that names a group inside it fail, as does an empty name."""
+    given: dict[tuple[str, ...], str] = {}
+    for path, value in pairs(values, option):
+        parts = tuple(path.split("."))
+        if "" in parts:
+            fail(f"{option} {path}={value}: a name between dots is empty")
+        for other in given:
+            shorter = min(other, parts, key=len)
+            if other[: len(shorter)] == parts[: len(shorter)]:
+                what = "twice" if other == parts else "as a value and as a group of values"
+                fail(f"{option} {path}={value}: {'.'.join(shorter)} is given {what}")
+        given[parts] = value
+        target = into
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[parts[-1]] = scalar(value)
+
+
 def scalar(text: str) -> Any:
     """`80` is a number, `true` a bool, `["a"]` a list; anything else stays a string."""
     try:
@@ -97,9 +120,12 @@ def scalar(text: str) -> Any:
 
 def number(text: str, option: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         fail(f"{option}: expected a number, got {text!r}")
+    if not math.isfinite(value):  # JSON has no NaN or infinity: it would arrive as null
+        fail(f"{option}: expected a finite number, got {text!r}")
+    return value
 
 
 def seconds(text: str, option: str) -> float:

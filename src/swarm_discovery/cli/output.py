@@ -44,12 +44,11 @@ def filled(value: Any) -> Any:
     """`value` as plain JSON values, with every field a record has, defaults too.
 
     The records leave defaulted fields out on the wire (`omit_defaults`); a script reading the
-    CLI's JSON should find `kind`, `weight` or a zero counter whatever it was set to. Fields
-    that are unset (None) stay out.
+    CLI's JSON should find `kind`, `weight` or a zero counter whatever it was set to, and
+    `node` or `maintenance` as null when there is none.
     """
     if isinstance(value, msgspec.Struct):
-        fields = ((name, getattr(value, name)) for name in value.__struct_fields__)
-        return {name: filled(field) for name, field in fields if field is not None}
+        return {name: filled(getattr(value, name)) for name in value.__struct_fields__}
     if isinstance(value, list | tuple):
         return [filled(item) for item in value]
     if isinstance(value, dict):

@@ -143,12 +143,15 @@ class HttpProber:
         except HTTP_FAILURES as exc:
             return ProbeResult("critical", failure(exc, check.timeout), elapsed(started))
         took = elapsed(started)
-        line = f"HTTP {spec.method} {spec.url}: {code} {reason} in {took * 1000:.1f} ms"
+        # No latency in the output (it is the check's duration_ms): an output that differs on every
+        # probe is a change on every probe, for watchers, the index, and each shared store write.
+        line = f"HTTP {spec.method} {spec.url}: {code} {reason}"
         if spec.expect_status is not None:
             return ProbeResult("passing" if code == spec.expect_status else "critical", line, took)
         if 200 <= code < 300:
-            slow = check.warn_latency is not None and took > check.warn_latency
-            return ProbeResult("warning" if slow else "passing", line + (" (slow)" if slow else ""), took)
+            if check.warn_latency is not None and took > check.warn_latency:
+                return ProbeResult("warning", f"{line} (slower than {check.warn_latency * 1000:g} ms)", took)
+            return ProbeResult("passing", line, took)
         return ProbeResult("warning" if code == 429 else "critical", line, took)
 
     def forget(self, check: CheckRuntime) -> None:

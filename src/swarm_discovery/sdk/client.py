@@ -16,6 +16,7 @@ import contextlib
 import os
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
@@ -25,7 +26,7 @@ import msgspec
 from ..acl.rules import Rules
 from ..acl.tokens import CreatedToken, TokenView
 from ..certs import CertificateFileError, present, trust
-from ..errors import ApiError, Unreachable
+from ..errors import ApiError, BadRequest, Unreachable
 from ..records import (
     CheckSpec,
     CheckState,
@@ -38,6 +39,7 @@ from ..records import (
     ServerInfo,
     ServiceRules,
     ServiceSummary,
+    checked_name,
     report_batches,
 )
 from .answers import NotSwarm, Read, raise_for_error, reader
@@ -175,6 +177,27 @@ def _listing_params(index: int | None, wait: float | None, filters: Filters) -> 
     }
 
 
+def _named(value: str, param: str) -> str:
+    """A name for a path, checked here as the server checks it: one with "/", "..", "?" or "#" in
+    it would reach another path (another instance) before the server could refuse it."""
+    try:
+        return checked_name(value, param)
+    except BadRequest as exc:
+        raise ApiError(400, exc.message) from None
+
+
+def _service_path(service: str, rest: str = "") -> str:
+    return f"/v1/services/{_named(service, 'service')}{rest}"
+
+
+def _instance_path(service: str, id: str, rest: str = "") -> str:
+    return _service_path(service, f"/instances/{_named(id, 'id')}{rest}")
+
+
+def _node_path(id: str, rest: str = "") -> str:
+    return f"/v1/nodes/{_named(id, 'id')}{rest}"
+
+
 class BaseClient:
     """The server, the token, TLS and the timeout, and every request built and every answer read."""
 
@@ -230,43 +253,42 @@ class BaseClient:
     def _register(
         self, service: str, id: str, spec: InstanceSpec | dict[str, Any] | None, fields: dict[str, Any]
     ) -> Operation[InstanceView]:
-        path = f"/v1/services/{service}/instances/{id}"
-        return Operation(self._request("PUT", path, content=_body(spec, fields)), _read_instance)
+        return Operation(self._request("PUT", _instance_path(service, id), content=_body(spec, fields)), _read_instance)
 
     def _deregister(self, service: str, id: str) -> Operation[None]:
-        return Operation(self._request("DELETE", f"/v1/services/{service}/instances/{id}"), raise_for_error)
+        return Operation(self._request("DELETE", _instance_path(service, id)), raise_for_error)
 
     def _instance_heartbeat(
         self, service: str, id: str, metrics: dict[str, float] | None, status: str | None, output: str | None
     ) -> Operation[InstanceView]:
-        path = f"/v1/services/{service}/instances/{id}/heartbeat"
+        path = _instance_path(service, id, "/heartbeat")
         return Operation(self._request("PUT", path, content=_beat(metrics, status, output)), _read_instance)
 
     def _node_heartbeat(
         self, id: str, metrics: dict[str, float] | None, status: str | None, output: str | None
     ) -> Operation[NodeView]:
-        path = f"/v1/nodes/{id}/heartbeat"
+        path = _node_path(id, "/heartbeat")
         return Operation(self._request("PUT", path, content=_beat(metrics, status, output)), _read_node)
 
     def _rules(self, service: str) -> Operation[ServiceRules]:
-        return Operation(self._request("GET", f"/v1/services/{service}/rules"), _read_rules)
+        return Operation(self._request("GET", _service_path(service, "/rules")), _read_rules)
 
     def _set_rules(self, service: str, rules: list[CheckSpec] | list[dict[str, Any]]) -> Operation[ServiceRules]:
         content = msgspec.json.encode({"rules": rules})
-        return Operation(self._request("PUT", f"/v1/services/{service}/rules", content=content), _read_rules)
+        return Operation(self._request("PUT", _service_path(service, "/rules"), content=content), _read_rules)
 
     def _clear_rules(self, service: str) -> Operation[None]:
-        return Operation(self._request("DELETE", f"/v1/services/{service}/rules"), raise_for_error)
+        return Operation(self._request("DELETE", _service_path(service, "/rules")), raise_for_error)
 
     def _maintenance(self, service: str, id: str, enable: bool, reason: str) -> Operation[InstanceView]:
-        path = f"/v1/services/{service}/instances/{id}/maintenance"
+        path = _instance_path(service, id, "/maintenance")
         content = msgspec.json.encode({"enable": enable, "reason": reason})
         return Operation(self._request("PUT", path, content=content), _read_instance)
 
     def _listing(self, service: str, index: int | None, wait: float | None, filters: Filters) -> httpx.Request:
         params = _listing_params(index, wait, filters)
         # The server may hold a blocking query for `wait`; the timeout covers the answer after it.
-        return self._request("GET", f"/v1/services/{service}", params=params, timeout=(wait or 0) + self.timeout)
+        return self._request("GET", _service_path(service), params=params, timeout=(wait or 0) + self.timeout)
 
     def _instances_at(
         self, service: str, index: int | None, wait: float | None, filters: Filters
@@ -279,10 +301,10 @@ class BaseClient:
         return Operation(self._listing(service, index, wait, filters), _read_instances)
 
     def _instance(self, service: str, id: str) -> Operation[InstanceView]:
-        return Operation(self._request("GET", f"/v1/services/{service}/instances/{id}"), _read_instance)
+        return Operation(self._request("GET", _instance_path(service, id)), _read_instance)
 
     def _checks(self, service: str, id: str) -> Operation[list[CheckState]]:
-        return Operation(self._request("GET", f"/v1/services/{service}/instances/{id}/checks"), _read_checks)
+        return Operation(self._request("GET", _instance_path(service, id, "/checks")), _read_checks)
 
     def _report(self, batch: bytes) -> Operation[ReportsAccepted]:
         return Operation(self._request("POST", "/v1/reports", content=batch), _read_accepted)
@@ -291,13 +313,13 @@ class BaseClient:
         return Operation(self._request("GET", "/v1/services"), _read_services)
 
     def _put_node(self, id: str, spec: NodeSpec | dict[str, Any] | None, fields: dict[str, Any]) -> Operation[NodeView]:
-        return Operation(self._request("PUT", f"/v1/nodes/{id}", content=_body(spec, fields)), _read_node)
+        return Operation(self._request("PUT", _node_path(id), content=_body(spec, fields)), _read_node)
 
     def _node(self, id: str) -> Operation[NodeView]:
-        return Operation(self._request("GET", f"/v1/nodes/{id}"), _read_node)
+        return Operation(self._request("GET", _node_path(id)), _read_node)
 
     def _delete_node(self, id: str) -> Operation[None]:
-        return Operation(self._request("DELETE", f"/v1/nodes/{id}"), raise_for_error)
+        return Operation(self._request("DELETE", _node_path(id)), raise_for_error)
 
     def _nodes(self, selector: str | None, kind: str | None) -> Operation[list[NodeView]]:
         return Operation(self._request("GET", "/v1/nodes", params={"selector": selector, "kind": kind}), _read_nodes)
@@ -330,7 +352,7 @@ class BaseClient:
         return Operation(self._request("GET", "/v1/acl/self"), _read_token)
 
     def _delete_token(self, id: str) -> Operation[None]:
-        return Operation(self._request("DELETE", f"/v1/acl/tokens/{id}"), raise_for_error)
+        return Operation(self._request("DELETE", f"/v1/acl/tokens/{urllib.parse.quote(id, safe='')}"), raise_for_error)
 
     def _stream_ended(self) -> Unreachable:
         return Unreachable(f"{self.base_url} ended the stream")

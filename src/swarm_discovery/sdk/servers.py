@@ -24,7 +24,8 @@ _RESENT = {"GET", "HEAD", "PUT", "DELETE"}  # idempotent: the same request again
 def parse_addresses(addr: str | None) -> list[str]:
     """`a:8500,b:8500` (or SWARM_ADDR) -> base URLs; http:// unless one says otherwise."""
     given = addr or os.environ.get("SWARM_ADDR") or DEFAULT_ADDR
-    urls = [part.strip() for part in given.split(",") if part.strip()]
+    # A URL copied from a browser ends in "/", which every path would then follow.
+    urls = [url for url in (part.strip().rstrip("/") for part in given.split(",")) if url]
     return [url if "://" in url else f"http://{url}" for url in urls] or [DEFAULT_ADDR]
 
 

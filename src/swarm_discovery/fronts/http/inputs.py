@@ -10,7 +10,7 @@ import msgspec
 from ...decoding import Decoder
 from ...durations import parse_duration
 from ...errors import BadRequest, UnsupportedMediaType
-from ...records import ID_PATTERN, PATTERNS
+from ...records import ID_PATTERN, PATTERNS, checked_name
 from .call import Call
 
 MAX_WAIT = 600.0
@@ -85,12 +85,6 @@ def name(call: Call, param: str) -> str:
     """A path parameter that names a service, instance or node."""
     value = call.params[param]
     return value if _ID.fullmatch(value) else checked_name(value, param)  # a call fewer when it is good
-
-
-def checked_name(value: str, param: str) -> str:
-    if not _ID.fullmatch(value):  # not `match`: its `$` lets a final newline through
-        raise BadRequest(f"{param}: {value!r} must match {ID_PATTERN}")
-    return value
 
 
 def flag(call: Call, param: str) -> bool:

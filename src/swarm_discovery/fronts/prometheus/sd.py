@@ -17,10 +17,10 @@ import msgspec
 
 from ...core.lookup import Found, Query
 from ...core.published import Published
+from ...records import checked_name
 from ..consul.views import service_meta
 from ..http.call import Call, Reply
 from ..http.headers import json_headers
-from ..http.inputs import checked_name
 from ..http.reads import Encoding, read
 from ..http.routes import Route
 
