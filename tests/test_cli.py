@@ -98,6 +98,9 @@ def test_mistyped_names_capabilities_and_numbers_fail_in_one_line(server: Server
     listed = json.loads(swarm(swarm_env, "instances", "llm", "--json").stdout)
     assert [i["id"] for i in listed] == ["w5"]  # nothing else was removed or written
     assert listed[0]["node"] is None and listed[0]["maintenance"] is None  # unset, and there
+    numbers = ("--capacity", "max_concurrency=16", "--metric", "queue_depth=3")
+    made = json.loads(swarm(swarm_env, *reg, "--id", "c", *numbers, "--json").stdout)
+    assert (made["capacity"], made["metrics"]) == ({"max_concurrency": 16}, {"queue_depth": 3})
 
 
 def test_nodes_maintenance_and_watch(server: Server, swarm_env: dict[str, str]) -> None:

@@ -47,6 +47,6 @@ def test_other_mistakes(tmp_path: Path) -> None:
     taken = tmp_path / "a-file"
     taken.write_text("")
     line = one_line_error(serve("--http", f"127.0.0.1:{free_port()}", "--data-dir", str(taken)))
-    assert str(taken) in line
+    assert f"data directory {taken}: it is a file, not a directory" in line
     bad_level = serve("--log-level", "loud")
     assert bad_level.returncode == 2 and "loud" in bad_level.stderr and "Traceback" not in bad_level.stderr

@@ -122,6 +122,9 @@ def test_unsupported_requests_are_clear_4xx(shared_server: Server) -> None:
         json={"Name": "x", "Port": 80, "Check": {"Args": ["/bin/true"], "Interval": "10s"}},
     )
     assert script.status_code == 400 and "Check.Args" in script.json()["error"]
+    scripted = {"Name": "x", "Port": 80, "Check": {"Script": "/bin/true", "Interval": "10s"}}
+    old_script = http.put("/v1/agent/service/register", json=scripted)
+    assert old_script.json()["error"] == "Check.Script: this kind of check is not supported by swarm"
     connect = http.put("/v1/agent/service/register", json={"Name": "x", "Port": 80, "Connect": {"Native": True}})
     assert connect.status_code == 400 and "Connect" in connect.json()["error"]
     filtered = http.get("/v1/health/service/x", params={"filter": 'Service.Meta.x == "y"'})

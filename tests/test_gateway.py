@@ -21,7 +21,9 @@ import msgspec
 import pytest
 from typer.testing import CliRunner
 
+from swarm_discovery import Client
 from swarm_discovery.cli.main import app
+from swarm_discovery.sdk.answers import NotSwarm
 from tests.backends import BlackHole, Quiet, Served
 from tests.conftest import FAST_EXPIRY
 from tests.gateway import GatewayProcess
@@ -181,6 +183,9 @@ def test_requests_go_by_path_and_by_host_with_the_instance_named(
 def test_the_gateways_own_errors_are_json_with_a_reason(registry: Server, gateway: GatewayProcess) -> None:
     missing = gateway.http.get("/no-such-service/x")
     assert missing.status_code == 404 and missing.json() == {"error": "no service 'no-such-service' in the registry"}
+    assert missing.headers["x-swarm-gateway"] == "not_found"  # its own answer, not an instance's
+    with Client(gateway.url) as mistaken, pytest.raises(NotSwarm, match="is a swarm gateway, not the registry"):
+        mistaken.services()  # SWARM_ADDR set to the gateway's address
     assert gateway.http.get("/%20bad/x").status_code == 404
     service = unique("dead")
     registry.http.put(

@@ -25,6 +25,7 @@ from swarm_discovery.balance.prefix import PrefixIndex
 from swarm_discovery.gateway.backend import Admission
 from swarm_discovery.gateway.errors import GatewayError
 from swarm_discovery.gateway.models import parse, prompt_key
+from swarm_discovery.gateway.registry import Backoff
 from swarm_discovery.gateway.scrape import parse_metrics
 from swarm_discovery.gateway.settings import RoutesError, load_routes
 from swarm_discovery.gateway.upstream import Connection, UpstreamError
@@ -344,3 +345,12 @@ def test_vllm_metrics_are_read_and_summed_over_label_sets() -> None:
         b'vllm:num_requests_running{x="}"} nonsense\n'
     )
     assert parse_metrics(text) == {"waiting": 5.0, "running": 4.0, "kv": 0.25}
+
+
+def test_a_registry_never_read_is_not_said_to_leave_a_view(caplog: pytest.LogCaptureFixture) -> None:
+    status = Backoff("following the catalog")
+    status.failed(ConnectionRefusedError("cannot reach 127.0.0.1:1"))
+    assert caplog.messages[-1] == "following the catalog: cannot reach 127.0.0.1:1; nothing read yet, trying again"
+    status.answered()
+    status.failed(ConnectionRefusedError("gone"))
+    assert caplog.messages[-1] == "following the catalog: gone; serving the last view"

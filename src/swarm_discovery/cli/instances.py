@@ -15,6 +15,7 @@ from ..records import CheckState
 from ..sdk.client import Client
 from .options import (
     Addr,
+    Capacity,
     CheckInterval,
     Checks,
     CheckTimeout,
@@ -28,8 +29,8 @@ from .options import (
     check_specs,
     connect,
     location,
-    metrics_of,
     nested,
+    numbers,
     pairs,
     seconds,
 )
@@ -53,6 +54,8 @@ def register(
     region: Region = None,
     zone: Zone = None,
     weight: Annotated[int | None, typer.Option(metavar="1-10000", help="Relative weight for balancing.")] = None,
+    capacity: Capacity = None,
+    metric: Metrics = None,
     ttl: Annotated[
         str | None, typer.Option(metavar="DURATION", help="A TTL check: heartbeat at least this often, e.g. 15s.")
     ] = None,
@@ -75,6 +78,9 @@ def register(
         body.setdefault("meta", {}).update(dict(pairs(meta, "--meta")))
     if capability:
         nested(capability, "--capability", body.setdefault("capabilities", {}))
+    for field, given_numbers in (("capacity", numbers(capacity, "--capacity")), ("metrics", numbers(metric))):
+        if given_numbers:
+            body.setdefault(field, {}).update(given_numbers)
     if region or zone:
         body.setdefault("location", {}).update(location(region, zone))
     if ttl:
@@ -200,7 +206,7 @@ def heartbeat(
     as_json: Json = False,
 ) -> None:
     """Renew the TTL checks of an instance, once or --every so often, with its metrics."""
-    metrics = metrics_of(metric)
+    metrics = numbers(metric)
     with connect(addr) as client:
         if every is None:
             view = call(client.heartbeat, service, id, metrics=metrics)

@@ -6,6 +6,7 @@ one puts them together, in the order `--help` lists them.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import typer
@@ -28,7 +29,13 @@ class _FlagsAsFlags:
 
 
 class _Command(_FlagsAsFlags, TyperCommand):
-    pass
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            # A docstring's lines end where its source does: rich keeps those breaks, so each
+            # paragraph becomes one line for rich to wrap at the terminal's width.
+            paragraphs = inspect.cleandoc(self.help).split("\n\n")
+            self.help = "\n\n".join(" ".join(paragraph.split("\n")) for paragraph in paragraphs)
 
 
 class _Group(_FlagsAsFlags, TyperGroup):

@@ -22,8 +22,8 @@ from .options import (
     check_specs,
     connect,
     location,
-    metrics_of,
     number,
+    numbers,
     pairs,
 )
 from .output import answer, call, console, fail, print_json
@@ -131,7 +131,7 @@ def node_heartbeat(
 ) -> None:
     """Renew the TTL checks of node ID, with its metrics (its rules and its instances' judge them)."""
     with connect(addr) as client:
-        view = call(client.node_heartbeat, id, metrics=metrics_of(metric))
+        view = call(client.node_heartbeat, id, metrics=numbers(metric))
     answer(view, as_json, f"renewed node [bold]{escape(id)}[/bold] ({view.status})")
 
 

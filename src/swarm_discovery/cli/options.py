@@ -70,11 +70,15 @@ def body_from(file: Path | None, option: str = "--file") -> dict[str, Any]:
 Metrics = Annotated[
     list[str] | None, typer.Option("--metric", metavar="NAME=NUMBER", help="A metric, e.g. queue_depth=3. Repeatable.")
 ]
+Capacity = Annotated[
+    list[str] | None,
+    typer.Option(metavar="NAME=NUMBER", help="What it can take, e.g. max_concurrency=16. Repeatable."),
+]
 
 
-def metrics_of(values: list[str] | None) -> dict[str, float] | None:
-    """What the --metric options say, None without any."""
-    return {name: number(value, "--metric") for name, value in pairs(values, "--metric")} or None
+def numbers(values: list[str] | None, option: str = "--metric") -> dict[str, float] | None:
+    """What NAME=NUMBER options (--metric, --capacity) say, None without any."""
+    return {name: number(value, option) for name, value in pairs(values, option)} or None
 
 
 def pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:

@@ -162,7 +162,8 @@ def checks_table(found: Sequence[tuple[str | None, CheckState]], width: int) -> 
                 ],
             ),
             Column("took", [f"{c.duration_ms:.1f} ms" if c.duration_ms is not None else "" for _, c in found]),
-            Column("ok/fail", [f"{c.successes}/{c.failures}" for _, c in found]),
+            # Consecutive probe results: a TTL check has no probes, only heartbeats.
+            Column("ok/fail", ["" if c.type == "ttl" else f"{c.successes}/{c.failures}" for _, c in found]),
         ],
         width,
     )

@@ -59,7 +59,9 @@ class GatewayError(SwarmError):
             body = _encode({"error": error})
         else:
             body = _encode({"error": self.message})
-        fields = [("Content-Type", "application/json")]
+        # Says the answer is the gateway's own, not the instance's (or, to a client that took the
+        # gateway for the registry, that it has the wrong address).
+        fields = [("Content-Type", "application/json"), ("X-Swarm-Gateway", self.reason)]
         if self.retry_after is not None:
             fields.append(("Retry-After", str(self.retry_after)))
         if self.instance is not None:

@@ -92,17 +92,19 @@ class Backoff:
         self.since: float | None = time.time()
         self._failures = 0
         self._lost = False
+        self._read = False  # a view to fall back on: none until the registry first answers
 
     def answered(self) -> None:
         if self._lost:
             log.warning("%s: the registry answers again", self.what)
-        self.stale, self.since, self._failures, self._lost = None, None, 0, False
+        self.stale, self.since, self._failures, self._lost, self._read = None, None, 0, False, True
 
     def failed(self, error: Exception) -> float:
         expected = isinstance(error, ApiError | httpx.TransportError)
         why = str(error) or type(error).__name__
         if not self._lost:
-            log.warning("%s: %s; serving the last view", self.what, why, exc_info=None if expected else error)
+            fallback = "serving the last view" if self._read else "nothing read yet, trying again"
+            log.warning("%s: %s; %s", self.what, why, fallback, exc_info=None if expected else error)
             self._lost = True
         if self.stale is None or self.since is None:
             self.since = time.time()

@@ -25,19 +25,23 @@ class NotSwarm(ApiError):
     """The address answered, but not as a swarm server does."""
 
 
-def not_swarm(response: httpx.Response) -> NotSwarm:
+def not_swarm(response: httpx.Response, gateway: bool = False) -> NotSwarm:
     url = response.request.url
     kind = response.headers.get("content-type", "no content type").partition(";")[0]
+    what = "is a swarm gateway, not the registry" if gateway else "does not look like a swarm server"
     return NotSwarm(
         response.status_code,
-        f"{url.scheme}://{url.netloc.decode()} does not look like a swarm server "
+        f"{url.scheme}://{url.netloc.decode()} {what} "
         f"(it answered {response.status_code} {kind} to {response.request.method} {url.path})",
     )
 
 
 def raise_for_error(response: httpx.Response) -> None:
-    """`ApiError` with the server's message for an error answer; `NotSwarm` if it has none."""
+    """`ApiError` with the server's message for an error answer; `NotSwarm` if it has none, or
+    if a swarm gateway answered in the registry's place."""
     if response.status_code >= 400:
+        if "x-swarm-gateway" in response.headers:
+            raise not_swarm(response, gateway=True)
         try:
             message = _error_body.decode(response.content).error
         except (msgspec.DecodeError, msgspec.ValidationError):

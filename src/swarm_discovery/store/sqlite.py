@@ -120,6 +120,8 @@ class SqliteStore:
             os.makedirs(self.data_dir, exist_ok=True)
             fd = os.open(os.path.join(self.data_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            if os.path.exists(self.data_dir) and not os.path.isdir(self.data_dir):
+                raise StoreError(f"data directory {self.data_dir}: it is a file, not a directory") from None
             raise StoreError(f"data directory {self.data_dir}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -36,6 +36,7 @@ class ConsulCheck(msgspec.Struct, kw_only=True):
     FailuresBeforeCritical: int = 0
     # What Consul can check and swarm cannot: refused by name rather than quietly not checked.
     Args: Any = None
+    Script: Any = None  # Consul before 1.1
     ScriptArgs: Any = None
     DockerContainerID: Any = None
     Shell: Any = None
@@ -79,7 +80,7 @@ class CheckUpdate(msgspec.Struct, kw_only=True):
 
 
 UNSUPPORTED_CHECKS = (
-    *("Args", "ScriptArgs", "DockerContainerID", "Shell", "UDP", "H2PING", "OSService", "AliasNode"),
+    *("Args", "Script", "ScriptArgs", "DockerContainerID", "Shell", "UDP", "H2PING", "OSService", "AliasNode"),
     *("AliasService", "Body"),
 )
 
