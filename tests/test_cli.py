@@ -78,7 +78,9 @@ def test_errors_are_clear(server: Server, swarm_env: dict[str, str]) -> None:
     assert "cannot reach" in swarm(down, "services", ok=False).stderr
 
 
-def test_mistyped_names_capabilities_and_numbers_fail_in_one_line(server: Server, swarm_env: dict[str, str]) -> None:
+def test_mistyped_names_capabilities_and_numbers_fail_in_one_line(
+    server: Server, swarm_env: dict[str, str], tmp_path: Path
+) -> None:
     reg = ("register", "llm", "--address", "10.0.0.1", "--port", "8000")
     swarm(swarm_env, *reg, "--id", "w5")
     for args, message in (
@@ -91,6 +93,7 @@ def test_mistyped_names_capabilities_and_numbers_fail_in_one_line(server: Server
         ((*reg, "--id", "c", "--capability", "a..b=1"), "error: --capability a..b=1: a name between dots is empty"),
         (("heartbeat", "llm", "w5", "--metric", "x=nan"), "error: --metric: expected a finite number, got 'nan'"),
         (("heartbeat", "llm", "w5", "--metric", "x=1e400"), "error: --metric: expected a finite number"),
+        ((*reg, "--id", "c", "--capability", "gpu.memory_gb=1e400"), "--capability gpu.memory_gb: expected a finite"),
     ):
         result = swarm(swarm_env, *args, ok=False)
         assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -98,9 +101,12 @@ def test_mistyped_names_capabilities_and_numbers_fail_in_one_line(server: Server
     listed = json.loads(swarm(swarm_env, "instances", "llm", "--json").stdout)
     assert [i["id"] for i in listed] == ["w5"]  # nothing else was removed or written
     assert listed[0]["node"] is None and listed[0]["maintenance"] is None  # unset, and there
-    numbers = ("--capacity", "max_concurrency=16", "--metric", "queue_depth=3")
-    made = json.loads(swarm(swarm_env, *reg, "--id", "c", *numbers, "--json").stdout)
+    numbers = ("--capacity", "max_concurrency=16", "--metric", "queue_depth=3", "--capability", "x=NaN")
+    spec = tmp_path / "nulls.json"
+    spec.write_text(json.dumps({"capacity": None, "metrics": None, "checks": None}))
+    made = json.loads(swarm(swarm_env, *reg, "--id", "c", "-f", str(spec), *numbers, "--json").stdout)
     assert (made["capacity"], made["metrics"]) == ({"max_concurrency": 16}, {"queue_depth": 3})
+    assert made["capabilities"] == {"x": "NaN"}  # not JSON's number: a string, as any other text
 
 
 def test_nodes_maintenance_and_watch(server: Server, swarm_env: dict[str, str]) -> None:

@@ -125,6 +125,11 @@ def test_unsupported_requests_are_clear_4xx(shared_server: Server) -> None:
     scripted = {"Name": "x", "Port": 80, "Check": {"Script": "/bin/true", "Interval": "10s"}}
     old_script = http.put("/v1/agent/service/register", json=scripted)
     assert old_script.json()["error"] == "Check.Script: this kind of check is not supported by swarm"
+    name = unique("consul-name")
+    for registration, field in (({"Name": name, "ID": f"{name}:8080"}, "ID"), ({"Name": "a/b"}, "Name")):
+        refused = http.put("/v1/agent/service/register", json={**registration, "Port": 80})
+        assert refused.status_code == 400 and refused.json()["error"].startswith(f"{field}: "), refused.text
+    assert http.get(f"/v1/services/{name}", params={"all": "true"}).json() == []  # nothing was written
     connect = http.put("/v1/agent/service/register", json={"Name": "x", "Port": 80, "Connect": {"Native": True}})
     assert connect.status_code == 400 and "Connect" in connect.json()["error"]
     filtered = http.get("/v1/health/service/x", params={"filter": 'Service.Meta.x == "y"'})

@@ -73,3 +73,14 @@ def test_buckets_stay_within_their_bound_and_forget_the_full_ones_first() -> Non
         assert len(buckets) <= 100
     assert 999 in buckets and 0 not in buckets  # the newest are furthest from full
     assert buckets.take(999, now=1009.0) == 0.0 and buckets.take(999, now=1009.0) == pytest.approx(1.0)
+
+
+def test_a_whole_burst_at_any_clock_value() -> None:
+    for rate, now in ((1000.0, 1e5), (1000.0, 1e7), (7.0, 1e7), (2000.0, 3.3e6), (0.5, 1e9)):
+        buckets: Buckets[str] = Buckets(rate=rate, burst=rate)
+        given = 0
+        while buckets.take("c", now) == 0.0:
+            given += 1
+        assert given == max(int(rate), 1), (rate, now)
+        assert buckets.take("c", now + 1.0 / rate) == 0.0  # one more a 1/rate later, rounding or not
+        assert buckets.take("c", now + 1.0 / rate) > 0.0

@@ -32,6 +32,7 @@ from .options import (
     nested,
     numbers,
     pairs,
+    part,
     seconds,
 )
 from .output import call, console, errors, fail, filled, print_json
@@ -75,17 +76,17 @@ def register(
     if tag:
         body["tags"] = tag
     if meta:
-        body.setdefault("meta", {}).update(dict(pairs(meta, "--meta")))
+        part(body, "meta", {}).update(dict(pairs(meta, "--meta")))
     if capability:
-        nested(capability, "--capability", body.setdefault("capabilities", {}))
+        nested(capability, "--capability", part(body, "capabilities", {}))
     for field, given_numbers in (("capacity", numbers(capacity, "--capacity")), ("metrics", numbers(metric))):
         if given_numbers:
-            body.setdefault(field, {}).update(given_numbers)
+            part(body, field, {}).update(given_numbers)
     if region or zone:
-        body.setdefault("location", {}).update(location(region, zone))
+        part(body, "location", {}).update(location(region, zone))
     if ttl:
-        body.setdefault("checks", []).append({"type": "ttl", "ttl": ttl})
-    body.setdefault("checks", []).extend(check_specs(check, check_interval, check_timeout))
+        part(body, "checks", []).append({"type": "ttl", "ttl": ttl})
+    part(body, "checks", []).extend(check_specs(check, check_interval, check_timeout))
     iid = id or body.pop("id", None)
     if not iid:
         fail("--id: an instance id is required (or an `id` in --file)")

@@ -25,6 +25,7 @@ from .options import (
     number,
     numbers,
     pairs,
+    part,
 )
 from .output import answer, call, console, fail, print_json
 from .tables import nodes_table
@@ -110,14 +111,14 @@ def register_node(
         "storage_kind": storage_kind,
         "bandwidth_gbps": bandwidth_gbps,
     }
-    body.setdefault("resources", {}).update({k: v for k, v in resources.items() if v is not None})
+    part(body, "resources", {}).update({k: v for k, v in resources.items() if v is not None})
     if gpu:
         body["resources"]["gpus"] = [_gpu(g) for g in gpu]
     if region or zone:
-        body.setdefault("location", {}).update(location(region, zone))
+        part(body, "location", {}).update(location(region, zone))
     if label:
-        body.setdefault("labels", {}).update(dict(pairs(label, "--label")))
-    body.setdefault("checks", []).extend(check_specs(check, check_interval, check_timeout))
+        part(body, "labels", {}).update(dict(pairs(label, "--label")))
+    part(body, "checks", []).extend(check_specs(check, check_interval, check_timeout))
     with connect(addr) as client:
         view = call(client.put_node, id, body)
     answer(view, as_json, f"registered node [bold]{escape(id)}[/bold] ({view.kind}, {view.status})")

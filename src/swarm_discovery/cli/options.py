@@ -92,6 +92,15 @@ def pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
     return found
 
 
+def part(body: dict[str, Any], field: str, empty: dict[str, Any] | list[Any]) -> Any:
+    """`body[field]`, for options to add to: `empty` where --file left it out or null."""
+    if body.get(field) is None:
+        body[field] = empty
+    elif type(body[field]) is not type(empty):
+        fail(f"--file: {field} must be {'an object' if isinstance(empty, dict) else 'a list'}")
+    return body[field]
+
+
 def nested(values: list[str] | None, option: str, into: dict[str, Any]) -> None:
     """`a.b=80` pairs into `into` as {"a": {"b": 80}}, over what it held there. One pair that
     names a value and another that names a group inside it fail, as does an empty name."""
@@ -111,15 +120,22 @@ def nested(values: list[str] | None, option: str, into: dict[str, Any]) -> None:
             if not isinstance(target.get(part), dict):
                 target[part] = {}
             target = target[part]
-        target[parts[-1]] = scalar(value)
+        target[parts[-1]] = scalar(value, f"{option} {path}")
 
 
-def scalar(text: str) -> Any:
+def scalar(text: str, option: str) -> Any:
     """`80` is a number, `true` a bool, `["a"]` a list; anything else stays a string."""
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except ValueError:
         return text
+    if isinstance(value, float) and not math.isfinite(value):  # 1e400: JSON would carry null
+        fail(f"{option}: expected a finite number, got {text!r}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: json takes them, nothing else does
 
 
 def number(text: str, option: str) -> float:

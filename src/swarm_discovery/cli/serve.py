@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 from pathlib import Path
@@ -278,8 +279,8 @@ def serve(
         ("--max-instances-per-service", max_instances_per_service),
         ("--max-instances-per-registrant", max_instances_per_registrant),
     ):
-        if value <= 0:
-            fail(f"{option}: must be positive")
+        if not value > 0 or value == math.inf:  # not `<= 0`: NaN passes that
+            fail(f"{option}: must be a positive number")
     if not 1 <= report_quorum <= MAX_QUORUM:
         fail(f"--report-quorum: between 1 and {MAX_QUORUM}")
     reports = ReportSettings(quorum=report_quorum, trusted=frozenset(trusted_reporter or ()))

@@ -15,7 +15,7 @@ import msgspec
 
 from ... import __version__
 from ...errors import BadRequest, Conflict, NotFound
-from ...records import CheckStatus, Heartbeat, InstanceSpec
+from ...records import CheckStatus, Heartbeat, InstanceSpec, checked_name
 from ..http.call import Call, Reply
 from ..http.inputs import decode
 from .reads import consul_headers
@@ -101,8 +101,10 @@ def _empty(call: Call) -> Reply:
 
 async def register(call: Call) -> Reply:
     registration = decode_consul(await call.body(), Registration)
-    iid = registration.ID or registration.Name
-    service = registration.Name
+    # Names the native API and DNS can carry: an ID like "web:8080" would be listed where no
+    # client could read it back, and could not be named in a path.
+    service = checked_name(registration.Name, "Name")
+    iid = checked_name(registration.ID, "ID") if registration.ID else service
     call.context.acl.require(call.caller, "services", service, "write")
     elsewhere = [s for s in call.context.registry.services_with(iid) if s != service]
     if elsewhere:
