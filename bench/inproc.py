@@ -12,7 +12,9 @@ For deterministic figures, count instructions under callgrind with `--callgrind`
 its instrumentation on for the measured registrations alone (`callgrind_control -i on/off`):
     valgrind --tool=callgrind --instr-atstart=no python -m bench.inproc --writes 3000 --callgrind
 and divide the "Collected" count it ends with by the registrations measured (2,700 here); the
-work before and after (imports, start, warm-up, stop) is left out. Without `--callgrind`, run two
+work before and after (imports, start, warm-up, stop) is left out. `--warm 30000` measures the
+`--writes` after 30,000 others, where bench.writes spends its rounds (some costs, such as keeping
+encodings within their budget, only show past 25,000 instances). Without `--callgrind`, run two
 sizes and divide the difference by the difference in writes, with `--settle` so that the server's
 timed work (the first health sweep, the imports it makes) has run before the registrations in
 both: `--settle 5 --writes 500` and `--writes 2500`.
@@ -32,6 +34,7 @@ import uvloop
 
 from bench.common import SERVER_CPU, WRITE_RATE
 from swarm_discovery.core.core import Core, CoreSettings
+from swarm_discovery.core.quotas import Quotas
 from swarm_discovery.fronts.http.app import create_front
 from swarm_discovery.fronts.http.limits import Limits
 from swarm_discovery.fronts.http.rsgi import RSGIApp
@@ -86,14 +89,19 @@ def _callgrind(state: str) -> None:
     subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, stdout=subprocess.DEVNULL)
 
 
-async def run(writes: int, settle: float = 0.0, callgrind: bool = False) -> None:
+async def run(writes: int, settle: float = 0.0, callgrind: bool = False, warm: int | None = None) -> None:
     gc.set_threshold(100_000, 50, 1000)  # as the server sets it
-    core = Core(CoreSettings(data_dir=tempfile.mkdtemp(prefix="swarm-inproc-")))
+    # Lifted caps, as bench.writes lifts them: a warm-up past 100,000 would measure quick 429s.
+    quotas = Quotas(per_service=10_000_000, per_registrant=10_000_000)
+    core = Core(CoreSettings(data_dir=tempfile.mkdtemp(prefix="swarm-inproc-"), quotas=quotas))
     app = RSGIApp(create_front(Limits(write_rate=WRITE_RATE)), core)
     await core.start()
     app.front.attach(core)
     await asyncio.sleep(settle)
-    warm = min(1000, writes // 10)
+    if warm is None:  # the first tenth, at most 1,000, warms up; the rest is measured
+        warm = min(1000, writes // 10)
+    else:
+        writes += warm  # --writes measured after --warm others
     await register(app, range(warm))
     gc.collect()
     tracked = len(gc.get_objects())
@@ -125,9 +133,12 @@ def main() -> None:
     parser.add_argument(
         "--callgrind", action="store_true", help="count instructions for the measured registrations alone"
     )
+    parser.add_argument(
+        "--warm", type=int, help="registrations before the measured ones (default: a tenth, at most 1,000)"
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(SERVER_CPU)})  # the server's core, as in the other benchmarks
-    uvloop.run(run(args.writes, args.settle, args.callgrind))
+    uvloop.run(run(args.writes, args.settle, args.callgrind, args.warm))
 
 
 if __name__ == "__main__":
