@@ -116,10 +116,10 @@ def nested(values: list[str] | None, option: str, into: dict[str, Any]) -> None:
                 fail(f"{option} {path}={value}: {'.'.join(shorter)} is given {what}")
         given[parts] = value
         target = into
-        for part in parts[:-1]:
-            if not isinstance(target.get(part), dict):
-                target[part] = {}
-            target = target[part]
+        for name in parts[:-1]:
+            if not isinstance(target.get(name), dict):
+                target[name] = {}
+            target = target[name]
         target[parts[-1]] = scalar(value, f"{option} {path}")
 
 
@@ -129,9 +129,7 @@ def scalar(text: str, option: str) -> Any:
         value = json.loads(text, parse_constant=_no_constant)
     except ValueError:
         return text
-    if isinstance(value, float) and not math.isfinite(value):  # 1e400: JSON would carry null
-        fail(f"{option}: expected a finite number, got {text!r}")
-    return value
+    return finite(value, text, option) if isinstance(value, float) else value
 
 
 def _no_constant(name: str) -> Any:
@@ -143,7 +141,12 @@ def number(text: str, option: str) -> float:
         value = float(text)
     except ValueError:
         fail(f"{option}: expected a number, got {text!r}")
-    if not math.isfinite(value):  # JSON has no NaN or infinity: it would arrive as null
+    return finite(value, text, option)
+
+
+def finite(value: float, text: str, option: str) -> float:
+    """`value`, unless NaN or infinite (`nan`, `1e400`): JSON has neither, it would arrive as null."""
+    if not math.isfinite(value):
         fail(f"{option}: expected a finite number, got {text!r}")
     return value
 

@@ -279,7 +279,7 @@ def serve(
         ("--max-instances-per-service", max_instances_per_service),
         ("--max-instances-per-registrant", max_instances_per_registrant),
     ):
-        if not value > 0 or value == math.inf:  # not `<= 0`: NaN passes that
+        if not (value > 0 and math.isfinite(value)):  # not `value <= 0`: NaN passes that
             fail(f"{option}: must be a positive number")
     if not 1 <= report_quorum <= MAX_QUORUM:
         fail(f"--report-quorum: between 1 and {MAX_QUORUM}")
