@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import threading
@@ -146,11 +147,39 @@ def test_a_ttl_instance_holds_an_etcd_lease_that_heartbeats_to_any_server_renew(
         wait_for(lambda server=server: ids(server.http.get(f"/v1/services/{service}")) == [], 5)  # type: ignore[misc]
 
 
-def test_live_changes_show_at_the_same_index_on_every_server(servers: tuple[Server, Server]) -> None:
+@contextlib.contextmanager
+def _other_writes(server: Server) -> Iterator[None]:
+    """Registrations through `server` meanwhile, as fast as they go: revisions of other writes."""
+    done, service = threading.Event(), unique("others")
+
+    def write() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            n = 0
+            while not done.is_set():
+                put(http, service, f"i{n % 10}", meta={"n": str(n)})
+                n += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        writer.join()
+
+
+@pytest.mark.parametrize("others", [False, True], ids=["alone", "among-other-writes"])
+def test_live_changes_show_at_the_same_index_on_every_server(servers: tuple[Server, Server], others: bool) -> None:
     """A heartbeat's status, through either server, shows on both at one index: the revision of
-    the write that shared it, not an index of the receiving server's own ahead of the store's."""
+    the write that shared it, not an index of the receiving server's own ahead of the store's,
+    nor a revision of another write that came before it."""
     a, b = servers
-    service = unique("live")
+    with _other_writes(b) if others else contextlib.nullcontext():
+        _heartbeats_through_each(a, b, unique("live"))
+    wait_for(lambda: a.http.get("/v1/server").json()["index"] == b.http.get("/v1/server").json()["index"], 5)
+
+
+def _heartbeats_through_each(a: Server, b: Server, service: str) -> None:
     put(a.http, service, "i1", checks=[{"type": "ttl", "ttl": "30s"}])
     beat, listing = f"/v1/services/{service}/instances/i1/heartbeat", f"/v1/services/{service}?all=true"
 
@@ -163,7 +192,6 @@ def test_live_changes_show_at_the_same_index_on_every_server(servers: tuple[Serv
         answer = through.http.put(beat, json={"status": status})
         assert answer.status_code == 200 and answer.json()["status"] == status  # the answer shows it at once
         wait_for(lambda status=status: seen(a) == seen(b) and seen(a)[0] == status, 5)  # type: ignore[misc]
-    wait_for(lambda: a.http.get("/v1/server").json()["index"] == b.http.get("/v1/server").json()["index"], 5)
 
 
 def test_node_heartbeats_and_service_rules_reach_every_server(servers: tuple[Server, Server]) -> None:
@@ -382,6 +410,9 @@ def test_active_checks_are_split_among_the_servers_and_move_when_one_dies(
         wait_for(lambda: [healthy(s) for s in (a, b, c)] == [30, 30, 30], 10)
         backend.status = 503
         wait_for(lambda: [healthy(s) for s in (a, b, c)] == [0, 0, 0], 10)
+        # Each at the revision of the write that shared it, so the three agree on the index too.
+        listing = f"/v1/services/{service}?all=true"
+        wait_for(lambda: len({s.http.get(listing).headers["x-swarm-index"] for s in (a, b, c)}) == 1, 5)
         backend.status = 200
         # A client that names c first, and a after it, heartbeating a TTL instance through c.
         with Client(f"{c.addr},{a.addr}", timeout=2) as client:
@@ -484,6 +515,8 @@ def test_reporters_on_different_servers_make_one_quorum_and_the_ejection_shows_a
     assert _ejections(b, service) == {"i0": ejection}  # the same until, to the microsecond
     for server in (a, b):
         assert ids(server.http.get(f"/v1/services/{service}")) == ["i1", "i2", "i3"]
+    listing = f"/v1/services/{service}?all=true"  # at one index: the revision of the ejection's write
+    wait_for(lambda: a.http.get(listing).headers["x-swarm-index"] == b.http.get(listing).headers["x-swarm-index"], 5)
     for server in (a, b):  # and it ends on both
         wait_for(lambda server=server: _ejections(server, service) == {}, 10)  # type: ignore[misc]
         assert len(ids(server.http.get(f"/v1/services/{service}"))) == 4

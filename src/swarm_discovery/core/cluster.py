@@ -53,12 +53,14 @@ same moment everywhere (its last writes come up to a third of a TTL after its la
 instance at its own phase), and every server holds it or lets it expire alike.
 
 The change index is etcd's revision on every server. A change applied from the store's feed
-takes its revision; a live change made here (a heartbeat this server received, its probe's
-result, an ejection it decided, a TTL lapse on its clock) shows at the next revision the feed
-brings, which is the write that shares it, 50 ms on (see `Registry._live`; when none comes
-within 100 ms, the registry writes one). So the same state has the same index on every server,
-the others showing a shared change at that revision too. Coalesced metrics (at most one write a
-second per owner) show here at a revision before the others take them.
+takes its revision; a live change made here that the others are told of (a heartbeat's new status
+this server received, its probe's result, an ejection it decided) shows at the revision of the
+write that shares it, 50 ms on, not at another write's that the feed brings first (`Registry.hold`
+and `release`); one they are not told of (a TTL lapse on its clock) at the next revision the feed
+brings (see `Registry._live`; when none comes within 100 ms, the registry writes one). So the same
+state has the same index on every server, the others showing a shared change at that revision
+too. Coalesced metrics (at most one write a second per owner) show here at a revision before the
+others take them.
 """
 
 from __future__ import annotations
@@ -165,6 +167,10 @@ class Cluster:
         # key -> (value, None to delete; not before); a heartbeat is encoded once its lease is known
         self._pending: dict[str, tuple[bytes | SharedBeat | None, float]] = {}
         self._written: dict[Owner, _Written] = {}
+        # Live changes waiting here for the write that shares them (see "The change index"):
+        # the keys whose next write carries one, and the writes sent with one, by their bytes.
+        self._holding: dict[str, Owner] = {}
+        self._sharing: dict[str, tuple[Owner, bytes]] = {}
         self._leases: dict[Owner, int] = {}  # the owners' own leases (see "TTLs on leases")
         self._mine: dict[Owner, bool] = {}  # rendezvous answers, until the peers change
         self._ejecting: dict[str, float] = {}  # ejections/ keys this server wrote last -> until
@@ -252,7 +258,7 @@ class Cluster:
         checks = self._registry.checks_of(owner)
         active = [(p, c.status, c.output) for p, c in enumerate(checks) if c.ttl is None]
         if active and self.mine((*owner, 0)):
-            self._queue(_owner_key(owner), _encode(CheckResults(self.me.id, active)), 0.0)
+            self._queue(_owner_key(owner), _encode(CheckResults(self.me.id, active)), 0.0, owner)
 
     # --- passive reports --------------------------------------------------------------------------
 
@@ -266,7 +272,7 @@ class Cluster:
         """An ejection this server decided, for the others to take."""
         key = f"ejections/{service}/{iid}"
         self._ejecting[key] = ejection.until
-        self._queue(key, _encode(SharedEjection(self.me.id, ejection)), 0.0)
+        self._queue(key, _encode(SharedEjection(self.me.id, ejection)), 0.0, ("instance", service, iid))
 
     async def _lease_for_votes(self) -> int:
         """The lease votes go under now: one for each half window, lasting one and a half."""
@@ -285,8 +291,9 @@ class Cluster:
         said = (beat.status or "passing", beat.output or "")
         last = self._written.get(owner)
         key = f"nodebeats/{owner[1]}" if owner[0] == "node" else f"beats/{owner[1]}/{owner[2]}"
+        held: Owner | None = None
         if last is None or last.said != said:
-            not_before = now
+            not_before, held = now, owner
         elif key in self._pending:
             # It goes with the write queued already: scheduling the next one from that write's
             # time would push the writes further off with each beat, past the TTL.
@@ -299,12 +306,42 @@ class Cluster:
             if not_before == math.inf:
                 return
         self._written[owner] = _Written(max(now, not_before), said, beat.metrics)
-        self._queue(key, SharedBeat(self.me.id, beat, time.time()), not_before)
+        self._queue(key, SharedBeat(self.me.id, beat, time.time()), not_before, held)
 
-    def _queue(self, key: str, value: bytes | SharedBeat | None, not_before: float) -> None:
+    def _queue(self, key: str, value: bytes | SharedBeat | None, not_before: float, held: Owner | None = None) -> None:
+        """Write `value` under `key` soon; with `held`, it shares a live change of that owner, which
+        shows here when the write comes back in the feed."""
         queued = self._pending.get(key)
         self._pending[key] = (value, min(not_before, queued[1]) if queued is not None else not_before)
+        if held is not None:
+            self._holding[key] = held
+            self._registry.hold(held)
         self._wake.set()
+
+    def _sent(self, key: str, value: bytes | None) -> None:
+        """`value` goes out under `key` (None: it does not): if it carries a live change held here,
+        that waits for it to come back."""
+        owner = self._holding.pop(key, None)
+        if owner is None:
+            return
+        if value is None:
+            self._registry.release(owner, None)
+        else:
+            self._sharing[key] = (owner, value)
+
+    def _not_landed(self, key: str, value: bytes | None) -> None:
+        sharing = self._sharing.get(key)
+        if sharing is not None and sharing[1] == value:
+            del self._sharing[key]
+            if key not in self._holding:  # else a later write carries it
+                self._registry.release(sharing[0], None)
+
+    def _landed(self, key: str, value: bytes) -> None:
+        sharing = self._sharing.get(key)
+        if sharing is not None and sharing[1] == value:  # not an earlier write of the key
+            del self._sharing[key]
+            if key not in self._holding:
+                self._registry.release(sharing[0], self._registry.index)
 
     async def _flush(self) -> None:
         pruned = time.monotonic()
@@ -328,9 +365,12 @@ class Cluster:
             leases = await asyncio.gather(*(self._lease_for(key, value) for key, value in due))
             for (key, value), lease in zip(due, leases, strict=True):
                 if isinstance(value, SharedBeat):
-                    if lease is not None:  # else the next heartbeats say it again
-                        written.append((key, _encode(msgspec.structs.replace(value, lease=lease)), lease))
+                    encoded = None if lease is None else _encode(msgspec.structs.replace(value, lease=lease))
+                    self._sent(key, encoded)
+                    if encoded is not None:  # else the next heartbeats say it again
+                        written.append((key, encoded, lease or 0))
                 else:
+                    self._sent(key, value)
                     written.append((key, value, votes if key.startswith("votes/") else 0))
             for start in range(0, len(written), FLUSH_OPS):
                 ops: list[Op] = [
@@ -341,6 +381,8 @@ class Cluster:
                     await self._store.txn([], ops)
                 except StoreError as exc:  # the next heartbeats say it again
                     log.warning("cannot share %d heartbeats, check results and votes: %s", len(ops), exc)
+                    for key, value, _ in written[start : start + FLUSH_OPS]:
+                        self._not_landed(key, value)
             if now - pruned > PRUNE_EVERY:
                 pruned = now
                 self._prune()
@@ -394,6 +436,8 @@ class Cluster:
                     self._registry.lapse(owner)  # its lease ended: no heartbeat for a whole TTL
             return
         self._revisions[key] = revision
+        if self._sharing:
+            self._landed(key, value)
         if kind == "servers":
             self.peers[rest] = _decode_peer(value)
             self._mine.clear()

@@ -218,6 +218,11 @@ def _instance_owner(service: str, iid: str) -> Owner:
     return ("instance", service, iid)
 
 
+def _owner_of(waiting: tuple[Any, ...]) -> Owner:
+    """Whose live change a (show, *owner) key of `_waiting_to_show` is."""
+    return ("node", waiting[1]) if len(waiting) == 2 else ("instance", waiting[1], waiting[2])
+
+
 class Registry:
     def __init__(
         self,
@@ -264,6 +269,7 @@ class Registry:
         # where the servers' indexes follow its revisions and one server's mark would set it apart.
         self._mark_due = math.inf if store.shared else 0.0
         self._waiting_to_show: dict[tuple[Any, ...], None] = {}  # (show, *owner): live changes, in order
+        self._held: set[Owner] = set()  # owners whose live changes show at the write that shares them
         self._ticking: asyncio.TimerHandle | None = None
         self._stopping = False
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
@@ -369,6 +375,7 @@ class Registry:
         for key, kv in current.items():
             if known.get(key) != kv.mod_revision:
                 self._apply_event(StoreEvent(key, kv.value, kv.mod_revision, kv.lease), index, now)
+        self._held.clear()  # the writes sharing them may be among the revisions skipped
         self._show_waiting(index)
         self._caught_up_to(snapshot.revision)
 
@@ -858,25 +865,47 @@ class Registry:
 
     def _live(self, show: Callable[..., None], *owner: str) -> bool:
         """Show a live change of the owner with `show(*owner, index)`: at the next change index; on
-        a shared store at the next revision that its feed brings (a shared heartbeat, check result
-        or ejection is written to it: see cluster.py), so that every server's index is the store's
-        revision. True when it is shown now."""
+        a shared store at the next revision that its feed brings, or, when the owner is held, at the
+        revision of the write that shares the change (see cluster.py), so that every server's index
+        is the store's revision. True when it is shown now."""
         if not self.store.shared:
             show(*owner, self.changes.next())
             return True
         self._waiting_to_show[(show, *owner)] = None
+        self._tick_later()
+        return False
+
+    def _tick_later(self) -> None:
         if self._ticking is None:
             self._ticking = asyncio.get_running_loop().call_later(TICK_AFTER, self._tick)
-        return False
+
+    def hold(self, owner: Owner) -> None:
+        """The owner's live changes go to the other servers in a write of their own (cluster.py):
+        they show here at its revision, where the others show them, not at any revision before."""
+        self._held.add(owner)
+
+    def release(self, owner: Owner, index: int | None) -> None:
+        """The write sharing the owner's live changes landed at `index`: they show at it. None: it
+        did not (or cannot be told apart from the rest any more), they show at the next revision."""
+        self._held.discard(owner)
+        if index is None:
+            self._tick_later()
+            return
+        for key in [key for key in self._waiting_to_show if _owner_of(key) == owner]:
+            del self._waiting_to_show[key]
+            key[0](*key[1:], index)
 
     def _show_waiting(self, index: int) -> None:
         waiting, self._waiting_to_show = self._waiting_to_show, {}
-        for show, *owner in waiting:
-            show(*owner, index)
+        for key in waiting:
+            if self._held and _owner_of(key) in self._held:
+                self._waiting_to_show[key] = None
+            else:
+                key[0](*key[1:], index)
 
     def _tick(self) -> None:
         self._ticking = None
-        if self._waiting_to_show:
+        if any(_owner_of(key) not in self._held for key in self._waiting_to_show):
             self._in_background(self._tick_write())
 
     async def _tick_write(self) -> None:
