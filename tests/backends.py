@@ -7,6 +7,7 @@ import contextlib
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
@@ -19,6 +20,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tests.server import free_port
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that went away (a probe past its timeout, a killed server): nothing to say.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class Served:
     """An http.server handler served from a thread on a loopback port, until `stop()`; `start()` again."""
 
@@ -27,12 +37,11 @@ class Served:
         self.addr = f"127.0.0.1:{self.port}"
         self._handler = handler
         self._tls = tls
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self.start()
 
     def start(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self.port), self._handler)
         if self._tls is not None:
             self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

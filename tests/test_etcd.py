@@ -150,14 +150,16 @@ def test_a_ttl_instance_holds_an_etcd_lease_that_heartbeats_to_any_server_renew(
 @contextlib.contextmanager
 def _other_writes(server: Server) -> Iterator[None]:
     """Registrations through `server` meanwhile, as fast as they go: revisions of other writes."""
-    done, service = threading.Event(), unique("others")
+    done, service, written, failed = threading.Event(), unique("others"), [0], []
 
     def write() -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as http:
-            n = 0
-            while not done.is_set():
-                put(http, service, f"i{n % 10}", meta={"n": str(n)})
-                n += 1
+        try:
+            with httpx.Client(base_url=server.url, timeout=10) as http:
+                while not done.is_set():
+                    put(http, service, f"i{written[0] % 10}", meta={"n": str(written[0])})
+                    written[0] += 1
+        except Exception as exc:  # raised in the test, not lost in the thread
+            failed.append(exc)
 
     writer = threading.Thread(target=write)
     writer.start()
@@ -166,6 +168,8 @@ def _other_writes(server: Server) -> Iterator[None]:
     finally:
         done.set()
         writer.join()
+    assert not failed, failed
+    assert written[0] >= 10, "hardly any other writes: the test did not test what it says"
 
 
 @pytest.mark.parametrize("others", [False, True], ids=["alone", "among-other-writes"])
@@ -191,6 +195,13 @@ def _heartbeats_through_each(a: Server, b: Server, service: str) -> None:
         through = (a, b)[n % 2]
         answer = through.http.put(beat, json={"status": status})
         assert answer.status_code == 200 and answer.json()["status"] == status  # the answer shows it at once
+        wait_for(lambda status=status: seen(a) == seen(b) and seen(a)[0] == status, 5)  # type: ignore[misc]
+    # A status the service's rule makes of a heartbeat's metrics, too.
+    rule = {"type": "metric", "name": "q", "critical": "instance.metrics.q > 10.0"}
+    assert a.http.put(f"/v1/services/{service}/rules", json={"rules": [rule]}).status_code == 200
+    for n, (q, status) in enumerate([(50.0, "critical"), (1.0, "passing"), (60.0, "critical")]):
+        answer = (a, b)[n % 2].http.put(beat, json={"metrics": {"q": q}})
+        assert answer.status_code == 200 and answer.json()["status"] == status
         wait_for(lambda status=status: seen(a) == seen(b) and seen(a)[0] == status, 5)  # type: ignore[misc]
 
 

@@ -211,8 +211,8 @@ def serve(
         str,
         typer.Option(
             metavar="URL",
-            help="sqlite (the file in --data-dir), or etcd://HOST:PORT,HOST:PORT.../PREFIX to share an etcd "
-            "cluster with other servers: one member or more, records under /PREFIX/ (/swarm/ without one).",
+            help="sqlite (the file in --data-dir), or etcd://HOST:PORT/PREFIX to share an etcd cluster with "
+            "other servers: one member or more (HOST:PORT,HOST:PORT), records under /PREFIX/ (/swarm/ without one).",
         ),
     ] = "sqlite",
     etcd_ca: Annotated[

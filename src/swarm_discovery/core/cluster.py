@@ -167,10 +167,12 @@ class Cluster:
         # key -> (value, None to delete; not before); a heartbeat is encoded once its lease is known
         self._pending: dict[str, tuple[bytes | SharedBeat | None, float]] = {}
         self._written: dict[Owner, _Written] = {}
-        # Live changes waiting here for the write that shares them (see "The change index"):
-        # the keys whose next write carries one, and the writes sent with one, by their bytes.
+        # Live changes held here until the write that shares them lands (see "The change index"),
+        # by their holder (Registry.hold): key -> holder of the write queued under it; key ->
+        # (holder, bytes) of the write sent; holder -> how many of those it has.
         self._holding: dict[str, Owner] = {}
         self._sharing: dict[str, tuple[Owner, bytes]] = {}
+        self._holds: dict[Owner, int] = {}
         self._leases: dict[Owner, int] = {}  # the owners' own leases (see "TTLs on leases")
         self._mine: dict[Owner, bool] = {}  # rendezvous answers, until the peers change
         self._ejecting: dict[str, float] = {}  # ejections/ keys this server wrote last -> until
@@ -258,7 +260,7 @@ class Cluster:
         checks = self._registry.checks_of(owner)
         active = [(p, c.status, c.output) for p, c in enumerate(checks) if c.ttl is None]
         if active and self.mine((*owner, 0)):
-            self._queue(_owner_key(owner), _encode(CheckResults(self.me.id, active)), 0.0, owner)
+            self._queue(_owner_key(owner), _encode(CheckResults(self.me.id, active)), 0.0, self._hold(owner))
 
     # --- passive reports --------------------------------------------------------------------------
 
@@ -272,7 +274,7 @@ class Cluster:
         """An ejection this server decided, for the others to take."""
         key = f"ejections/{service}/{iid}"
         self._ejecting[key] = ejection.until
-        self._queue(key, _encode(SharedEjection(self.me.id, ejection)), 0.0, ("instance", service, iid))
+        self._queue(key, _encode(SharedEjection(self.me.id, ejection)), 0.0, self._hold(("instance", service, iid)))
 
     async def _lease_for_votes(self) -> int:
         """The lease votes go under now: one for each half window, lasting one and a half."""
@@ -291,9 +293,9 @@ class Cluster:
         said = (beat.status or "passing", beat.output or "")
         last = self._written.get(owner)
         key = f"nodebeats/{owner[1]}" if owner[0] == "node" else f"beats/{owner[1]}/{owner[2]}"
-        held: Owner | None = None
-        if last is None or last.said != said:
-            not_before, held = now, owner
+        holder = self._hold(owner)  # a status it changed here, or what its node's rules made of it
+        if holder is not None or last is None or last.said != said:
+            not_before = now
         elif key in self._pending:
             # It goes with the write queued already: scheduling the next one from that write's
             # time would push the writes further off with each beat, past the TTL.
@@ -306,42 +308,59 @@ class Cluster:
             if not_before == math.inf:
                 return
         self._written[owner] = _Written(max(now, not_before), said, beat.metrics)
-        self._queue(key, SharedBeat(self.me.id, beat, time.time()), not_before, held)
+        self._queue(key, SharedBeat(self.me.id, beat, time.time()), not_before, holder)
 
-    def _queue(self, key: str, value: bytes | SharedBeat | None, not_before: float, held: Owner | None = None) -> None:
-        """Write `value` under `key` soon; with `held`, it shares a live change of that owner, which
-        shows here when the write comes back in the feed."""
+    def _queue(
+        self, key: str, value: bytes | SharedBeat | None, not_before: float, holder: Owner | None = None
+    ) -> None:
+        """Write `value` under `key` soon; with `holder`, it shares live changes that owner holds."""
         queued = self._pending.get(key)
         self._pending[key] = (value, min(not_before, queued[1]) if queued is not None else not_before)
-        if held is not None:
-            self._holding[key] = held
-            self._registry.hold(held)
+        if holder is not None and key not in self._holding:
+            self._holding[key] = holder
+            self._holds[holder] = self._holds.get(holder, 0) + 1
         self._wake.set()
 
-    def _sent(self, key: str, value: bytes | None) -> None:
-        """`value` goes out under `key` (None: it does not): if it carries a live change held here,
-        that waits for it to come back."""
-        owner = self._holding.pop(key, None)
-        if owner is None:
+    def _hold(self, owner: Owner) -> Owner | None:
+        """The owner as the holder of its live changes waiting here, if any (`Registry.hold`)."""
+        return owner if self._registry.hold(owner) else None
+
+    def _sent(self, key: str, value: bytes | None, holder: Owner | None) -> None:
+        """`value` went out under `key` (None: it could not): what it shares waits for it to land."""
+        if holder is None:
             return
         if value is None:
-            self._registry.release(owner, None)
-        else:
-            self._sharing[key] = (owner, value)
+            self._unhold(holder, None)
+            return
+        earlier = self._sharing.get(key)
+        if earlier is not None:  # not back yet: this one carries what it shared too
+            self._unhold(earlier[0], None)
+        self._sharing[key] = (holder, value)
 
-    def _not_landed(self, key: str, value: bytes | None) -> None:
+    def _not_landed(self, key: str, value: bytes) -> None:
         sharing = self._sharing.get(key)
         if sharing is not None and sharing[1] == value:
             del self._sharing[key]
-            if key not in self._holding:  # else a later write carries it
-                self._registry.release(sharing[0], None)
+            self._unhold(sharing[0], None)
 
-    def _landed(self, key: str, value: bytes) -> None:
+    def _landed(self, key: str, value: bytes | None, mine: bool) -> None:
+        """The feed brought a write of `key`: what the write sharing held changes under it shares
+        shows now, when this is that write, or when another server's write (or a delete) came
+        instead (a resync skipped it, or both wrote at once). Not for an earlier write of this
+        server's: the later one carries what it shared."""
         sharing = self._sharing.get(key)
-        if sharing is not None and sharing[1] == value:  # not an earlier write of the key
-            del self._sharing[key]
-            if key not in self._holding:
-                self._registry.release(sharing[0], self._registry.index)
+        if sharing is None or (mine and sharing[1] != value):
+            return
+        del self._sharing[key]
+        self._unhold(sharing[0], self._registry.index)
+
+    def _unhold(self, holder: Owner, index: int | None) -> None:
+        left = self._holds[holder] - 1
+        if left:  # another write shares them too: they show when it lands
+            self._holds[holder] = left
+        else:
+            del self._holds[holder]
+            self._registry.release(holder, index)
 
     async def _flush(self) -> None:
         pruned = time.monotonic()
@@ -350,8 +369,12 @@ class Cluster:
             await asyncio.sleep(FLUSH_EVERY)  # what arrives meanwhile goes in the same transactions
             now = time.monotonic()
             due = [(key, value) for key, (value, not_before) in self._pending.items() if not_before <= now]
+            holders: dict[str, Owner] = {}  # taken with their writes: a change held meanwhile goes with the next
             for key, _ in due:
                 del self._pending[key]
+                holder = self._holding.pop(key, None)
+                if holder is not None:
+                    holders[key] = holder
             if not self._pending:
                 self._wake.clear()
             votes = 0
@@ -366,11 +389,11 @@ class Cluster:
             for (key, value), lease in zip(due, leases, strict=True):
                 if isinstance(value, SharedBeat):
                     encoded = None if lease is None else _encode(msgspec.structs.replace(value, lease=lease))
-                    self._sent(key, encoded)
+                    self._sent(key, encoded, holders.get(key))
                     if encoded is not None:  # else the next heartbeats say it again
                         written.append((key, encoded, lease or 0))
                 else:
-                    self._sent(key, value)
+                    self._sent(key, value, holders.get(key))
                     written.append((key, value, votes if key.startswith("votes/") else 0))
             for start in range(0, len(written), FLUSH_OPS):
                 ops: list[Op] = [
@@ -382,7 +405,8 @@ class Cluster:
                 except StoreError as exc:  # the next heartbeats say it again
                     log.warning("cannot share %d heartbeats, check results and votes: %s", len(ops), exc)
                     for key, value, _ in written[start : start + FLUSH_OPS]:
-                        self._not_landed(key, value)
+                        if value is not None:
+                            self._not_landed(key, value)
             if now - pruned > PRUNE_EVERY:
                 pruned = now
                 self._prune()
@@ -425,6 +449,8 @@ class Cluster:
         kind, _, rest = key.partition("/")
         if value is None:
             self._revisions.pop(key, None)
+            if self._sharing:
+                self._landed(key, None, mine=False)
             if kind == "servers" and self.peers.pop(rest, None) is not None:
                 self._mine.clear()  # its checks move to the others
             elif kind == "ejections":
@@ -436,14 +462,14 @@ class Cluster:
                     self._registry.lapse(owner)  # its lease ended: no heartbeat for a whole TTL
             return
         self._revisions[key] = revision
-        if self._sharing:
-            self._landed(key, value)
         if kind == "servers":
             self.peers[rest] = _decode_peer(value)
             self._mine.clear()
         elif kind in ("beats", "nodebeats"):
             shared = _decode_beat(value)
             owner = _beat_owner(key)
+            if self._sharing:
+                self._landed(key, value, shared.by == self.me.id)
             if shared.lease:
                 self._leases[owner] = shared.lease
             if shared.by == self.me.id:
@@ -464,12 +490,16 @@ class Cluster:
                 self._registry.vote(service, iid, shared_vote.vote)
         elif kind == "ejections":
             decided = _decode_ejection(value)
+            if self._sharing:
+                self._landed(key, value, decided.by == self.me.id)
             if decided.by != self.me.id:
                 self._ejecting.pop(key, None)  # another's now: not this server's to delete
                 service, _, iid = rest.partition("/")
                 self._registry.eject(service, iid, decided.ejection, self._registry.index)
         else:
             results = _decode_results(value)
+            if self._sharing:
+                self._landed(key, value, results.by == self.me.id)
             if results.by != self.me.id:
                 self._registry.set_checks(tuple(rest.split("/")), results.states, self._registry.index)
 

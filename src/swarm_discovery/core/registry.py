@@ -218,11 +218,6 @@ def _instance_owner(service: str, iid: str) -> Owner:
     return ("instance", service, iid)
 
 
-def _owner_of(waiting: tuple[Any, ...]) -> Owner:
-    """Whose live change a (show, *owner) key of `_waiting_to_show` is."""
-    return ("node", waiting[1]) if len(waiting) == 2 else ("instance", waiting[1], waiting[2])
-
-
 class Registry:
     def __init__(
         self,
@@ -269,7 +264,10 @@ class Registry:
         # where the servers' indexes follow its revisions and one server's mark would set it apart.
         self._mark_due = math.inf if store.shared else 0.0
         self._waiting_to_show: dict[tuple[Any, ...], None] = {}  # (show, *owner): live changes, in order
-        self._held: set[Owner] = set()  # owners whose live changes show at the write that shares them
+        # Live changes that show at the revision of the write that shares them (cluster.py), apart
+        # from those waiting for any revision: holder -> their (show, *owner) keys, and back.
+        self._held: dict[Owner, dict[tuple[Any, ...], None]] = {}
+        self._holder_of: dict[tuple[Any, ...], Owner] = {}
         self._ticking: asyncio.TimerHandle | None = None
         self._stopping = False
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
@@ -375,7 +373,8 @@ class Registry:
         for key, kv in current.items():
             if known.get(key) != kv.mod_revision:
                 self._apply_event(StoreEvent(key, kv.value, kv.mod_revision, kv.lease), index, now)
-        self._held.clear()  # the writes sharing them may be among the revisions skipped
+        for holder in list(self._held):  # the writes sharing them may be among the revisions skipped
+            self.release(holder, index)
         self._show_waiting(index)
         self._caught_up_to(snapshot.revision)
 
@@ -863,49 +862,72 @@ class Registry:
         if entry is not None:
             self._publish(entry, index)
 
-    def _live(self, show: Callable[..., None], *owner: str) -> bool:
+    def _live(self, show: Callable[..., None], *owner: str, holder: Owner | None = None) -> bool:
         """Show a live change of the owner with `show(*owner, index)`: at the next change index; on
-        a shared store at the next revision that its feed brings, or, when the owner is held, at the
-        revision of the write that shares the change (see cluster.py), so that every server's index
-        is the store's revision. True when it is shown now."""
+        a shared store at the next revision that its feed brings, so that every server's index is
+        the store's revision, or with `holder`, when `holder`'s write that shares it lands (see
+        `hold`). True when it is shown now."""
         if not self.store.shared:
             show(*owner, self.changes.next())
             return True
-        self._waiting_to_show[(show, *owner)] = None
-        self._tick_later()
+        key = (show, *owner)
+        if holder is not None:
+            self._waiting_to_show.pop(key, None)
+            self._hold_key(key, holder)
+        elif key not in self._holder_of:  # a held one shows with what it is now, at its write
+            self._waiting_to_show[key] = None
+            self._tick_later()
         return False
 
     def _tick_later(self) -> None:
         if self._ticking is None:
             self._ticking = asyncio.get_running_loop().call_later(TICK_AFTER, self._tick)
 
-    def hold(self, owner: Owner) -> None:
-        """The owner's live changes go to the other servers in a write of their own (cluster.py):
-        they show here at its revision, where the others show them, not at any revision before."""
-        self._held.add(owner)
+    def hold(self, owner: Owner) -> bool:
+        """The owner's waiting live changes go to the other servers in a write of the cluster's
+        (cluster.py), which calls `release` when it lands: they show then, at its revision, where
+        the others show them, not at another write's that comes first. True when the owner holds
+        any (some may be held already, by `_live`'s `holder` or an earlier write)."""
+        if owner[0] == "node":
+            keys: tuple[tuple[Any, ...], ...] = ((self._node_health_changed, owner[1]),)
+        else:
+            keys = ((self._show, owner[1], owner[2]), (self._republish, owner[1], owner[2]))
+        for key in keys:
+            if key in self._waiting_to_show:
+                del self._waiting_to_show[key]
+                self._hold_key(key, owner)
+        return owner in self._held
 
-    def release(self, owner: Owner, index: int | None) -> None:
-        """The write sharing the owner's live changes landed at `index`: they show at it. None: it
-        did not (or cannot be told apart from the rest any more), they show at the next revision."""
-        self._held.discard(owner)
+    def _hold_key(self, key: tuple[Any, ...], holder: Owner) -> None:
+        before = self._holder_of.get(key)
+        if before is not None and before != holder:
+            del self._held[before][key]  # the later write shows it, with what it is by then
+            if not self._held[before]:
+                del self._held[before]
+        self._holder_of[key] = holder
+        self._held.setdefault(holder, {})[key] = None
+
+    def release(self, holder: Owner, index: int | None) -> None:
+        """The write sharing what `holder` holds landed at `index`: it shows at that revision.
+        None: the write did not land, it shows at the next revision the feed brings."""
+        keys = self._held.pop(holder, {})
+        for key in keys:
+            del self._holder_of[key]
         if index is None:
+            self._waiting_to_show.update(keys)
             self._tick_later()
             return
-        for key in [key for key in self._waiting_to_show if _owner_of(key) == owner]:
-            del self._waiting_to_show[key]
+        for key in keys:
             key[0](*key[1:], index)
 
     def _show_waiting(self, index: int) -> None:
         waiting, self._waiting_to_show = self._waiting_to_show, {}
-        for key in waiting:
-            if self._held and _owner_of(key) in self._held:
-                self._waiting_to_show[key] = None
-            else:
-                key[0](*key[1:], index)
+        for show, *owner in waiting:
+            show(*owner, index)
 
     def _tick(self) -> None:
         self._ticking = None
-        if any(_owner_of(key) not in self._held for key in self._waiting_to_show):
+        if self._waiting_to_show:
             self._in_background(self._tick_write())
 
     async def _tick_write(self) -> None:
@@ -1253,7 +1275,9 @@ class Registry:
         metrics = beat.metrics
         if metrics is not None and node.scraped:
             metrics = _laid_over(metrics, None, node.scraped)
-        self._node_took(nid, node, metrics, changed, index, said=bool(beat.output))
+        # Received here: the node's heartbeat write (cluster.py) shares what its instances' rules made of it.
+        holder = ("node", nid) if index is None and self.on_heartbeat is not None else None
+        self._node_took(nid, node, metrics, changed, index, said=bool(beat.output), holder=holder)
         return node.view
 
     def _node_took(
@@ -1265,11 +1289,13 @@ class Registry:
         index: int | None = None,
         only: int | None = None,
         said: bool = False,
+        holder: Owner | None = None,
     ) -> None:
         """What a node's heartbeat or scrape brought: its metrics judged (by its rules, or `only`
         the scraping check, then by its instances' rules that read `node`), then shown: a status
         change at once (at `index` when it came from another server), new metrics or output
-        quietly, and a heartbeat that changed nothing not at all."""
+        quietly, and a heartbeat that changed nothing not at all. With `holder`, what it changes
+        in its instances shows when that owner's shared write lands (`hold`)."""
         if metrics is not None:
             said |= metrics != node.metrics
             node.metrics = self._shared.metrics(metrics)
@@ -1277,7 +1303,7 @@ class Registry:
             changed |= self.health.judge(("node", nid), node.checks, Bindings(_NO_NODE, node.data), only)
             for service, iid in self._judge_on_node(nid):
                 if index is None:
-                    self._live(self._republish, service, iid)
+                    self._live(self._republish, service, iid, holder=holder)
                 else:
                     self._republish(service, iid, index)
         if changed or (index is not None and said):
