@@ -20,9 +20,10 @@ only its own share, and a dead server's checks move within PEER_TTL. Its results
 when a status changes (or, quietly, the output: at most every BEAT_EVERY); the others set them
 as they are, so every server shows the same status.
 
-Heartbeats are coalesced: one instance's is written when its status or output changed, when its
-metrics changed and BEAT_EVERY has passed since the last write, or when a third of its TTL has
-passed (so that the others renew it in time); a server's writes go out together, FLUSH_OPS to a
+Heartbeats are coalesced: one instance's is written when its status or output changed, when it
+changed what this server shows (a status its rules made of its metrics, metrics due to show),
+when its metrics changed and BEAT_EVERY has passed since the last write, or when a third of its
+TTL has passed (so that the others renew it in time); a server's writes go out together, FLUSH_OPS to a
 transaction, every FLUSH_EVERY. A fleet heartbeating every second with a 15 s TTL and steady
 metrics writes a fifth of its heartbeats. checks/ and ejections/ keys hold their writer's lease:
 they go with the server that wrote them; so do beats/ of owners without a TTL.
@@ -53,14 +54,14 @@ same moment everywhere (its last writes come up to a third of a TTL after its la
 instance at its own phase), and every server holds it or lets it expire alike.
 
 The change index is etcd's revision on every server. A change applied from the store's feed
-takes its revision; a live change made here that the others are told of (a heartbeat's new status
-this server received, its probe's result, an ejection it decided) shows at the revision of the
-write that shares it, 50 ms on, not at another write's that the feed brings first (`Registry.hold`
-and `release`); one they are not told of (a TTL lapse on its clock) at the next revision the feed
-brings (see `Registry._live`; when none comes within 100 ms, the registry writes one). So the same
-state has the same index on every server, the others showing a shared change at that revision
-too. Coalesced metrics (at most one write a second per owner) show here at a revision before the
-others take them.
+takes its revision; a live change made here that the others are told of (what a heartbeat this
+server received changed, a node's in its instances too; its probe's result; an ejection it
+decided) shows at the revision of the write that shares it, 50 ms on, not at another write's that
+the feed brings first (`Registry.hold` and `release`); one they are not told of (a TTL lapse on its
+clock) at the next revision the feed brings (see `Registry._live`; when none comes within 100 ms,
+the registry writes one). So the same state has the same index on every server, the others showing
+a shared change at that revision too. Metrics that show later, when a second has passed since the
+last change shown (QUIET_EVERY), show here at a revision before the others take them.
 """
 
 from __future__ import annotations
