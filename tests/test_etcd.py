@@ -331,8 +331,11 @@ def test_servers_and_their_watchers_resume_after_etcd_restarts(
     cluster: EtcdCluster, servers: tuple[Server, Server]
 ) -> None:
     a, b = servers
-    service = unique("restart")
+    service, live = unique("restart"), unique("outage")
     put(a.http, service, "before")
+    put(a.http, live, "i1", checks=[{"type": "ttl", "ttl": "60s"}])
+    beat, live_listing = f"/v1/services/{live}/instances/i1/heartbeat", f"/v1/services/{live}?all=true"
+    assert a.http.put(beat, json={}).status_code == 200
     wait_for(lambda: ids(b.http.get(f"/v1/services/{service}")) == ["before"], 5)
     index = int(b.http.get(f"/v1/services/{service}").headers["x-swarm-index"])
     for member in cluster.members:
@@ -341,6 +344,9 @@ def test_servers_and_their_watchers_resume_after_etcd_restarts(
         assert ids(b.http.get(f"/v1/services/{service}")) == ["before"]  # reads come from memory
         refused = a.http.put(f"/v1/services/{service}/instances/during", json=instance())
         assert refused.status_code == 503 and "etcd" in refused.json()["error"]
+        # A live change still shows, at an index of a's own: no revision comes for it.
+        assert a.http.put(beat, json={"status": "warning"}).status_code == 200
+        wait_for(lambda: a.http.get(live_listing).json()[0]["status"] == "warning", 20)
     finally:
         for member in cluster.members:
             member.start()
@@ -355,6 +361,22 @@ def test_servers_and_their_watchers_resume_after_etcd_restarts(
     put(a.http, service, "after")  # through a server whose store came back
     blocking.join(30)
     assert sorted(ids(woke[0])) == ["after", "before"]  # the other's feed resumed, and woke it
+
+    # a was ahead of the revision, by the live change shown at its own index; it catches up, so
+    # that a write shows at one index on both again.
+    writes = iter(range(1000))
+
+    def same_index() -> bool:
+        n = str(next(writes))
+        put(b.http, service, "after", meta={"n": n})
+        instances = f"/v1/services/{service}/instances/after"
+        wait_for(lambda: a.http.get(instances).json()["meta"] == {"n": n}, 5)
+        return bool(index_of(a) == index_of(b))
+
+    def index_of(server: Server) -> str:
+        return str(server.http.get(f"/v1/services/{service}").headers["x-swarm-index"])
+
+    wait_for(same_index, 10)
 
 
 def test_a_server_whose_history_was_compacted_reloads(

@@ -59,7 +59,8 @@ server received changed, a node's in its instances too; its probe's result; an e
 decided) shows at the revision of the write that shares it, 50 ms on, not at another write's that
 the feed brings first (`Registry.hold` and `release`); one they are not told of (a TTL lapse on its
 clock) at the next revision the feed brings (see `Registry._live`; when none comes within 100 ms,
-the registry writes one). So the same state has the same index on every server, the others showing
+the registry writes one; with etcd out of reach, at an index of its own, and it catches up with the
+revisions later: see CATCH_UP). So the same state has the same index on every server, the others showing
 a shared change at that revision too. Metrics that show later, when a second has passed since the
 last change shown (QUIET_EVERY), show here at a revision before the others take them.
 """
@@ -117,6 +118,18 @@ class SharedEjection(msgspec.Struct, frozen=True):
     ejection: Ejection
 
 
+class _Sharing:
+    """A write of this server's that shares live changes held here, until it lands."""
+
+    __slots__ = ("holder", "revision", "sent", "value")
+
+    def __init__(self, holder: Owner, value: bytes, sent: float) -> None:
+        self.holder = holder
+        self.value = value
+        self.sent = sent
+        self.revision: int | None = None  # once the transaction has answered
+
+
 class _Written:
     __slots__ = ("at", "metrics", "said")
 
@@ -169,10 +182,10 @@ class Cluster:
         self._pending: dict[str, tuple[bytes | SharedBeat | None, float]] = {}
         self._written: dict[Owner, _Written] = {}
         # Live changes held here until the write that shares them lands (see "The change index"),
-        # by their holder (Registry.hold): key -> holder of the write queued under it; key ->
-        # (holder, bytes) of the write sent; holder -> how many of those it has.
+        # by their holder (Registry.hold): key -> holder of the write queued under it; key -> the
+        # write sent; holder -> how many of those it has.
         self._holding: dict[str, Owner] = {}
-        self._sharing: dict[str, tuple[Owner, bytes]] = {}
+        self._sharing: dict[str, _Sharing] = {}
         self._holds: dict[Owner, int] = {}
         self._leases: dict[Owner, int] = {}  # the owners' own leases (see "TTLs on leases")
         self._mine: dict[Owner, bool] = {}  # rendezvous answers, until the peers change
@@ -335,25 +348,32 @@ class Cluster:
             return
         earlier = self._sharing.get(key)
         if earlier is not None:  # not back yet: this one carries what it shared too
-            self._unhold(earlier[0], None)
-        self._sharing[key] = (holder, value)
+            self._unhold(earlier.holder, None)
+        self._sharing[key] = _Sharing(holder, value, time.monotonic())
 
-    def _not_landed(self, key: str, value: bytes) -> None:
+    def _answered(self, key: str, value: bytes | None, revision: int | None) -> None:
+        """The transaction with this write answered: committed at `revision`, or failed (None)."""
         sharing = self._sharing.get(key)
-        if sharing is not None and sharing[1] == value:
-            del self._sharing[key]
-            self._unhold(sharing[0], None)
-
-    def _landed(self, key: str, value: bytes | None, mine: bool) -> None:
-        """The feed brought a write of `key`: what the write sharing held changes under it shares
-        shows now, when this is that write, or when another server's write (or a delete) came
-        instead (a resync skipped it, or both wrote at once). Not for an earlier write of this
-        server's: the later one carries what it shared."""
-        sharing = self._sharing.get(key)
-        if sharing is None or (mine and sharing[1] != value):
+        if sharing is None or sharing.value != value:
+            return
+        if revision is not None:
+            sharing.revision = revision
             return
         del self._sharing[key]
-        self._unhold(sharing[0], self._registry.index)
+        self._unhold(sharing.holder, None)
+
+    def _landed(self, key: str, value: bytes | None, revision: int, mine: bool) -> None:
+        """The feed brought a write of `key` at `revision`: what the write sharing held changes
+        under it shares shows now, when this is that write, or one after it (a resync skipped
+        ours). Neither an earlier write of this server's (the later one carries what it shared)
+        nor another server's that came first."""
+        sharing = self._sharing.get(key)
+        if sharing is None:
+            return
+        if not (mine and sharing.value == value) and (sharing.revision is None or revision < sharing.revision):
+            return
+        del self._sharing[key]
+        self._unhold(sharing.holder, self._registry.index)
 
     def _unhold(self, holder: Owner, index: int | None) -> None:
         left = self._holds[holder] - 1
@@ -401,13 +421,14 @@ class Cluster:
                     Delete(key) if value is None else Put(key, value, lease=lease or self._lease)
                     for key, value, lease in written[start : start + FLUSH_OPS]
                 ]
+                committed: int | None = None
                 try:
-                    await self._store.txn([], ops)
+                    committed = (await self._store.txn([], ops)).revision
                 except StoreError as exc:  # the next heartbeats say it again
                     log.warning("cannot share %d heartbeats, check results and votes: %s", len(ops), exc)
+                if self._sharing:
                     for key, value, _ in written[start : start + FLUSH_OPS]:
-                        if value is not None:
-                            self._not_landed(key, value)
+                        self._answered(key, value, committed)
             if now - pruned > PRUNE_EVERY:
                 pruned = now
                 self._prune()
@@ -443,6 +464,11 @@ class Cluster:
         for key in [key for key, until in self._ejecting.items() if until <= now]:
             del self._ejecting[key]
             self._queue(key, None, 0.0)  # over everywhere already, each server's clock says
+        # A write the feed never brought back, nor one after it (a resync that skipped both, the
+        # key gone again): what it held shows at the next revision, not never.
+        lost = time.monotonic() - PRUNE_EVERY
+        for key in [key for key, sharing in self._sharing.items() if sharing.sent < lost]:
+            self._unhold(self._sharing.pop(key).holder, None)
 
     # --- following the store --------------------------------------------------------------------
 
@@ -451,7 +477,7 @@ class Cluster:
         if value is None:
             self._revisions.pop(key, None)
             if self._sharing:
-                self._landed(key, None, mine=False)
+                self._landed(key, None, revision, mine=False)
             if kind == "servers" and self.peers.pop(rest, None) is not None:
                 self._mine.clear()  # its checks move to the others
             elif kind == "ejections":
@@ -470,7 +496,7 @@ class Cluster:
             shared = _decode_beat(value)
             owner = _beat_owner(key)
             if self._sharing:
-                self._landed(key, value, shared.by == self.me.id)
+                self._landed(key, value, revision, shared.by == self.me.id)
             if shared.lease:
                 self._leases[owner] = shared.lease
             if shared.by == self.me.id:
@@ -492,7 +518,7 @@ class Cluster:
         elif kind == "ejections":
             decided = _decode_ejection(value)
             if self._sharing:
-                self._landed(key, value, decided.by == self.me.id)
+                self._landed(key, value, revision, decided.by == self.me.id)
             if decided.by != self.me.id:
                 self._ejecting.pop(key, None)  # another's now: not this server's to delete
                 service, _, iid = rest.partition("/")
@@ -500,7 +526,7 @@ class Cluster:
         else:
             results = _decode_results(value)
             if self._sharing:
-                self._landed(key, value, results.by == self.me.id)
+                self._landed(key, value, revision, results.by == self.me.id)
             if results.by != self.me.id:
                 self._registry.set_checks(tuple(rest.split("/")), results.states, self._registry.index)
 

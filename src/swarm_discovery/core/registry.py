@@ -79,6 +79,12 @@ MARK_MARGIN = 1_000_000  # a write rebuilt this often without landing answers 40
 # long after one (the shared heartbeats' writes come every 50 ms), this server writes one.
 TICK_AFTER = 0.1
 TICK = "meta/tick"
+# A server that showed live changes at indexes of its own (the store out of reach) is that many
+# ahead of the revisions, and would stay so, each revision moving it on by one. It writes as many
+# revisions to this key, which move no server's index, so that the revision passes it again and
+# the next one is every server's index once more. CATCH_UP_WRITES of them at once.
+CATCH_UP = "meta/catch-up"
+CATCH_UP_WRITES = 64
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
@@ -268,7 +274,9 @@ class Registry:
         # from those waiting for any revision: holder -> their (show, *owner) keys, and back.
         self._held: dict[Owner, dict[tuple[Any, ...], None]] = {}
         self._holder_of: dict[tuple[Any, ...], Owner] = {}
+        self._fresh: set[Owner] = set()  # holders with changes since `hold` last asked
         self._ticking: asyncio.TimerHandle | None = None
+        self._catch_up_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
         self.on_heartbeat: Callable[[Owner, Heartbeat], None] | None = None
@@ -350,13 +358,18 @@ class Registry:
     def _apply(self, batch: WatchBatch) -> None:
         now = self._clock()
         revision, index = 0, self.changes.index
+        before = index
         for event in batch.events:
             if event.revision != revision:  # one change index per store revision
-                revision, index = event.revision, self.changes.advance(event.revision)
+                revision = event.revision
+                if event.key != CATCH_UP:  # alone in its revision, which changes nothing
+                    index = self.changes.advance(revision)
             self._apply_event(event, index, now)
-        if batch.events:
+        if index != before:
             self._show_waiting(index)
         self._caught_up_to(batch.revision)
+        if self.changes.index > batch.revision and self.store.shared and self._catch_up_task is None:
+            self._catch_up_task = self._in_background(self._catch_up())
 
     def _resync(self, snapshot: Snapshot) -> None:
         """Make memory equal a fresh snapshot: apply what differs, drop what is gone."""
@@ -874,7 +887,9 @@ class Registry:
         if holder is not None:
             self._waiting_to_show.pop(key, None)
             self._hold_key(key, holder)
-        elif key not in self._holder_of:  # a held one shows with what it is now, at its write
+        elif key in self._holder_of:  # shows as it is by then, when its holder's next write lands
+            self._fresh.add(self._holder_of[key])
+        else:
             self._waiting_to_show[key] = None
             self._tick_later()
         return False
@@ -887,7 +902,8 @@ class Registry:
         """The owner's waiting live changes go to the other servers in a write of the cluster's
         (cluster.py), which calls `release` when it lands: they show then, at its revision, where
         the others show them, not at another write's that comes first. True when the owner holds
-        any (some may be held already, by `_live`'s `holder` or an earlier write)."""
+        changes made since it last asked (some held by `_live`'s `holder`), which a write must
+        carry; not for those a write on its way already carries."""
         if owner[0] == "node":
             keys: tuple[tuple[Any, ...], ...] = ((self._node_health_changed, owner[1]),)
         else:
@@ -896,6 +912,9 @@ class Registry:
             if key in self._waiting_to_show:
                 del self._waiting_to_show[key]
                 self._hold_key(key, owner)
+        if owner not in self._fresh:
+            return False
+        self._fresh.discard(owner)
         return owner in self._held
 
     def _hold_key(self, key: tuple[Any, ...], holder: Owner) -> None:
@@ -906,17 +925,20 @@ class Registry:
                 del self._held[before]
         self._holder_of[key] = holder
         self._held.setdefault(holder, {})[key] = None
+        self._fresh.add(holder)
 
     def release(self, holder: Owner, index: int | None) -> None:
         """The write sharing what `holder` holds landed at `index`: it shows at that revision.
-        None: the write did not land, it shows at the next revision the feed brings."""
+        None: the write could not be made (the store out of reach, as likely as not): it shows
+        now, at an index of this server's own, as when a tick cannot be written."""
         keys = self._held.pop(holder, {})
+        self._fresh.discard(holder)
         for key in keys:
             del self._holder_of[key]
-        if index is None:
-            self._waiting_to_show.update(keys)
-            self._tick_later()
+        if not keys:
             return
+        if index is None:
+            index = self.changes.next()
         for key in keys:
             key[0](*key[1:], index)
 
@@ -939,15 +961,29 @@ class Registry:
             log.warning("live changes shown ahead of the store's revision (%s)", exc)
             self._show_waiting(self.changes.next())
 
+    async def _catch_up(self) -> None:
+        """Write CATCH_UP revisions until the store's revision is this server's index again."""
+        try:
+            while self.changes.index > self._applied and not self._stopping:
+                writes = min(self.changes.index - self._applied, CATCH_UP_WRITES)
+                put = (Put(CATCH_UP, b""),)
+                done = await asyncio.gather(*(self.store.txn((), put) for _ in range(writes)))
+                await self._caught_up(max(result.revision for result in done))
+        except StoreError as exc:
+            log.warning("cannot catch up with the store's revision yet (%s)", exc)  # the next batch tries again
+        finally:
+            self._catch_up_task = None
+
     def checks(self, service: str, iid: str) -> list[CheckState]:
         """The live state of an instance's checks, newer than any published view."""
         return [c.state(live=True) for c in self._entry(service, iid).checks]
 
-    def _in_background(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
+    def _in_background(self, work: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+        return task
 
     def _health_changed(self, owner: Owner) -> None:
         """A check's status changed: republish its owner."""
