@@ -159,6 +159,30 @@ def test_watch_streams_every_committed_change_in_order(make_store: Factory, tmp_
     run(scenario())
 
 
+def test_etcd_passes_revisions_that_bring_no_event(etcd_member: EtcdCluster, tmp_path: Path) -> None:
+    """What a server ahead of etcd's revisions has it do (`Registry._catch_up`): revisions go by
+    with nothing in the watch, and the next write comes after all of them."""
+
+    async def scenario() -> None:
+        store = EtcdStore(etcd_member.endpoints, f"/conformance/{tmp_path.name}/")
+        await store.open()
+        try:
+            start = (await store.snapshot()).revision
+            feed = aiter(store.watch(start + 1))
+            passed = await store.pass_revisions(10)
+            assert passed >= start + 10
+            put = await store.txn([], [Put("a", b"1")])
+            assert put.revision > passed
+            events: list[StoreEvent] = []
+            while not events:
+                events.extend((await next_batch(feed)).events)
+            assert [(e.key, e.revision) for e in events] == [("a", put.revision)]
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
 def test_a_watch_resumes_from_a_past_revision_or_says_it_is_compacted(tmp_path: Path) -> None:
     async def scenario() -> None:
         feed = Feed(revision=10, max_batches=3)

@@ -60,7 +60,7 @@ decided) shows at the revision of the write that shares it, 50 ms on, not at ano
 the feed brings first (`Registry.hold` and `release`); one they are not told of (a TTL lapse on its
 clock) at the next revision the feed brings (see `Registry._live`; when none comes within 100 ms,
 the registry writes one; with etcd out of reach, at an index of its own, and it catches up with the
-revisions later: see CATCH_UP). So the same state has the same index on every server, the others showing
+revisions later: see CATCH_UP_AT_ONCE). So the same state has the same index on every server, the others showing
 a shared change at that revision too. Metrics that show later, when a second has passed since the
 last change shown (QUIET_EVERY), show here at a revision before the others take them.
 """

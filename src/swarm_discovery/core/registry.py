@@ -80,11 +80,10 @@ MARK_MARGIN = 1_000_000  # a write rebuilt this often without landing answers 40
 TICK_AFTER = 0.1
 TICK = "meta/tick"
 # A server that showed live changes at indexes of its own (the store out of reach) is that many
-# ahead of the revisions, and would stay so, each revision moving it on by one. It writes as many
-# revisions to this key, which move no server's index, so that the revision passes it again and
-# the next one is every server's index once more. CATCH_UP_WRITES of them at once.
-CATCH_UP = "meta/catch-up"
-CATCH_UP_WRITES = 64
+# ahead of the revisions, and would stay so, each revision moving it on by one: it has the store
+# pass as many revisions, which move no server's index, so that the next one is every server's
+# index once more. CATCH_UP_AT_ONCE at a time.
+CATCH_UP_AT_ONCE = 64
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(InstanceRecord).decode
 _decode_node = msgspec.json.Decoder(NodeRecord).decode
@@ -277,6 +276,7 @@ class Registry:
         self._fresh: set[Owner] = set()  # holders with changes since `hold` last asked
         self._ticking: asyncio.TimerHandle | None = None
         self._catch_up_task: asyncio.Task[None] | None = None
+        self._showing_now = False
         self._stopping = False
         self._followers: dict[str, Follower] = {}  # key prefix ("acl") -> who applies those keys
         self.on_heartbeat: Callable[[Owner, Heartbeat], None] | None = None
@@ -358,14 +358,11 @@ class Registry:
     def _apply(self, batch: WatchBatch) -> None:
         now = self._clock()
         revision, index = 0, self.changes.index
-        before = index
         for event in batch.events:
             if event.revision != revision:  # one change index per store revision
-                revision = event.revision
-                if event.key != CATCH_UP:  # alone in its revision, which changes nothing
-                    index = self.changes.advance(revision)
+                revision, index = event.revision, self.changes.advance(event.revision)
             self._apply_event(event, index, now)
-        if index != before:
+        if batch.events:
             self._show_waiting(index)
         self._caught_up_to(batch.revision)
         if self.changes.index > batch.revision and self.store.shared and self._catch_up_task is None:
@@ -937,10 +934,19 @@ class Registry:
             del self._holder_of[key]
         if not keys:
             return
-        if index is None:
-            index = self.changes.next()
+        if index is None:  # the writes that failed in one turn of the loop show at one index
+            self._waiting_to_show.update(keys)
+            if not self._showing_now:
+                self._showing_now = True
+                asyncio.get_running_loop().call_soon(self._show_now)
+            return
         for key in keys:
             key[0](*key[1:], index)
+
+    def _show_now(self) -> None:
+        self._showing_now = False
+        if self._waiting_to_show:
+            self._show_waiting(self.changes.next())
 
     def _show_waiting(self, index: int) -> None:
         waiting, self._waiting_to_show = self._waiting_to_show, {}
@@ -962,13 +968,11 @@ class Registry:
             self._show_waiting(self.changes.next())
 
     async def _catch_up(self) -> None:
-        """Write CATCH_UP revisions until the store's revision is this server's index again."""
+        """Have the store pass revisions until its revision is this server's index again."""
         try:
             while self.changes.index > self._applied and not self._stopping:
-                writes = min(self.changes.index - self._applied, CATCH_UP_WRITES)
-                put = (Put(CATCH_UP, b""),)
-                done = await asyncio.gather(*(self.store.txn((), put) for _ in range(writes)))
-                await self._caught_up(max(result.revision for result in done))
+                ahead = min(self.changes.index - self._applied, CATCH_UP_AT_ONCE)
+                await self._caught_up(await self.store.pass_revisions(ahead))
         except StoreError as exc:
             log.warning("cannot catch up with the store's revision yet (%s)", exc)  # the next batch tries again
         finally:

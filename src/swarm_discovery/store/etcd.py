@@ -538,6 +538,18 @@ class EtcdStore:
             raise StoreError("the store is closed")
         return await self._keepalive.renew(lease)
 
+    async def pass_revisions(self, count: int) -> int:
+        """Puts of the sync key, which no batch or snapshot holds, each a revision of its own (not
+        merged with other writes), MAX_SENDING at a time."""
+        revision = self._covered
+        request = rpc.PutRequest(key=self._sync, value=b"")
+        for start in range(0, count, MAX_SENDING):
+            puts = min(MAX_SENDING, count - start)
+            answers = await asyncio.gather(*(self._call("kv", "Put", request) for _ in range(puts)))
+            revision = max(revision, *(answer.header.revision for answer in answers))
+            self._covered = max(self._covered, revision)
+        return revision
+
     async def revoke(self, lease: int) -> None:
         await self._call("lease", "LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease))
 

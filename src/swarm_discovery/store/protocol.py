@@ -126,4 +126,9 @@ class Store(Protocol):
         """End a lease now, deleting its keys."""
         ...
 
+    async def pass_revisions(self, count: int) -> int:
+        """Move the revision on by at least `count`, each with no event in any watch: a server
+        ahead of a shared store's revisions catches up with them. The revision after."""
+        ...
+
     async def close(self) -> None: ...
