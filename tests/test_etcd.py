@@ -186,6 +186,7 @@ def test_live_changes_show_at_the_same_index_on_every_server(servers: tuple[Serv
 def _heartbeats_through_each(a: Server, b: Server, service: str) -> None:
     put(a.http, service, "i1", checks=[{"type": "ttl", "ttl": "30s"}])
     beat, listing = f"/v1/services/{service}/instances/i1/heartbeat", f"/v1/services/{service}?all=true"
+    wait_for(lambda: ids(b.http.get(listing)) == ["i1"], 5)  # registered on both before its beats
 
     def seen(server: Server) -> tuple[str, str]:
         answer = server.http.get(listing)

@@ -163,10 +163,11 @@ def test_etcd_passes_revisions_that_bring_no_event(etcd_member: EtcdCluster, tmp
     """What a server ahead of etcd's revisions has it do (`Registry._catch_up`): revisions go by
     with nothing in the watch, and the next write comes after all of them."""
 
+    def make(path: Path) -> Store:
+        return EtcdStore(etcd_member.endpoints, f"/conformance/{path.name}/")
+
     async def scenario() -> None:
-        store = EtcdStore(etcd_member.endpoints, f"/conformance/{tmp_path.name}/")
-        await store.open()
-        try:
+        async with opened(make, tmp_path) as store:
             start = (await store.snapshot()).revision
             feed = aiter(store.watch(start + 1))
             passed = await store.pass_revisions(10)
@@ -177,8 +178,6 @@ def test_etcd_passes_revisions_that_bring_no_event(etcd_member: EtcdCluster, tmp
             while not events:
                 events.extend((await next_batch(feed)).events)
             assert [(e.key, e.revision) for e in events] == [("a", put.revision)]
-        finally:
-            await store.close()
 
     run(scenario())
 

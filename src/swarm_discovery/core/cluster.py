@@ -23,8 +23,8 @@ as they are, so every server shows the same status.
 Heartbeats are coalesced: one instance's is written when its status or output changed, when it
 changed what this server shows (a status its rules made of its metrics, metrics due to show),
 when its metrics changed and BEAT_EVERY has passed since the last write, or when a third of its
-TTL has passed (so that the others renew it in time); a server's writes go out together, FLUSH_OPS to a
-transaction, every FLUSH_EVERY. A fleet heartbeating every second with a 15 s TTL and steady
+TTL has passed (so that the others renew it in time); a server's writes go out together,
+FLUSH_OPS to a transaction, every FLUSH_EVERY. A fleet heartbeating every second with a 15 s TTL and steady
 metrics writes a fifth of its heartbeats. checks/ and ejections/ keys hold their writer's lease:
 they go with the server that wrote them; so do beats/ of owners without a TTL.
 
@@ -59,9 +59,9 @@ server received changed, a node's in its instances too; its probe's result; an e
 decided) shows at the revision of the write that shares it, 50 ms on, not at another write's that
 the feed brings first (`Registry.hold` and `release`); one they are not told of (a TTL lapse on its
 clock) at the next revision the feed brings (see `Registry._live`; when none comes within 100 ms,
-the registry writes one; with etcd out of reach, at an index of its own, and it catches up with the
-revisions later: see CATCH_UP_AT_ONCE). So the same state has the same index on every server, the others showing
-a shared change at that revision too. Metrics that show later, when a second has passed since the
+the registry writes one; with etcd out of reach, at an index of its own, and it catches up with
+the revisions later: see CATCH_UP_AT_ONCE). So the same state has the same index on every server,
+the others showing a shared change at that revision too. Metrics that show later, when a second has passed since the
 last change shown (QUIET_EVERY), show here at a revision before the others take them.
 """
 

@@ -938,12 +938,14 @@ class Registry:
             self._waiting_to_show.update(keys)
             if not self._showing_now:
                 self._showing_now = True
-                asyncio.get_running_loop().call_soon(self._show_now)
+                asyncio.get_running_loop().call_soon(self._show_at_own_index)
             return
         for key in keys:
             key[0](*key[1:], index)
 
-    def _show_now(self) -> None:
+    def _show_at_own_index(self) -> None:
+        """The store out of reach: what waits shows at an index of this server's own, rather than
+        not at all (it catches up with the revisions later: `_catch_up`)."""
         self._showing_now = False
         if self._waiting_to_show:
             self._show_waiting(self.changes.next())
@@ -963,9 +965,8 @@ class Registry:
         try:
             await self.store.txn((), (Put(TICK, b""),))
         except StoreError as exc:
-            # Out of reach: shown at an index of this server's own rather than not at all.
             log.warning("live changes shown ahead of the store's revision (%s)", exc)
-            self._show_waiting(self.changes.next())
+            self._show_at_own_index()
 
     async def _catch_up(self) -> None:
         """Have the store pass revisions until its revision is this server's index again."""
